@@ -1,0 +1,27 @@
+// Package sema is allot's core: a deterministic state machine of limits,
+// leases, first-in-first-out waiters, slot decay and fencing tokens.
+//
+// A Machine is a pure function of its state, the commands given to it and the
+// time passed in with each command. It owns no goroutines, does no I/O and
+// reads no clock, so every decision it makes can be replayed and tested.
+//
+// # Invariants
+//
+//   - Safety: for an active limit, the slots held by leases plus the
+//     undecayed rate-limit slots never exceed the limit at the moment of a
+//     grant. Lowering a limit never revokes a lease.
+//   - All or nothing: a request that names several limits is granted on all
+//     of them in one step or on none.
+//   - Fairness: waiters on a limit are granted in the order they arrived; a
+//     request that finds anyone waiting on one of its limits queues behind
+//     them even if it would fit.
+//   - Liveness: a lease that is not renewed expires at its expiry time and
+//     its slots go to the next waiters in the same step.
+//   - Fencing: every grant takes the next value of one machine-wide counter,
+//     so tokens grow on every limit.
+//
+// Every change that must survive a restart is recorded as a Change, in
+// order; the caller drains them with Drain and makes them durable before it
+// acknowledges the command. Replaying any prefix of the recorded changes
+// yields a state that satisfies the invariants.
+package sema

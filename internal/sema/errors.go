@@ -1,0 +1,60 @@
+package sema
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Errors callers branch on.
+var (
+	ErrLimitNotFound = errors.New("concurrency limit not found")
+	ErrLeaseNotFound = errors.New("lease not found - it may have expired or been revoked")
+	ErrNameTaken     = errors.New("a concurrency limit with this name already exists")
+	ErrWaiterGone    = errors.New("waiter not found")
+)
+
+// InvalidError reports a bad argument and the field it came from.
+type InvalidError struct {
+	Field  string
+	Detail string
+}
+
+func (e *InvalidError) Error() string { return e.Field + ": " + e.Detail }
+
+func invalid(field, format string, args ...any) error {
+	return &InvalidError{Field: field, Detail: fmt.Sprintf(format, args...)}
+}
+
+// NeverError reports a request that can never be granted, so it is refused
+// at once instead of waiting forever.
+type NeverError struct {
+	Reason string   // "slots_exceed_limit", "no_decay", "template"
+	Names  []string // the limits at fault
+	Detail string
+}
+
+func (e *NeverError) Error() string { return e.Detail }
+
+func slotsExceed(names []string) error {
+	return &NeverError{Reason: "slots_exceed_limit", Names: names,
+		Detail: "Slots requested is greater than the limit"}
+}
+
+func noDecay(names []string) error {
+	return &NeverError{Reason: "no_decay", Names: names,
+		Detail: fmt.Sprintf("Only concurrency limits with slot decay can be used for rate limiting. The following limits do not have a decay configured: '%s'", strings.Join(names, ","))}
+}
+
+// LockedError reports a request that cannot be granted now and did not ask
+// to wait. RetryAfter is the mean wait the caller should jitter around.
+type LockedError struct {
+	RetryAfter time.Duration
+	// Blocking is the limit that decided RetryAfter.
+	Blocking string
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("concurrency limit %q is full", e.Blocking)
+}

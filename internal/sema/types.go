@@ -1,0 +1,182 @@
+package sema
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Mode says how a request uses the slots it is granted.
+type Mode uint8
+
+const (
+	// ModeConcurrency holds the slots until the lease is released or expires.
+	ModeConcurrency Mode = iota
+	// ModeRateLimit takes slots that are never given back; they decay at the
+	// limit's SlotDecayPerSecond.
+	ModeRateLimit
+)
+
+// String returns the mode's name as the API spells it.
+func (m Mode) String() string {
+	if m == ModeRateLimit {
+		return "rate_limit"
+	}
+	return "concurrency"
+}
+
+// ParseMode parses a mode as the API spells it; the empty string is
+// ModeConcurrency.
+func ParseMode(s string) (Mode, bool) {
+	switch s {
+	case "", "concurrency":
+		return ModeConcurrency, true
+	case "rate_limit":
+		return ModeRateLimit, true
+	}
+	return 0, false
+}
+
+// Holder says who holds a lease.
+type Holder struct {
+	Type     string            `json:"type"`
+	ID       string            `json:"id"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+// IsZero reports whether no holder was given.
+func (h Holder) IsZero() bool { return h.Type == "" && h.ID == "" && len(h.Metadata) == 0 }
+
+// Limit is the durable record of a limit.
+type Limit struct {
+	ID                      uuid.UUID
+	Name                    string
+	Limit                   int
+	Active                  bool
+	SlotDecayPerSecond      float64
+	AvgSlotOccupancySeconds float64
+	Created                 time.Time
+	Updated                 time.Time
+
+	// Level is the number of slots taken without a lease (rate-limit grants
+	// and slots preset with active_slots) as of DecayAt; it decays at
+	// SlotDecayPerSecond.
+	Level float64
+	// Denied is the decaying count of slots refused as of DecayAt; it only
+	// shapes Retry-After.
+	Denied  float64
+	DecayAt time.Time
+}
+
+// IsTemplate reports whether the limit is a template: a name with a '*'
+// that gives its settings to the names it matches on first use.
+func (l *Limit) IsTemplate() bool { return isPattern(l.Name) }
+
+// Hold is the number of slots a lease holds on one limit.
+type Hold struct {
+	LimitID uuid.UUID
+	Slots   int
+}
+
+// Lease is the durable record of a grant.
+type Lease struct {
+	ID    uuid.UUID
+	Holds []Hold
+	// Slots is the number of slots requested on each limit.
+	Slots  int
+	Mode   Mode
+	Holder Holder
+	// Anonymous marks a lease granted by a plain increment; a plain
+	// decrement gives its slots back.
+	Anonymous bool
+	Created   time.Time
+	Duration  time.Duration
+	Expires   time.Time
+	Fence     uint64
+}
+
+// ChangeKind says what a Change does.
+type ChangeKind uint8
+
+// The kinds of Change.
+const (
+	PutLimit ChangeKind = iota + 1
+	DeleteLimit
+	PutLease
+	DeleteLease
+)
+
+// Change is one durable effect of a command, to be applied in order.
+type Change struct {
+	Kind  ChangeKind
+	Limit Limit     // PutLimit
+	Lease Lease     // PutLease
+	ID    uuid.UUID // DeleteLimit, DeleteLease
+}
+
+// EventKind says what an Event reports.
+type EventKind uint8
+
+// The kinds of Event.
+const (
+	// Granted: a lease was granted, at once or to a waiter.
+	Granted EventKind = iota + 1
+	// WaiterFailed: a waiter can never be granted any more (its limit was
+	// lowered below its slots, for example) and was removed.
+	WaiterFailed
+	// Released: a lease was released by its holder.
+	Released
+	// Expired: a lease was not renewed in time and its slots were returned.
+	Expired
+	// LimitChanged: a limit was created, updated or deleted.
+	LimitChanged
+)
+
+// Event is something that happened in a command, for the caller to act on
+// (wake a waiter) or publish.
+type Event struct {
+	Kind     EventKind
+	WaiterID uint64 // Granted to a waiter, WaiterFailed
+	Lease    Lease  // Granted, Released, Expired
+	Limits   []LimitRef
+	Err      error // WaiterFailed
+	Deleted  bool  // LimitChanged
+}
+
+// LimitRef names a limit in answers.
+type LimitRef struct {
+	ID    uuid.UUID
+	Name  string
+	Limit int
+}
+
+// Request asks for slots.
+type Request struct {
+	Names []string
+	Slots int
+	Mode  Mode
+	// LeaseID is the id the lease gets if one is granted.
+	LeaseID       uuid.UUID
+	LeaseDuration time.Duration
+	Holder        Holder
+	// NoLease grants without creating a lease (rate-limit increments).
+	NoLease bool
+	// Anonymous marks the lease as a plain increment's.
+	Anonymous bool
+	// Wait queues the request when it cannot be granted now.
+	Wait bool
+}
+
+// Outcome is the answer to a Request that did not fail.
+type Outcome struct {
+	// Granted is true when the lease was granted now.
+	Granted bool
+	Lease   Lease
+	// Limits are the existing limits among the request's names, in request
+	// order, inactive ones included.
+	Limits []LimitRef
+	// WaiterID identifies the queued request when Granted is false.
+	WaiterID uint64
+	// Position is the queued request's place in line (1 is next).
+	Position int
+}

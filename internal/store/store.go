@@ -1,0 +1,43 @@
+// Package store defines how allot's state survives a restart: the Store
+// interface that every backend implements, and (in storetest) the one
+// conformance suite every backend must pass.
+//
+// The live state is the state machine in package sema; a Store is its
+// durable shadow. The coordinator commits every change sema records, in the
+// order it recorded them, and acknowledges a command only after the batch
+// that carries its changes is committed. Load returns the state as of the
+// last committed batch.
+package store
+
+import (
+	"context"
+	"errors"
+
+	"github.com/allot-dev/allot/internal/sema"
+)
+
+// State is everything a Store keeps.
+type State struct {
+	Limits []sema.Limit
+	Leases []sema.Lease
+	// Fence is the highest fencing token ever committed.
+	Fence uint64
+}
+
+// Store keeps allot's state durable.
+type Store interface {
+	// Load returns the committed state: every limit, every lease (expired
+	// ones included; the caller expires them) and the fencing high-water
+	// mark.
+	Load(ctx context.Context) (State, error)
+	// Commit applies changes in order, atomically: after a crash either all
+	// of them are visible to Load or none is. It returns only once they are
+	// durable. A PutLease raises the fencing high-water mark to the lease's
+	// Fence. Deleting what does not exist is not an error.
+	Commit(ctx context.Context, changes []sema.Change) error
+	// Close releases the store's resources.
+	Close() error
+}
+
+// ErrClosed is returned by a Store used after Close.
+var ErrClosed = errors.New("store closed")
