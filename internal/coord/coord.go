@@ -1,0 +1,403 @@
+// Package coord is the coordinator between allot's transports and its state
+// machine. It serialises commands into one sema.Machine, makes their effects
+// durable through a store.Store before it answers (group commit: one writer
+// commits everything that accumulated while the previous commit ran), parks
+// waiting requests until sema grants them, and expires leases from a
+// deadline timer rather than a scan.
+//
+// Invariants: a grant, renewal or release is acknowledged only after the
+// batch that carries it is committed, and batches are committed in the
+// order sema recorded them, so what is on disk is always a state sema passed
+// through. If a commit fails the coordinator stops answering (ErrUnavailable)
+// and Run returns the error: memory is then ahead of disk, and the only safe
+// recovery is a restart that reloads the store.
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/allot-dev/allot/internal/sema"
+	"github.com/allot-dev/allot/internal/store"
+)
+
+// ErrUnavailable is returned when the coordinator cannot answer: it is
+// stopped, or its store failed.
+var ErrUnavailable = errors.New("coordinator unavailable")
+
+// Config holds a Coordinator's settings.
+type Config struct {
+	Sema sema.Config
+	// DefaultLeaseDuration is used when a request names none (Prefect: 300 s).
+	DefaultLeaseDuration time.Duration
+	// MinLeaseDuration and MaxLeaseDuration bound requested lease durations.
+	MinLeaseDuration time.Duration
+	MaxLeaseDuration time.Duration
+	// SoftFlushInterval is how often Retry-After statistics are written.
+	SoftFlushInterval time.Duration
+	Logger            *slog.Logger
+	Metrics           *Metrics
+}
+
+// DefaultConfig returns the defaults: leases of 300 s by default, from 1 s
+// to a day.
+func DefaultConfig() Config {
+	return Config{
+		Sema:                 sema.DefaultConfig(),
+		DefaultLeaseDuration: 300 * time.Second,
+		MinLeaseDuration:     time.Second,
+		MaxLeaseDuration:     24 * time.Hour,
+		SoftFlushInterval:    time.Second,
+	}
+}
+
+// batch is a group of changes committed together; done closes when it is
+// durable (or failed, with err set).
+type batch struct {
+	done chan struct{}
+	err  error
+}
+
+type waitResult struct {
+	grant Grant
+	err   error
+	b     *batch
+}
+
+// Coordinator serves commands against one state machine and one store.
+type Coordinator struct {
+	cfg   Config
+	log   *slog.Logger
+	met   *Metrics
+	st    store.Store
+	now   func() time.Time
+	kick  chan struct{} // a batch is waiting to be committed
+	rearm chan struct{} // the next deadline moved earlier
+
+	mu       sync.Mutex
+	m        *sema.Machine
+	pending  []sema.Change
+	open     *batch // collects the changes in pending
+	waiters  map[uint64]chan waitResult
+	deadline time.Time // what the reaper sleeps until; zero: nothing
+	failed   error
+	subs     map[chan sema.Event]struct{}
+}
+
+// New loads st into a new Coordinator. Call Run to start committing and
+// expiring.
+func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) {
+	d := DefaultConfig()
+	if cfg.DefaultLeaseDuration <= 0 {
+		cfg.DefaultLeaseDuration = d.DefaultLeaseDuration
+	}
+	if cfg.MinLeaseDuration <= 0 {
+		cfg.MinLeaseDuration = d.MinLeaseDuration
+	}
+	if cfg.MaxLeaseDuration <= 0 {
+		cfg.MaxLeaseDuration = d.MaxLeaseDuration
+	}
+	if cfg.SoftFlushInterval <= 0 {
+		cfg.SoftFlushInterval = d.SoftFlushInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	state, err := st.Load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load state: %w", err)
+	}
+	m := sema.New(cfg.Sema)
+	m.Restore(state.Limits, state.Leases, state.Fence)
+	c := &Coordinator{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		met:     cfg.Metrics,
+		st:      st,
+		now:     time.Now,
+		kick:    make(chan struct{}, 1),
+		rearm:   make(chan struct{}, 1),
+		m:       m,
+		open:    &batch{done: make(chan struct{})},
+		waiters: make(map[uint64]chan waitResult),
+		subs:    make(map[chan sema.Event]struct{}),
+	}
+	leases, _ := m.Counts()
+	c.met.leases.Set(float64(leases))
+	c.log.Info("state loaded", "limits", m.LimitCount(), "leases", leases, "fence", state.Fence)
+	return c, nil
+}
+
+// Run commits batches, expires leases and writes statistics until ctx is
+// done; then it commits what is pending and returns nil. It returns the
+// error of a failed commit at once.
+func (c *Coordinator) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Add(2)
+	go func() { defer wg.Done(); c.reap(ctx) }()
+	go func() { defer wg.Done(); c.flushSoft(ctx) }()
+	err := c.commitLoop(ctx)
+	cancel()
+	wg.Wait()
+	if err == nil {
+		// Stop answering, then commit what the last commands recorded.
+		c.mu.Lock()
+		c.m.FlushSoft()
+		c.collect()
+		if c.failed == nil {
+			c.failed = ErrUnavailable
+		}
+		c.mu.Unlock()
+		err = c.commitOnce()
+	}
+	return err
+}
+
+func (c *Coordinator) commitLoop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.kick:
+		}
+		if err := c.commitOnce(); err != nil {
+			return err
+		}
+	}
+}
+
+// commitOnce commits the open batch, if it has changes.
+func (c *Coordinator) commitOnce() error {
+	c.mu.Lock()
+	changes, b := c.pending, c.open
+	if len(changes) == 0 {
+		c.mu.Unlock()
+		return nil
+	}
+	c.pending = nil
+	c.open = &batch{done: make(chan struct{})}
+	c.mu.Unlock()
+
+	start := time.Now()
+	// The store's own context: a commit is never abandoned half way
+	// because a caller went away.
+	err := c.st.Commit(context.WithoutCancel(context.Background()), changes)
+	c.met.commitSeconds.Observe(time.Since(start).Seconds())
+	c.met.commitChanges.Observe(float64(len(changes)))
+	if err != nil {
+		err = fmt.Errorf("commit %d changes: %w", len(changes), err)
+		c.log.Error("store commit failed; refusing further commands", "err", err)
+		c.mu.Lock()
+		c.failed = err
+		c.mu.Unlock()
+		b.err = err
+		close(b.done)
+		return err
+	}
+	close(b.done)
+	return nil
+}
+
+// collect moves what the machine recorded into the open batch and acts on
+// its events. It must be called with mu held; it returns the batch that
+// carries the changes, or nil if there were none.
+func (c *Coordinator) collect() *batch {
+	changes, events := c.m.Drain()
+	for _, e := range events {
+		c.dispatch(e)
+	}
+	if len(events) > 0 {
+		leases, waiters := c.m.Counts()
+		c.met.leases.Set(float64(leases))
+		c.met.waiters.Set(float64(waiters))
+	}
+	if d, ok := c.m.NextDeadline(); ok && (c.deadline.IsZero() || d.Before(c.deadline)) {
+		c.deadline = d
+		select {
+		case c.rearm <- struct{}{}:
+		default:
+		}
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	c.pending = append(c.pending, changes...)
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+	return c.open
+}
+
+func (c *Coordinator) dispatch(e sema.Event) {
+	switch e.Kind {
+	case sema.Granted:
+		c.met.grants.Inc()
+		if ch, ok := c.waiters[e.WaiterID]; ok {
+			delete(c.waiters, e.WaiterID)
+			ch <- waitResult{grant: Grant{Lease: e.Lease, Limits: e.Limits}, b: c.open}
+		}
+	case sema.WaiterFailed:
+		if ch, ok := c.waiters[e.WaiterID]; ok {
+			delete(c.waiters, e.WaiterID)
+			ch <- waitResult{err: e.Err}
+		}
+	case sema.Released:
+		c.met.releases.Inc()
+	case sema.Expired:
+		c.met.expiries.Inc()
+		c.log.Info("lease expired", "lease_id", e.Lease.ID, "holder_type", e.Lease.Holder.Type, "holder_id", e.Lease.Holder.ID)
+	}
+	for ch := range c.subs {
+		select {
+		case ch <- e:
+		default: // a slow subscriber misses events rather than stalling everyone
+		}
+	}
+}
+
+// do runs fn on the machine under the lock, collects its effects and waits
+// until they are durable.
+func (c *Coordinator) do(fn func(m *sema.Machine, now time.Time) error) error {
+	c.mu.Lock()
+	if c.failed != nil {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: %v", ErrUnavailable, c.failed)
+	}
+	err := fn(c.m, c.now())
+	b := c.collect()
+	c.mu.Unlock()
+	if b != nil {
+		if werr := wait(b); werr != nil {
+			return werr
+		}
+	}
+	return err
+}
+
+func wait(b *batch) error {
+	<-b.done
+	if b.err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, b.err)
+	}
+	return nil
+}
+
+// read runs fn under the lock for a read-only look.
+func (c *Coordinator) read(fn func(m *sema.Machine, now time.Time)) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, c.failed)
+	}
+	fn(c.m, c.now())
+	return nil
+}
+
+// reap sleeps until the machine's next deadline and ticks it.
+func (c *Coordinator) reap(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		c.mu.Lock()
+		d, ok := c.m.NextDeadline()
+		if ok {
+			c.deadline = d
+		} else {
+			c.deadline = time.Time{}
+		}
+		c.mu.Unlock()
+		wait := time.Hour
+		if ok {
+			wait = max(0, time.Until(d))
+		}
+		t.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.rearm:
+			if !t.Stop() {
+				<-t.C
+			}
+		case <-t.C:
+			_ = c.do(func(m *sema.Machine, now time.Time) error { m.Tick(now); return nil })
+		}
+	}
+}
+
+func (c *Coordinator) flushSoft(ctx context.Context) {
+	t := time.NewTicker(c.cfg.SoftFlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.mu.Lock()
+			if c.failed == nil {
+				c.m.FlushSoft()
+				c.collect()
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// Ready reports whether the coordinator answers commands.
+func (c *Coordinator) Ready() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, c.failed)
+	}
+	return nil
+}
+
+// Subscribe returns a channel of every event from now on, and a function
+// that ends the subscription. Events are dropped for a subscriber that does
+// not keep up.
+func (c *Coordinator) Subscribe(buffer int) (<-chan sema.Event, func()) {
+	ch := make(chan sema.Event, buffer)
+	c.mu.Lock()
+	c.subs[ch] = struct{}{}
+	c.mu.Unlock()
+	return ch, func() {
+		c.mu.Lock()
+		delete(c.subs, ch)
+		c.mu.Unlock()
+	}
+}
+
+// jitter spreads a Retry-After around its mean as Prefect's
+// clamped_poisson_interval does: an exponential variate with that mean,
+// truncated to [0.75·mean, 1.3·mean].
+func jitter(mean time.Duration) time.Duration {
+	if mean <= 0 {
+		return 0
+	}
+	const clamp = 0.3
+	lowerMul := math.Log2(math.Pow(2, 1+clamp) / (math.Pow(2, 1+clamp) - 1))
+	cdf := func(x float64) float64 { return 1 - math.Exp(-x) } // in units of the mean
+	lo, hi := cdf(lowerMul), cdf(1+clamp)
+	u := lo + rand.Float64()*(hi-lo)
+	return time.Duration(-math.Log(max(1-u, 1e-10)) * float64(mean))
+}
+
+func lockedErr(err error) error {
+	var le *sema.LockedError
+	if errors.As(err, &le) {
+		return &sema.LockedError{RetryAfter: jitter(le.RetryAfter), Blocking: le.Blocking}
+	}
+	return err
+}

@@ -1,0 +1,283 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/allot-dev/allot/internal/sema"
+)
+
+// resolve finds a limit by id or by name. As Prefect does, a reference that
+// parses as a UUID is an id.
+func resolve(m *sema.Machine, now time.Time, ref string, d sema.Detail) (sema.LimitView, error) {
+	if id, err := uuid.Parse(ref); err == nil {
+		return m.LimitByID(now, id, d)
+	}
+	return m.LimitByName(now, ref, d)
+}
+
+// CreateLimit creates a limit.
+func (c *Coordinator) CreateLimit(ctx context.Context, s sema.LimitSpec) (sema.LimitView, error) {
+	var v sema.LimitView
+	err := c.do(func(m *sema.Machine, now time.Time) error {
+		id, err := uuid.NewRandom()
+		if err != nil {
+			return err
+		}
+		if _, err := m.CreateLimit(now, id, s); err != nil {
+			return err
+		}
+		v, err = m.LimitByID(now, id, sema.Full)
+		return err
+	})
+	return v, err
+}
+
+// ReadLimit reads a limit by id or name.
+func (c *Coordinator) ReadLimit(ctx context.Context, ref string, d sema.Detail) (sema.LimitView, error) {
+	var v sema.LimitView
+	var err error
+	if rerr := c.read(func(m *sema.Machine, now time.Time) { v, err = resolve(m, now, ref, d) }); rerr != nil {
+		return v, rerr
+	}
+	return v, err
+}
+
+// ListLimits lists limits whose names start with prefix, by name.
+func (c *Coordinator) ListLimits(ctx context.Context, prefix string, offset, n int, d sema.Detail) ([]sema.LimitView, error) {
+	var out []sema.LimitView
+	err := c.read(func(m *sema.Machine, now time.Time) { out = m.Limits(now, prefix, offset, n, d) })
+	return out, err
+}
+
+// UpdateLimit changes a limit found by id or name.
+func (c *Coordinator) UpdateLimit(ctx context.Context, ref string, p sema.LimitPatch) (sema.LimitView, error) {
+	var v sema.LimitView
+	err := c.do(func(m *sema.Machine, now time.Time) error {
+		cur, err := resolve(m, now, ref, sema.Summary)
+		if err != nil {
+			return err
+		}
+		if _, err := m.UpdateLimit(now, cur.ID, p); err != nil {
+			return err
+		}
+		v, err = m.LimitByID(now, cur.ID, sema.Full)
+		return err
+	})
+	return v, err
+}
+
+// DeleteLimit deletes a limit found by id or name.
+func (c *Coordinator) DeleteLimit(ctx context.Context, ref string) (sema.LimitView, error) {
+	var v sema.LimitView
+	err := c.do(func(m *sema.Machine, now time.Time) error {
+		var err error
+		v, err = resolve(m, now, ref, sema.Summary)
+		if err != nil {
+			return err
+		}
+		return m.DeleteLimit(now, v.ID)
+	})
+	return v, err
+}
+
+// AcquireRequest asks for slots.
+type AcquireRequest struct {
+	Names []string
+	Slots int
+	Mode  sema.Mode
+	// LeaseDuration is the lease's time to live; zero means the default.
+	LeaseDuration time.Duration
+	Holder        sema.Holder
+	// Wait is how long to wait in line; zero refuses at once when the
+	// slots are not free.
+	Wait time.Duration
+	// NoLease grants without keeping a lease (rate-limit increments).
+	NoLease bool
+	// Anonymous marks a plain increment's lease, which a plain decrement
+	// gives back.
+	Anonymous bool
+}
+
+// Grant is a granted request.
+type Grant struct {
+	Lease  sema.Lease
+	Limits []sema.LimitRef
+	// Waited is how long the request stood in line.
+	Waited time.Duration
+}
+
+// LeaseDuration checks a requested lease duration and applies the default.
+func (c *Coordinator) LeaseDuration(d time.Duration) (time.Duration, error) {
+	if d == 0 {
+		return c.cfg.DefaultLeaseDuration, nil
+	}
+	if d < c.cfg.MinLeaseDuration || d > c.cfg.MaxLeaseDuration {
+		return 0, &sema.InvalidError{Field: "lease_duration",
+			Detail: "must be between " + c.cfg.MinLeaseDuration.String() + " and " + c.cfg.MaxLeaseDuration.String()}
+	}
+	return d, nil
+}
+
+// Acquire grants slots, waiting in line up to req.Wait. A request that
+// cannot be granted in time fails with *sema.LockedError (its RetryAfter
+// already jittered); one that can never be granted with *sema.NeverError.
+// If ctx ends while the request waits, the request leaves the line and any
+// lease granted meanwhile is released.
+func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, error) {
+	d, err := c.LeaseDuration(req.LeaseDuration)
+	if err != nil {
+		return Grant{}, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Grant{}, err
+	}
+	sreq := sema.Request{Names: req.Names, Slots: req.Slots, Mode: req.Mode, LeaseID: id, LeaseDuration: d,
+		Holder: req.Holder, NoLease: req.NoLease, Anonymous: req.Anonymous, Wait: req.Wait > 0}
+
+	c.mu.Lock()
+	if c.failed != nil {
+		c.mu.Unlock()
+		return Grant{}, ErrUnavailable
+	}
+	start := c.now()
+	out, err := c.m.Acquire(start, sreq)
+	var ch chan waitResult
+	if err == nil && !out.Granted {
+		ch = make(chan waitResult, 1)
+		c.waiters[out.WaiterID] = ch
+	}
+	b := c.collect()
+	c.mu.Unlock()
+	if err != nil {
+		if errors.As(err, new(*sema.LockedError)) {
+			c.met.refusals.Inc()
+		}
+		return Grant{}, lockedErr(err)
+	}
+	if out.Granted {
+		if b != nil {
+			if err := wait(b); err != nil {
+				return Grant{}, err
+			}
+		}
+		return Grant{Lease: out.Lease, Limits: out.Limits}, nil
+	}
+
+	timer := time.NewTimer(req.Wait)
+	defer timer.Stop()
+	var r waitResult
+	select {
+	case r = <-ch:
+	case <-timer.C:
+		return c.giveUp(ctx, out.WaiterID, ch, sreq, start)
+	case <-ctx.Done():
+		return c.giveUp(ctx, out.WaiterID, ch, sreq, start)
+	}
+	return c.granted(ctx, r, start)
+}
+
+func (c *Coordinator) granted(ctx context.Context, r waitResult, start time.Time) (Grant, error) {
+	if r.err != nil {
+		return Grant{}, r.err
+	}
+	if err := wait(r.b); err != nil {
+		return Grant{}, err
+	}
+	r.grant.Waited = c.now().Sub(start)
+	c.met.waitSeconds.Observe(r.grant.Waited.Seconds())
+	if ctx.Err() != nil {
+		// Nobody is there to use it.
+		_, _ = c.Release(context.WithoutCancel(ctx), r.grant.Lease.ID)
+		return Grant{}, ctx.Err()
+	}
+	return r.grant, nil
+}
+
+// giveUp takes a waiter out of line after its time ran out or its caller
+// left. If it was granted meanwhile, the grant stands (or is released if
+// the caller left). A timed-out request gets one last non-waiting try,
+// which also computes its Retry-After as Prefect would.
+func (c *Coordinator) giveUp(ctx context.Context, waiter uint64, ch chan waitResult, sreq sema.Request, start time.Time) (Grant, error) {
+	c.mu.Lock()
+	if c.m.CancelWaiter(c.now(), waiter) {
+		delete(c.waiters, waiter)
+		var err error
+		var out sema.Outcome
+		if ctx.Err() == nil && c.failed == nil {
+			sreq.Wait = false
+			out, err = c.m.Acquire(c.now(), sreq)
+		} else {
+			err = ctx.Err()
+			if err == nil {
+				err = ErrUnavailable
+			}
+		}
+		b := c.collect()
+		c.mu.Unlock()
+		if err != nil {
+			if errors.As(err, new(*sema.LockedError)) {
+				c.met.refusals.Inc()
+			}
+			return Grant{}, lockedErr(err)
+		}
+		return c.granted(ctx, waitResult{grant: Grant{Lease: out.Lease, Limits: out.Limits}, b: b}, start)
+	}
+	c.mu.Unlock()
+	// Granted or failed just before we looked: the answer is in ch.
+	return c.granted(ctx, <-ch, start)
+}
+
+// Release releases a lease. It reports whether the lease was held.
+func (c *Coordinator) Release(ctx context.Context, id uuid.UUID) (bool, error) {
+	var held bool
+	err := c.do(func(m *sema.Machine, now time.Time) error {
+		held = m.Release(now, id)
+		return nil
+	})
+	return held, err
+}
+
+// Renew extends a lease to now + d (d zero: the lease's own duration).
+func (c *Coordinator) Renew(ctx context.Context, id uuid.UUID, d time.Duration) (sema.Lease, error) {
+	if d != 0 {
+		var err error
+		if d, err = c.LeaseDuration(d); err != nil {
+			return sema.Lease{}, err
+		}
+	}
+	var l sema.Lease
+	err := c.do(func(m *sema.Machine, now time.Time) error {
+		var err error
+		l, err = m.Renew(now, id, d)
+		return err
+	})
+	return l, err
+}
+
+// Decrement gives back slots taken without a lease of the caller's (see
+// sema.Machine.Decrement).
+func (c *Coordinator) Decrement(ctx context.Context, names []string, slots int, occupancy float64) ([]sema.LimitRef, error) {
+	var out []sema.LimitRef
+	err := c.do(func(m *sema.Machine, now time.Time) error {
+		var err error
+		out, err = m.Decrement(now, names, slots, occupancy)
+		return err
+	})
+	return out, err
+}
+
+// Lease reads a live lease.
+func (c *Coordinator) Lease(ctx context.Context, id uuid.UUID) (sema.Lease, []sema.LimitRef, error) {
+	var l sema.Lease
+	var refs []sema.LimitRef
+	var err error
+	if rerr := c.read(func(m *sema.Machine, now time.Time) { l, refs, err = m.Lease(now, id) }); rerr != nil {
+		return l, nil, rerr
+	}
+	return l, refs, err
+}
