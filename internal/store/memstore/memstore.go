@@ -1,0 +1,123 @@
+// Package memstore is a Store kept in memory: nothing survives the process.
+// It exists for tests of the layers above the store and passes the same
+// conformance suite as the durable backends. Fail lets a test make commits
+// fail, to exercise what happens when the disk does.
+package memstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/google/uuid"
+
+	"github.com/allot-dev/allot/internal/sema"
+	"github.com/allot-dev/allot/internal/store"
+)
+
+// Store is an in-memory store.Store.
+type Store struct {
+	mu      sync.Mutex
+	closed  bool
+	limits  map[uuid.UUID]sema.Limit
+	leases  map[uuid.UUID]sema.Lease
+	fence   uint64
+	fail    error
+	commits int
+}
+
+// New returns an empty Store.
+func New() *Store {
+	return &Store{limits: make(map[uuid.UUID]sema.Limit), leases: make(map[uuid.UUID]sema.Lease)}
+}
+
+// Fail makes every later Commit return err (nil: succeed again).
+func (s *Store) Fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fail = err
+}
+
+// Commits returns how many batches were committed.
+func (s *Store) Commits() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.commits
+}
+
+// Reopen returns a new open Store with the same contents, as a durable
+// backend would after a restart.
+func (s *Store) Reopen() *Store {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return &Store{limits: maps.Clone(s.limits), leases: maps.Clone(s.leases), fence: s.fence}
+}
+
+// Load implements store.Store.
+func (s *Store) Load(ctx context.Context) (store.State, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return store.State{}, store.ErrClosed
+	}
+	st := store.State{Fence: s.fence}
+	for _, id := range slices.SortedFunc(maps.Keys(s.limits), func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) }) {
+		st.Limits = append(st.Limits, s.limits[id])
+	}
+	for _, id := range slices.SortedFunc(maps.Keys(s.leases), func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) }) {
+		l := s.leases[id]
+		l.Holds = slices.Clone(l.Holds)
+		st.Leases = append(st.Leases, l)
+	}
+	return st, nil
+}
+
+// Commit implements store.Store.
+func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	if s.fail != nil {
+		return s.fail
+	}
+	for i, c := range changes {
+		switch c.Kind {
+		case sema.PutLimit, sema.DeleteLimit, sema.PutLease, sema.DeleteLease:
+		default:
+			return fmt.Errorf("change %d: %w", i, errUnknownKind)
+		}
+	}
+	for _, c := range changes {
+		switch c.Kind {
+		case sema.PutLimit:
+			s.limits[c.Limit.ID] = c.Limit
+		case sema.DeleteLimit:
+			delete(s.limits, c.ID)
+		case sema.PutLease:
+			l := c.Lease
+			l.Holds = slices.Clone(l.Holds)
+			s.leases[l.ID] = l
+			s.fence = max(s.fence, l.Fence)
+		case sema.DeleteLease:
+			delete(s.leases, c.ID)
+		}
+	}
+	s.commits++
+	return nil
+}
+
+var errUnknownKind = errors.New("unknown change kind")
+
+// Close implements store.Store.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return nil
+}
