@@ -1,0 +1,33 @@
+# allot's one entry point for checks. `make test` is the whole suite, the
+# same command CI runs (.ci/run); `make bench` runs the benchmarks.
+GO ?= go
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+PKGS := ./...
+
+.PHONY: test lint unit bench fuzz build
+
+test: lint unit
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+	@$(GO) mod tidy -diff || (echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1)
+
+unit:
+	$(GO) test -race -timeout 20m $(PKGS)
+
+build:
+	$(GO) build -o allot ./cmd/allot
+	$(GO) build -o allot-bench ./cmd/allot-bench
+
+# The server benchmark: starts a durable server in a temporary directory,
+# runs both workloads against it over loopback HTTP, stops it.
+bench: build
+	./scripts/bench.sh
+
+# Short fuzzing of the request decoders; the corpus lives in testdata/fuzz.
+fuzz:
+	$(GO) test ./internal/httpapi -run '^$$' -fuzz FuzzCreateLimit -fuzztime 30s
+	$(GO) test ./internal/httpapi -run '^$$' -fuzz FuzzIncrementWithLease -fuzztime 30s
+	$(GO) test ./internal/httpapi -run '^$$' -fuzz FuzzPatch -fuzztime 30s

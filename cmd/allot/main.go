@@ -1,0 +1,16 @@
+// Command allot is allot's one binary: the server, the command line client
+// and the run wrapper. Run 'allot --help'.
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/allot-dev/allot/internal/cli"
+)
+
+func main() {
+	os.Exit(cli.Main(context.Background(), os.Args[1:], cli.Env{
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv,
+	}))
+}

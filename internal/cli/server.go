@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/allot-dev/allot/internal/coord"
+	"github.com/allot-dev/allot/internal/server"
+)
+
+func newServerCmd(env Env) *cobra.Command {
+	cfg := server.Config{}
+	var logLevel, logFormat string
+	var leaseDefault time.Duration
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Start the allot server",
+		Long: `Start the allot server on the embedded store.
+
+Every flag can also be set in the environment: --addr as ALLOT_ADDR,
+--data-dir as ALLOT_DATA_DIR, --sync as ALLOT_SYNC, --log-level as
+ALLOT_LOG_LEVEL, --log-format as ALLOT_LOG_FORMAT. Flags win.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return usageError{fmt.Errorf("--log-level: %w", err)}
+			}
+			opts := &slog.HandlerOptions{Level: level}
+			var h slog.Handler
+			switch strings.ToLower(logFormat) {
+			case "text":
+				h = slog.NewTextHandler(env.Stderr, opts)
+			case "json":
+				h = slog.NewJSONHandler(env.Stderr, opts)
+			default:
+				return usageError{fmt.Errorf("--log-format must be text or json, not %q", logFormat)}
+			}
+			switch strings.ToUpper(cfg.Synchronous) {
+			case "FULL", "NORMAL":
+				cfg.Synchronous = strings.ToUpper(cfg.Synchronous)
+			default:
+				return usageError{fmt.Errorf("--sync must be full or normal, not %q", cfg.Synchronous)}
+			}
+			cfg.Logger = slog.New(h)
+			cfg.Coord = coord.DefaultConfig()
+			if leaseDefault > 0 {
+				cfg.Coord.DefaultLeaseDuration = leaseDefault
+			}
+			cfg.Listening = func(a net.Addr) { fmt.Fprintf(env.Stdout, "allot server listening on http://%s/api\n", a) }
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return server.Run(ctx, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Addr, "addr", envOr(env, "ALLOT_ADDR", "127.0.0.1:4200"), "listen address (host:port)")
+	f.StringVar(&cfg.DataDir, "data-dir", envOr(env, "ALLOT_DATA_DIR", defaultDataDir(env)), "directory of the embedded store")
+	f.StringVar(&cfg.Synchronous, "sync", envOr(env, "ALLOT_SYNC", "full"), "durability: full (fsync every commit) or normal (survives a process crash, not power loss)")
+	f.StringVar(&logLevel, "log-level", envOr(env, "ALLOT_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+	f.StringVar(&logFormat, "log-format", envOr(env, "ALLOT_LOG_FORMAT", "text"), "log format: text or json")
+	f.DurationVar(&leaseDefault, "default-lease-duration", 0, "lease duration when a request names none (default 5m0s)")
+	return cmd
+}
+
+func envOr(env Env, key, def string) string {
+	if v := env.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// defaultDataDir is ./.allot unless XDG_DATA_HOME or HOME say otherwise.
+func defaultDataDir(env Env) string {
+	if d := env.Getenv("XDG_DATA_HOME"); d != "" {
+		return d + "/allot"
+	}
+	if h := env.Getenv("HOME"); h != "" {
+		return h + "/.local/share/allot"
+	}
+	return ".allot"
+}
