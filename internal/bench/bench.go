@@ -1,0 +1,341 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Workload names, as Config.Workload takes them.
+const (
+	WorkloadThroughput = "throughput"
+	WorkloadHandoff    = "handoff"
+	WorkloadAll        = "all"
+)
+
+// Config says which workloads Run runs, against which server, and how hard.
+type Config struct {
+	// URL is the API base URL, such as http://127.0.0.1:4200/api.
+	URL string
+	// Workload is WorkloadThroughput, WorkloadHandoff or WorkloadAll.
+	Workload string
+	// ThroughputWorkers is how many workers the throughput workload runs.
+	ThroughputWorkers int
+	// HandoffWorkers is how many workers contend for the one slot of the
+	// handoff workload.
+	HandoffWorkers int
+	// Limits is how many limits of one slot the throughput workload spreads
+	// its workers over.
+	Limits int
+	// Duration is how long each workload is measured.
+	Duration time.Duration
+	// Warmup is how long each workload runs before it is measured.
+	Warmup time.Duration
+	// Hold is how long a handoff worker holds the slot before releasing it.
+	Hold time.Duration
+	// Prefix starts the name of every limit the workloads create; empty
+	// picks "bench-" and a random suffix.
+	Prefix string
+	// Cleanup deletes the limits after each workload.
+	Cleanup bool
+	// JSON writes each result as one JSON object per line instead of a
+	// line for people.
+	JSON bool
+	// HTTPClient sends the requests; nil uses a client tuned for the number
+	// of workers (HTTP/1.1, keep-alive, one idle connection per worker).
+	HTTPClient *http.Client
+}
+
+// DefaultConfig returns the settings that the design's performance targets
+// are stated for: 32 workers over 64 limits, and 16 workers handing one
+// slot around with 1 ms holds, each measured for 5 s after 1 s of warm-up.
+func DefaultConfig() Config {
+	return Config{
+		URL:               "http://127.0.0.1:4200/api",
+		Workload:          WorkloadAll,
+		ThroughputWorkers: 32,
+		HandoffWorkers:    16,
+		Limits:            64,
+		Duration:          5 * time.Second,
+		Warmup:            time.Second,
+		Hold:              time.Millisecond,
+		Cleanup:           true,
+	}
+}
+
+// Validate reports what is wrong with cfg, if anything.
+func (cfg Config) Validate() error {
+	_, err := cfg.workloads()
+	return err
+}
+
+// workloads checks cfg and returns the names of the workloads it selects.
+func (cfg Config) workloads() ([]string, error) {
+	var names []string
+	switch cfg.Workload {
+	case WorkloadThroughput, WorkloadHandoff:
+		names = []string{cfg.Workload}
+	case WorkloadAll:
+		names = []string{WorkloadThroughput, WorkloadHandoff}
+	default:
+		return nil, fmt.Errorf("unknown workload %q (want %s, %s or %s)",
+			cfg.Workload, WorkloadThroughput, WorkloadHandoff, WorkloadAll)
+	}
+	var errs []error
+	if cfg.URL == "" {
+		errs = append(errs, errors.New("no server URL"))
+	}
+	if cfg.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("duration %v is not positive", cfg.Duration))
+	}
+	if cfg.Warmup < 0 {
+		errs = append(errs, fmt.Errorf("warm-up %v is negative", cfg.Warmup))
+	}
+	for _, n := range names {
+		switch n {
+		case WorkloadThroughput:
+			if cfg.ThroughputWorkers <= 0 {
+				errs = append(errs, fmt.Errorf("throughput workers %d is not positive", cfg.ThroughputWorkers))
+			}
+			if cfg.Limits <= 0 {
+				errs = append(errs, fmt.Errorf("limits %d is not positive", cfg.Limits))
+			}
+		case WorkloadHandoff:
+			if cfg.HandoffWorkers <= 0 {
+				errs = append(errs, fmt.Errorf("handoff workers %d is not positive", cfg.HandoffWorkers))
+			}
+			if cfg.Hold < 0 {
+				errs = append(errs, fmt.Errorf("hold %v is negative", cfg.Hold))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("bench config: %w", err)
+	}
+	return names, nil
+}
+
+// Result is what one workload measured. Exactly one of Throughput and
+// Handoff is set, according to Workload; as JSON their fields sit beside
+// the common ones in one flat object.
+type Result struct {
+	// Workload is the workload's name.
+	Workload string `json:"workload"`
+	// Workers is how many workers ran.
+	Workers int `json:"workers"`
+	// Seconds is the length of the measured window.
+	Seconds float64 `json:"seconds"`
+	// Errors counts the failed requests of the whole run, warm-up
+	// included: refusals after the wait timeout, unexpected statuses,
+	// transport errors, and failures to check or delete the limits.
+	Errors int `json:"errors"`
+	// FirstError describes the first of them.
+	FirstError string `json:"first_error,omitempty"`
+	// Overlaps counts grants received while another client still held the
+	// same one-slot limit; a correct server scores 0.
+	Overlaps int `json:"overlaps"`
+	// FencingRegressions counts grants whose fencing token did not exceed
+	// the previous grant's on the same limit; a correct server scores 0.
+	FencingRegressions int `json:"fencing_regressions"`
+	// LeakedSlots counts the slots still held once every worker had
+	// released what it held; a correct server scores 0.
+	LeakedSlots int `json:"leaked_slots"`
+
+	*Throughput
+	*Handoff
+}
+
+// Throughput is what the throughput workload measured.
+type Throughput struct {
+	// Limits is how many one-slot limits the workers spread over.
+	Limits int `json:"limits"`
+	// Pairs counts the acquire+release pairs whose grant was received in
+	// the measured window and whose release succeeded.
+	Pairs int `json:"pairs"`
+	// PairsPerSecond is Pairs over the window's length.
+	PairsPerSecond float64 `json:"pairs_per_second"`
+	// AcquireP50MS and AcquireP99MS are percentiles of how long a granted
+	// acquire took, waiting in line included, in milliseconds.
+	AcquireP50MS float64 `json:"acquire_p50_ms"`
+	AcquireP99MS float64 `json:"acquire_p99_ms"`
+}
+
+// Handoff is what the handoff workload measured.
+type Handoff struct {
+	// HoldMS is how long each grant was held, in milliseconds.
+	HoldMS float64 `json:"hold_ms"`
+	// Grants counts the grants received in the measured window.
+	Grants int `json:"grants"`
+	// GrantsPerSecond is Grants over the window's length.
+	GrantsPerSecond float64 `json:"grants_per_second"`
+	// GapP50MS and GapP99MS are percentiles of the slot's idle time, from
+	// the previous holder starting its release to the next grant being
+	// received, in milliseconds.
+	GapP50MS float64 `json:"gap_p50_ms"`
+	GapP99MS float64 `json:"gap_p99_ms"`
+	// WaitP99MS and WaitMaxMS describe how long an acquire waited for its
+	// grant, in milliseconds.
+	WaitP99MS float64 `json:"wait_p99_ms"`
+	WaitMaxMS float64 `json:"wait_max_ms"`
+	// Jain is Jain's fairness index over the workers' grant counts: 1 when
+	// every worker was granted equally often.
+	Jain float64 `json:"jain"`
+	// FIFO is the fraction of grants that went to the worker that had
+	// waited longest; about 1 for a first-in-first-out server.
+	FIFO float64 `json:"fifo"`
+}
+
+// String formats r as the one line the benchmark prints for people.
+func (r Result) String() string {
+	var b strings.Builder
+	switch {
+	case r.Throughput != nil:
+		t := r.Throughput
+		fmt.Fprintf(&b, "%s: %.0f pairs/s  acquire p50=%.2fms p99=%.2fms  workers=%d limits=%d",
+			r.Workload, t.PairsPerSecond, t.AcquireP50MS, t.AcquireP99MS, r.Workers, t.Limits)
+	case r.Handoff != nil:
+		h := r.Handoff
+		fmt.Fprintf(&b, "%s: %.0f grants/s  gap p50=%.2fms p99=%.2fms  wait p99=%.1fms max=%.1fms  jain=%.3f fifo=%.2f  workers=%d hold=%sms",
+			r.Workload, h.GrantsPerSecond, h.GapP50MS, h.GapP99MS, h.WaitP99MS, h.WaitMaxMS,
+			h.Jain, h.FIFO, r.Workers, strconv.FormatFloat(h.HoldMS, 'g', -1, 64))
+	default:
+		fmt.Fprintf(&b, "%s:", r.Workload)
+	}
+	fmt.Fprintf(&b, "  errors=%d overlaps=%d", r.Errors, r.Overlaps)
+	if r.FencingRegressions > 0 {
+		fmt.Fprintf(&b, " fencing_regressions=%d", r.FencingRegressions)
+	}
+	if r.LeakedSlots > 0 {
+		fmt.Fprintf(&b, " leaked=%d", r.LeakedSlots)
+	}
+	if r.FirstError != "" {
+		fmt.Fprintf(&b, "  first_error=%q", r.FirstError)
+	}
+	return b.String()
+}
+
+// Run runs the workloads cfg selects, one after the other, against the
+// server at cfg.URL, writing each result to w as soon as it is known (a line
+// for people, or a JSON object per line if cfg.JSON). A workload that cannot
+// set up its limits, or a cancelled ctx, ends the run with an error and the
+// results so far; failed requests during a workload are counted in its
+// Result instead.
+func Run(ctx context.Context, cfg Config, w io.Writer) ([]Result, error) {
+	names, err := cfg.workloads()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = fmt.Sprintf("bench-%08x", rand.Uint32())
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		tr := newTransport(2*max(cfg.ThroughputWorkers, cfg.HandoffWorkers) + 4)
+		defer tr.CloseIdleConnections()
+		hc = &http.Client{Transport: tr}
+	}
+	c := newClient(hc, cfg.URL)
+	enc := json.NewEncoder(w)
+
+	var results []Result
+	for _, name := range names {
+		var r Result
+		switch name {
+		case WorkloadThroughput:
+			r, err = runThroughput(ctx, c, cfg)
+		case WorkloadHandoff:
+			r, err = runHandoff(ctx, c, cfg)
+		}
+		if err != nil {
+			return results, fmt.Errorf("%s: %w", name, err)
+		}
+		results = append(results, r)
+		if cfg.JSON {
+			err = enc.Encode(r)
+		} else {
+			_, err = fmt.Fprintln(w, r)
+		}
+		if err != nil {
+			return results, fmt.Errorf("write result: %w", err)
+		}
+	}
+	return results, nil
+}
+
+// runThroughput runs the throughput workload: workers acquire one slot of a
+// random limit, waiting in line if they must, and release it at once.
+func runThroughput(ctx context.Context, c *client, cfg Config) (Result, error) {
+	names := make([]string, cfg.Limits)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s-t%d", cfg.Prefix, i)
+	}
+	o, err := runLoad(ctx, c, cfg, names, cfg.ThroughputWorkers, 0)
+	if err != nil {
+		return Result{}, err
+	}
+	r := o.result(WorkloadThroughput, cfg.ThroughputWorkers, len(names))
+
+	var lat []time.Duration
+	t := &Throughput{Limits: len(names)}
+	for _, a := range o.attempts {
+		if !a.granted || !o.window.contains(a.done) {
+			continue
+		}
+		lat = append(lat, a.done-a.sent)
+		if a.releasedOK {
+			t.Pairs++
+		}
+	}
+	slices.Sort(lat)
+	t.PairsPerSecond = float64(t.Pairs) / r.Seconds
+	t.AcquireP50MS = ms(percentile(lat, 50))
+	t.AcquireP99MS = ms(percentile(lat, 99))
+	r.Throughput = t
+	return r, nil
+}
+
+// runHandoff runs the handoff workload: workers contend for one slot of one
+// limit, each holding it for cfg.Hold.
+func runHandoff(ctx context.Context, c *client, cfg Config) (Result, error) {
+	names := []string{cfg.Prefix + "-h"}
+	o, err := runLoad(ctx, c, cfg, names, cfg.HandoffWorkers, cfg.Hold)
+	if err != nil {
+		return Result{}, err
+	}
+	r := o.result(WorkloadHandoff, cfg.HandoffWorkers, len(names))
+
+	h := &Handoff{HoldMS: ms(cfg.Hold)}
+	var holds []hold
+	var waits []time.Duration
+	counts := make([]int, cfg.HandoffWorkers)
+	for _, a := range o.attempts {
+		if !a.granted {
+			continue
+		}
+		holds = append(holds, a.hold())
+		if o.window.contains(a.done) {
+			h.Grants++
+			counts[a.worker]++
+			waits = append(waits, a.done-a.sent)
+		}
+	}
+	slices.Sort(waits)
+	gaps := idleGaps(holds, o.window)
+	h.GrantsPerSecond = float64(h.Grants) / r.Seconds
+	h.GapP50MS = ms(percentile(gaps, 50))
+	h.GapP99MS = ms(percentile(gaps, 99))
+	h.WaitP99MS = ms(percentile(waits, 99))
+	h.WaitMaxMS = ms(percentile(waits, 100))
+	h.Jain = jain(counts)
+	h.FIFO = fifoFraction(o.attempts, o.window)
+	r.Handoff = h
+	return r, nil
+}

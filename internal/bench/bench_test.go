@@ -1,0 +1,530 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// fakeMode says how the fake server hands out slots.
+type fakeMode int
+
+const (
+	// fifo is a correct server: a semaphore whose waiters are served
+	// first in, first out.
+	fifo fakeMode = iota
+	// lifo serves the newest waiter first: safe, but unfair.
+	lifo
+	// unsafe grants every request at once, whatever the limit.
+	unsafe
+	// failAcquire answers every acquire with 500.
+	failAcquire
+	// failCreate answers every limit creation with 500.
+	failCreate
+)
+
+type fakeLimit struct {
+	limit int
+	held  int
+	queue []chan struct{} // waiters; closing one hands it a slot
+}
+
+// fakeServer implements the routes the workloads use, over an in-memory
+// semaphore per limit.
+type fakeServer struct {
+	mode fakeMode
+
+	mu     sync.Mutex
+	limits map[string]*fakeLimit
+	leases map[string]string // lease id → limit name
+	nextID int
+	token  int64
+}
+
+func newFakeServer(mode fakeMode) *fakeServer {
+	return &fakeServer{mode: mode, limits: map[string]*fakeLimit{}, leases: map[string]string{}}
+}
+
+func (f *fakeServer) handler() http.Handler {
+	mux := http.NewServeMux()
+	const p = "/api/v2/concurrency_limits/"
+	mux.HandleFunc("POST "+p+"{$}", f.create)
+	mux.HandleFunc("POST "+p+"increment-with-lease", f.acquire)
+	mux.HandleFunc("POST "+p+"decrement-with-lease", f.release)
+	mux.HandleFunc("GET "+p+"{name}", f.read)
+	mux.HandleFunc("PATCH "+p+"{name}", f.update)
+	mux.HandleFunc("DELETE "+p+"{name}", f.delete)
+	return mux
+}
+
+// decode decodes a request body strictly, answering 422 if it cannot.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (f *fakeServer) create(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name  string `json:"name"`
+		Limit int    `json:"limit"`
+	}
+	if !decode(w, r, &req) {
+		return
+	}
+	if f.mode == failCreate {
+		http.Error(w, "create is broken", http.StatusInternalServerError)
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.limits[req.Name]; ok {
+		http.Error(w, "exists", http.StatusConflict)
+		return
+	}
+	f.limits[req.Name] = &fakeLimit{limit: req.Limit}
+	writeJSON(w, http.StatusCreated, map[string]any{"name": req.Name, "limit": req.Limit, "active": true, "active_slots": 0})
+}
+
+func (f *fakeServer) update(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Limit  int  `json:"limit"`
+		Active bool `json:"active"`
+	}
+	if !decode(w, r, &req) {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, ok := f.limits[r.PathValue("name")]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	l.limit = req.Limit
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (f *fakeServer) read(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	name := r.PathValue("name")
+	l, ok := f.limits[name]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"name": name, "limit": l.limit, "active": true, "active_slots": l.held})
+}
+
+func (f *fakeServer) delete(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	name := r.PathValue("name")
+	if _, ok := f.limits[name]; !ok {
+		http.NotFound(w, r)
+		return
+	}
+	delete(f.limits, name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (f *fakeServer) acquire(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Names          []string `json:"names"`
+		Slots          int      `json:"slots"`
+		LeaseDuration  float64  `json:"lease_duration"`
+		TimeoutSeconds float64  `json:"timeout_seconds"`
+		Holder         struct {
+			Type string `json:"type"`
+			ID   string `json:"id"`
+		} `json:"holder"`
+	}
+	if !decode(w, r, &req) {
+		return
+	}
+	if len(req.Names) != 1 || req.Slots != 1 || req.LeaseDuration < 60 || req.TimeoutSeconds <= 0 ||
+		req.Holder.Type != "process" || !strings.HasPrefix(req.Holder.ID, "bench-w") {
+		http.Error(w, fmt.Sprintf("unexpected request %+v", req), http.StatusUnprocessableEntity)
+		return
+	}
+	if f.mode == failAcquire {
+		http.Error(w, "acquire is broken", http.StatusInternalServerError)
+		return
+	}
+	name := req.Names[0]
+
+	f.mu.Lock()
+	l, ok := f.limits[name]
+	if !ok {
+		f.mu.Unlock()
+		http.NotFound(w, r)
+		return
+	}
+	if f.mode == unsafe || (l.held < l.limit && len(l.queue) == 0) {
+		l.held++
+		g := f.leaseLocked(name)
+		f.mu.Unlock()
+		writeJSON(w, http.StatusOK, g)
+		return
+	}
+	ch := make(chan struct{})
+	l.queue = append(l.queue, ch)
+	f.mu.Unlock()
+
+	timer := time.NewTimer(time.Duration(req.TimeoutSeconds * float64(time.Second)))
+	defer timer.Stop()
+	select {
+	case <-ch:
+	case <-timer.C:
+	case <-r.Context().Done():
+	}
+	f.mu.Lock()
+	select {
+	case <-ch: // granted, perhaps while giving up
+	default:
+		l.queue = slices.DeleteFunc(l.queue, func(c chan struct{}) bool { return c == ch })
+		f.mu.Unlock()
+		w.WriteHeader(http.StatusLocked)
+		return
+	}
+	if r.Context().Err() != nil {
+		f.releaseLocked(l) // nobody is left to take the slot
+		f.mu.Unlock()
+		return
+	}
+	g := f.leaseLocked(name)
+	f.mu.Unlock()
+	writeJSON(w, http.StatusOK, g)
+}
+
+// leaseLocked records a lease on a slot already counted as held.
+func (f *fakeServer) leaseLocked(name string) grant {
+	f.nextID++
+	f.token++
+	id := fmt.Sprintf("lease-%d", f.nextID)
+	f.leases[id] = name
+	return grant{LeaseID: id, FencingToken: f.token}
+}
+
+// releaseLocked gives a held slot to the next waiter, or frees it.
+func (f *fakeServer) releaseLocked(l *fakeLimit) {
+	if f.mode == unsafe || len(l.queue) == 0 {
+		l.held--
+		return
+	}
+	i := 0
+	if f.mode == lifo {
+		i = len(l.queue) - 1
+	}
+	close(l.queue[i])
+	l.queue = slices.Delete(l.queue, i, i+1)
+}
+
+func (f *fakeServer) release(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		LeaseID string `json:"lease_id"`
+	}
+	if !decode(w, r, &req) {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if name, ok := f.leases[req.LeaseID]; ok {
+		delete(f.leases, req.LeaseID)
+		if l, ok := f.limits[name]; ok {
+			f.releaseLocked(l)
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// limitNames returns the names of the limits the fake holds, sorted.
+func (f *fakeServer) limitNames() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var names []string
+	for n := range f.limits {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+type testBundle struct {
+	fake *fakeServer
+	cfg  Config
+}
+
+// setup starts a fake server in mode and returns a short configuration
+// aimed at it.
+func setup(t *testing.T, mode fakeMode) *testBundle {
+	t.Helper()
+	fake := newFakeServer(mode)
+	srv := httptest.NewServer(fake.handler())
+	t.Cleanup(srv.Close)
+	cfg := DefaultConfig()
+	cfg.URL = srv.URL + "/api/"
+	cfg.ThroughputWorkers = 8
+	cfg.HandoffWorkers = 4
+	cfg.Limits = 8
+	cfg.Duration = 300 * time.Millisecond
+	cfg.Warmup = 50 * time.Millisecond
+	cfg.Prefix = "test"
+	return &testBundle{fake: fake, cfg: cfg}
+}
+
+func TestRunAgainstFIFOServer(t *testing.T) {
+	t.Parallel()
+	b := setup(t, fifo)
+	var out bytes.Buffer
+	results, err := Run(t.Context(), b.cfg, &out)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	t.Logf("output:\n%s", out.String())
+	if got, want := len(results), 2; got != want {
+		t.Fatalf("got %d results, want %d:\n%s", got, want, out.String())
+	}
+	for _, r := range results {
+		if r.Errors != 0 || r.Overlaps != 0 || r.FencingRegressions != 0 || r.LeakedSlots != 0 {
+			t.Errorf("%s: got errors=%d (%s) overlaps=%d fencing_regressions=%d leaked=%d, want all 0",
+				r.Workload, r.Errors, r.FirstError, r.Overlaps, r.FencingRegressions, r.LeakedSlots)
+		}
+		if r.Seconds != 0.3 {
+			t.Errorf("%s: got seconds=%v, want 0.3", r.Workload, r.Seconds)
+		}
+	}
+
+	tp := results[0]
+	if tp.Workload != WorkloadThroughput || tp.Throughput == nil {
+		t.Fatalf("got first result %+v, want throughput", tp)
+	}
+	if tp.Workers != 8 || tp.Limits != 8 {
+		t.Errorf("got workers=%d limits=%d, want 8 and 8", tp.Workers, tp.Limits)
+	}
+	if tp.Pairs <= 0 || tp.PairsPerSecond <= 0 {
+		t.Errorf("got pairs=%d pairs/s=%v, want > 0", tp.Pairs, tp.PairsPerSecond)
+	}
+	if tp.AcquireP50MS <= 0 || tp.AcquireP50MS > tp.AcquireP99MS {
+		t.Errorf("got acquire p50=%vms p99=%vms, want 0 < p50 <= p99", tp.AcquireP50MS, tp.AcquireP99MS)
+	}
+
+	h := results[1]
+	if h.Workload != WorkloadHandoff || h.Handoff == nil {
+		t.Fatalf("got second result %+v, want handoff", h)
+	}
+	if h.Grants <= 0 || h.GrantsPerSecond <= 0 {
+		t.Errorf("got grants=%d grants/s=%v, want > 0", h.Grants, h.GrantsPerSecond)
+	}
+	// Each grant is held for 1 ms, so no more than ~1000 grants fit in a second.
+	if h.GrantsPerSecond > 1000 {
+		t.Errorf("got %v grants/s with 1 ms holds, want at most 1000", h.GrantsPerSecond)
+	}
+	if h.GapP50MS > h.GapP99MS || h.WaitP99MS > h.WaitMaxMS || h.WaitMaxMS <= 0 {
+		t.Errorf("got gap p50=%v p99=%v wait p99=%v max=%v, want ordered and positive",
+			h.GapP50MS, h.GapP99MS, h.WaitP99MS, h.WaitMaxMS)
+	}
+	if h.Jain <= 0.9 {
+		t.Errorf("got jain=%v, want > 0.9 from a FIFO server", h.Jain)
+	}
+	if h.FIFO <= 0.8 {
+		t.Errorf("got fifo=%v, want > 0.8 from a FIFO server", h.FIFO)
+	}
+
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var prefixes []string
+	for _, l := range lines {
+		prefixes = append(prefixes, l[:strings.Index(l, ":")+1])
+		if !strings.Contains(l, "errors=0 overlaps=0") {
+			t.Errorf("got line %q, want it to report errors=0 overlaps=0", l)
+		}
+	}
+	if diff := cmp.Diff([]string{"throughput:", "handoff:"}, prefixes); diff != "" {
+		t.Errorf("output lines mismatch (-want +got):\n%s\noutput:\n%s", diff, out.String())
+	}
+	if diff := cmp.Diff([]string(nil), b.fake.limitNames()); diff != "" {
+		t.Errorf("limits left after clean-up (-want +got):\n%s", diff)
+	}
+}
+
+func TestRunDetectsBadServers(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		mode  fakeMode
+		check func(t *testing.T, r Result)
+	}{
+		{
+			name: "double grants are overlaps",
+			mode: unsafe,
+			check: func(t *testing.T, r Result) {
+				if r.Overlaps == 0 {
+					t.Errorf("got overlaps=0 from a server that ignores the limit, want > 0")
+				}
+			},
+		},
+		{
+			name: "newest first is not FIFO",
+			mode: lifo,
+			check: func(t *testing.T, r Result) {
+				if r.Overlaps != 0 {
+					t.Errorf("got overlaps=%d from a safe server, want 0", r.Overlaps)
+				}
+				if r.FIFO >= 0.5 {
+					t.Errorf("got fifo=%v from a newest-first server, want < 0.5", r.FIFO)
+				}
+			},
+		},
+		{
+			name: "failed acquires are errors",
+			mode: failAcquire,
+			check: func(t *testing.T, r Result) {
+				if r.Errors == 0 || !strings.Contains(r.FirstError, "500") {
+					t.Errorf("got errors=%d first_error=%q, want errors > 0 and a 500", r.Errors, r.FirstError)
+				}
+				if r.Grants != 0 {
+					t.Errorf("got %d grants, want 0", r.Grants)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, tt.mode)
+			b.cfg.Workload = WorkloadHandoff
+			var out bytes.Buffer
+			results, err := Run(t.Context(), b.cfg, &out)
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if len(results) != 1 || results[0].Handoff == nil {
+				t.Fatalf("got results %+v, want one handoff result", results)
+			}
+			t.Logf("output:\n%s", out.String())
+			tt.check(t, results[0])
+		})
+	}
+}
+
+func TestRunJSON(t *testing.T) {
+	t.Parallel()
+	b := setup(t, fifo)
+	b.cfg.Workload = WorkloadThroughput
+	b.cfg.Duration = 100 * time.Millisecond
+	b.cfg.Warmup = 0
+	b.cfg.JSON = true
+	var out bytes.Buffer
+	if _, err := Run(t.Context(), b.cfg, &out); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(out.Bytes(), &obj); err != nil {
+		t.Fatalf("output %q is not one JSON object: %v", out.String(), err)
+	}
+	var keys []string
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	want := []string{
+		"acquire_p50_ms", "acquire_p99_ms", "errors", "fencing_regressions", "leaked_slots",
+		"limits", "overlaps", "pairs", "pairs_per_second", "seconds", "workers", "workload",
+	}
+	if diff := cmp.Diff(want, keys); diff != "" {
+		t.Errorf("JSON keys mismatch (-want +got):\n%s", diff)
+	}
+	if obj["workload"] != WorkloadThroughput {
+		t.Errorf("got workload %v, want %s", obj["workload"], WorkloadThroughput)
+	}
+}
+
+func TestRunResetsExistingLimitAndKeepsIt(t *testing.T) {
+	t.Parallel()
+	b := setup(t, fifo)
+	b.cfg.Workload = WorkloadHandoff
+	b.cfg.Duration = 100 * time.Millisecond
+	b.cfg.Warmup = 0
+	b.cfg.Cleanup = false
+	// A limit of the same name with room for everyone would make every
+	// worker a holder at once; the run must set it back to one slot.
+	b.fake.limits["test-h"] = &fakeLimit{limit: 100}
+	var out bytes.Buffer
+	results, err := Run(t.Context(), b.cfg, &out)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if r := results[0]; r.Overlaps != 0 || r.Errors != 0 || r.Grants == 0 {
+		t.Errorf("got overlaps=%d errors=%d grants=%d, want 0, 0 and > 0", r.Overlaps, r.Errors, r.Grants)
+	}
+	if diff := cmp.Diff([]string{"test-h"}, b.fake.limitNames()); diff != "" {
+		t.Errorf("limits after a run without clean-up (-want +got):\n%s", diff)
+	}
+	b.fake.mu.Lock()
+	defer b.fake.mu.Unlock()
+	if got := b.fake.limits["test-h"].limit; got != 1 {
+		t.Errorf("got limit %d after the run, want 1", got)
+	}
+}
+
+func TestRunFails(t *testing.T) {
+	t.Parallel()
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name    string
+		mode    fakeMode
+		ctx     context.Context
+		edit    func(*Config)
+		wantErr string
+	}{
+		{name: "unknown workload", edit: func(c *Config) { c.Workload = "nope" }, wantErr: `unknown workload "nope"`},
+		{name: "no workers", edit: func(c *Config) { c.HandoffWorkers = 0 }, wantErr: "handoff workers 0 is not positive"},
+		{name: "no duration", edit: func(c *Config) { c.Duration = 0 }, wantErr: "duration 0s is not positive"},
+		{name: "set-up refused", mode: failCreate, wantErr: "throughput: set up: create limit test-t0: unexpected status 500"},
+		{name: "server gone", edit: func(c *Config) { c.URL = "http://127.0.0.1:1/api" }, wantErr: "throughput: set up: create limit test-t0"},
+		{name: "cancelled", ctx: cancelled, wantErr: "context canceled"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, tt.mode)
+			if tt.edit != nil {
+				tt.edit(&b.cfg)
+			}
+			ctx := tt.ctx
+			if ctx == nil {
+				ctx = t.Context()
+			}
+			var out bytes.Buffer
+			results, err := Run(ctx, b.cfg, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
+			}
+			if len(results) != 0 || out.Len() != 0 {
+				t.Errorf("got results %+v and output %q, want none", results, out.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,293 @@
+package bench
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// at is a time or a duration of n milliseconds.
+func at(n float64) time.Duration { return time.Duration(n * float64(time.Millisecond)) }
+
+// holds builds holds from [granted, released] pairs in milliseconds.
+func holds(pairs ...[2]float64) []hold {
+	hs := make([]hold, len(pairs))
+	for i, p := range pairs {
+		hs[i] = hold{granted: at(p[0]), released: at(p[1])}
+	}
+	return hs
+}
+
+func TestPercentile(t *testing.T) {
+	t.Parallel()
+	hundred := make([]time.Duration, 100)
+	for i := range hundred {
+		hundred[i] = at(float64(i + 1))
+	}
+	tests := []struct {
+		name   string
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		{name: "no values", sorted: nil, p: 50, want: 0},
+		{name: "one value p50", sorted: []time.Duration{at(5)}, p: 50, want: at(5)},
+		{name: "one value p99", sorted: []time.Duration{at(5)}, p: 99, want: at(5)},
+		{name: "four values p25", sorted: []time.Duration{at(1), at(2), at(3), at(4)}, p: 25, want: at(1)},
+		{name: "four values p50 is the lower middle", sorted: []time.Duration{at(1), at(2), at(3), at(4)}, p: 50, want: at(2)},
+		{name: "four values p51 rounds up", sorted: []time.Duration{at(1), at(2), at(3), at(4)}, p: 51, want: at(3)},
+		{name: "four values p99 is the top", sorted: []time.Duration{at(1), at(2), at(3), at(4)}, p: 99, want: at(4)},
+		{name: "p100 is the maximum", sorted: []time.Duration{at(1), at(2), at(9)}, p: 100, want: at(9)},
+		{name: "p0 is the minimum", sorted: []time.Duration{at(1), at(2), at(9)}, p: 0, want: at(1)},
+		{name: "hundred p50", sorted: hundred, p: 50, want: at(50)},
+		{name: "hundred p99", sorted: hundred, p: 99, want: at(99)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := percentile(tt.sorted, tt.p)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("percentile(%v, %v) mismatch (-want +got):\n%s", tt.sorted, tt.p, diff)
+			}
+		})
+	}
+}
+
+func TestJain(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		counts []int
+		want   float64
+	}{
+		{name: "no workers", counts: nil, want: 0},
+		{name: "nothing granted", counts: []int{0, 0, 0}, want: 0},
+		{name: "equal", counts: []int{5, 5, 5}, want: 1},
+		{name: "one worker", counts: []int{7}, want: 1},
+		{name: "one has everything", counts: []int{4, 0, 0, 0}, want: 0.25},
+		{name: "one and two", counts: []int{1, 2}, want: 0.9},
+		{name: "two of four starve", counts: []int{10, 10, 0, 0}, want: 0.5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := jain(tt.counts)
+			if diff := cmp.Diff(tt.want, got, cmpopts.EquateApprox(0, 1e-12)); diff != "" {
+				t.Errorf("jain(%v) mismatch (-want +got):\n%s", tt.counts, diff)
+			}
+		})
+	}
+}
+
+func TestOverlaps(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		holds []hold
+		want  int
+	}{
+		{name: "no holds", holds: nil, want: 0},
+		{name: "one after another", holds: holds([2]float64{0, 10}, [2]float64{11, 20}, [2]float64{21, 30}), want: 0},
+		{name: "grant at the release instant", holds: holds([2]float64{0, 10}, [2]float64{10, 20}), want: 0},
+		{name: "grant inside a hold", holds: holds([2]float64{0, 10}, [2]float64{5, 8}), want: 1},
+		{name: "unsorted input", holds: holds([2]float64{20, 30}, [2]float64{0, 10}, [2]float64{5, 25}), want: 2},
+		{name: "long hold covers later ones", holds: holds([2]float64{0, 100}, [2]float64{10, 20}, [2]float64{30, 40}, [2]float64{101, 110}), want: 2},
+		{name: "simultaneous grants", holds: holds([2]float64{0, 10}, [2]float64{0, 10}), want: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := overlaps(tt.holds)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("overlaps mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestFencingRegressions(t *testing.T) {
+	t.Parallel()
+	withTokens := func(tokens ...int64) []hold {
+		hs := make([]hold, len(tokens))
+		for i, tok := range tokens {
+			hs[i] = hold{granted: at(float64(10 * i)), released: at(float64(10*i + 5)), token: tok}
+		}
+		return hs
+	}
+	tests := []struct {
+		name  string
+		holds []hold
+		want  int
+	}{
+		{name: "growing", holds: withTokens(1, 2, 7), want: 0},
+		{name: "one step back", holds: withTokens(1, 3, 2), want: 1},
+		{name: "repeated token", holds: withTokens(4, 4), want: 1},
+		{name: "no tokens", holds: withTokens(0, 0, 0), want: 0},
+		{name: "tokenless grant skipped", holds: withTokens(5, 0, 6), want: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := fencingRegressions(tt.holds)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("fencingRegressions mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestIdleGaps(t *testing.T) {
+	t.Parallel()
+	three := func() []hold { return holds([2]float64{25, 30}, [2]float64{0, 10}, [2]float64{12, 20}) }
+	tests := []struct {
+		name   string
+		holds  []hold
+		window window
+		want   []time.Duration
+	}{
+		{name: "no holds", holds: nil, window: window{0, at(100)}, want: nil},
+		{name: "one hold has no gap", holds: holds([2]float64{0, 10}), window: window{0, at(100)}, want: nil},
+		{name: "unsorted input, sorted gaps", holds: three(), window: window{0, at(100)}, want: []time.Duration{at(2), at(5)}},
+		{name: "grants before the window skipped", holds: three(), window: window{at(20), at(100)}, want: []time.Duration{at(5)}},
+		{name: "grants after the window skipped", holds: three(), window: window{0, at(25)}, want: []time.Duration{at(2)}},
+		{name: "overlap gives a negative gap", holds: holds([2]float64{0, 10}, [2]float64{5, 8}), window: window{0, at(100)}, want: []time.Duration{at(-5)}},
+		{name: "gap measured from release sent", holds: holds([2]float64{0, 1}, [2]float64{1.25, 3}), window: window{0, at(100)}, want: []time.Duration{at(0.25)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := idleGaps(tt.holds, tt.window)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("idleGaps mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestFIFOFraction(t *testing.T) {
+	t.Parallel()
+	// grant is a granted attempt: sent, received, release sent.
+	grant := func(worker int, sent, done, released float64) attempt {
+		return attempt{worker: worker, sent: at(sent), done: at(done), released: at(released), granted: true}
+	}
+	// refused is an attempt that waited from sent to done and was refused.
+	refused := func(worker int, sent, done float64) attempt {
+		return attempt{worker: worker, sent: at(sent), done: at(done)}
+	}
+	all := window{0, at(1000)}
+	tests := []struct {
+		name     string
+		attempts []attempt
+		window   window
+		want     float64
+	}{
+		{name: "nothing granted", attempts: []attempt{refused(0, 0, 30)}, window: all, want: 0},
+		{
+			name: "served in arrival order",
+			attempts: []attempt{
+				grant(0, 0, 0, 10), grant(1, 1, 11, 20), grant(2, 2, 21, 30),
+				grant(0, 10.5, 31, 40), grant(1, 20.5, 41, 50),
+			},
+			window: all, want: 1,
+		},
+		{
+			name: "a later arrival jumps the queue",
+			attempts: []attempt{
+				grant(0, 0, 0, 10), grant(1, 1, 21, 30), grant(2, 2, 11, 20),
+			},
+			window: all, want: 2.0 / 3,
+		},
+		{
+			name: "a refused waiter was passed over",
+			attempts: []attempt{
+				grant(0, 0, 0, 10), refused(1, 1, 40), grant(2, 2, 11, 20),
+			},
+			window: all, want: 0.5,
+		},
+		{
+			name: "requests sent after the release race fairly",
+			attempts: []attempt{
+				grant(0, 0, 0, 10), grant(1, 11, 12, 20), grant(2, 10.5, 21, 30),
+			},
+			window: all, want: 1,
+		},
+		{
+			name: "only grants in the window count",
+			attempts: []attempt{
+				grant(0, 0, 0, 10), grant(1, 1, 21, 30), grant(2, 2, 11, 20),
+			},
+			window: window{at(15), at(1000)}, want: 1,
+		},
+		{
+			name:     "empty window",
+			attempts: []attempt{grant(0, 0, 0, 10)},
+			window:   window{at(500), at(1000)}, want: 0,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := fifoFraction(tt.attempts, tt.window)
+			if diff := cmp.Diff(tt.want, got, cmpopts.EquateApprox(0, 1e-12)); diff != "" {
+				t.Errorf("fifoFraction mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestResultString(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		result Result
+		want   string
+	}{
+		{
+			name: "throughput",
+			result: Result{
+				Workload: WorkloadThroughput, Workers: 32,
+				Throughput: &Throughput{Limits: 64, PairsPerSecond: 16234.4, AcquireP50MS: 1.62, AcquireP99MS: 4.1},
+			},
+			want: "throughput: 16234 pairs/s  acquire p50=1.62ms p99=4.10ms  workers=32 limits=64  errors=0 overlaps=0",
+		},
+		{
+			name: "handoff",
+			result: Result{
+				Workload: WorkloadHandoff, Workers: 16,
+				Handoff: &Handoff{
+					HoldMS: 1, GrantsPerSecond: 812, GapP50MS: 0.21, GapP99MS: 0.74,
+					WaitP99MS: 21.3, WaitMaxMS: 24, Jain: 0.999, FIFO: 1,
+				},
+			},
+			want: "handoff: 812 grants/s  gap p50=0.21ms p99=0.74ms  wait p99=21.3ms max=24.0ms  jain=0.999 fifo=1.00  workers=16 hold=1ms  errors=0 overlaps=0",
+		},
+		{
+			name: "failed checks are shown",
+			result: Result{
+				Workload: WorkloadHandoff, Workers: 2, Errors: 1, FirstError: "acquire: boom",
+				Overlaps: 3, FencingRegressions: 2, LeakedSlots: 1,
+				Handoff: &Handoff{HoldMS: 0.5},
+			},
+			want: `handoff: 0 grants/s  gap p50=0.00ms p99=0.00ms  wait p99=0.0ms max=0.0ms  jain=0.000 fifo=0.00  workers=2 hold=0.5ms  errors=1 overlaps=3 fencing_regressions=2 leaked=1  first_error="acquire: boom"`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if diff := cmp.Diff(tt.want, tt.result.String()); diff != "" {
+				t.Errorf("String mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestAppendAcquireBody(t *testing.T) {
+	t.Parallel()
+	got := string(appendAcquireBody([]byte("junk"), quote(`a"b`), quote("bench-w7")))
+	want := `junk{"names":["a\"b"],"slots":1,"lease_duration":60,"timeout_seconds":30,"holder":{"type":"process","id":"bench-w7"}}`
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("appendAcquireBody mismatch (-want +got):\n%s", diff)
+	}
+}
