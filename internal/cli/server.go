@@ -66,6 +66,7 @@ ALLOT_LOG_LEVEL, --log-format as ALLOT_LOG_FORMAT. Flags win.`,
 	f.StringVar(&cfg.Synchronous, "sync", envOr(env, "ALLOT_SYNC", "full"), "durability: full (fsync every commit) or normal (survives a process crash, not power loss)")
 	f.StringVar(&logLevel, "log-level", envOr(env, "ALLOT_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", envOr(env, "ALLOT_LOG_FORMAT", "text"), "log format: text or json")
+	f.StringVar(&cfg.DebugAddr, "debug-addr", envOr(env, "ALLOT_DEBUG_ADDR", ""), "if set, serve Go's pprof profiles on this address (keep it on loopback)")
 	f.DurationVar(&leaseDefault, "default-lease-duration", 0, "lease duration when a request names none (default 5m0s)")
 	return cmd
 }

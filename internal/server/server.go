@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -37,6 +38,8 @@ type Config struct {
 	Coord coord.Config
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
+	// DebugAddr, if set, serves net/http/pprof on a listener of its own.
+	DebugAddr string
 	// Listening, if set, is called with the bound address once the server
 	// accepts connections.
 	Listening func(addr net.Addr)
@@ -106,6 +109,21 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (e
 			errc <- fmt.Errorf("serve: %w", err)
 		}
 	}()
+	closeDebug := func() {}
+	if cfg.DebugAddr != "" {
+		dln, err := net.Listen("tcp", cfg.DebugAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.DebugAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		dsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = dsrv.Serve(dln) }()
+		closeDebug = func() { _ = dsrv.Close() }
+	}
 	log.Info("allot server listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)
 	if cfg.Listening != nil {
 		cfg.Listening(ln.Addr())
@@ -122,6 +140,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (e
 	if serr := srv.Shutdown(shutCtx); serr != nil && err == nil {
 		err = fmt.Errorf("shut down http: %w", serr)
 	}
+	closeDebug()
 	stopRun()
 	wg.Wait()
 	close(errc)
