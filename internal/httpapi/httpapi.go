@@ -1,0 +1,256 @@
+package httpapi
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/allot-dev/allot/internal/coord"
+)
+
+// Options configures the handler New returns.
+type Options struct {
+	// Logger receives server faults; nil discards them.
+	Logger *slog.Logger
+	// Registry is served at /metrics and receives the HTTP metrics; nil
+	// serves no /metrics.
+	Registry *prometheus.Registry
+	// MaxBodyBytes bounds request bodies (default 1 MiB).
+	MaxBodyBytes int64
+	// EventHeartbeat is how often /api/events writes a comment to keep the
+	// stream open (default 15 s).
+	EventHeartbeat time.Duration
+}
+
+// Bounds of request fields that the coordinator does not check itself.
+const (
+	maxNames           = 1000
+	maxTimeoutSeconds  = 3600
+	maxLeaseSeconds    = 1e9 // absurd durations stop here; coord applies the real bounds
+	maxHolderID        = 256
+	maxMetadataEntries = 32
+	maxMetadataKey     = 128
+	maxMetadataValue   = 1024
+	maxFilterLimit     = 200
+	maxOccupancy       = 1e9
+)
+
+type handler struct {
+	c              *coord.Coordinator
+	log            *slog.Logger
+	maxBody        int64
+	heartbeat      time.Duration
+	openapiYAML    []byte
+	requests       *prometheus.CounterVec
+	requestSeconds *prometheus.HistogramVec
+}
+
+// New returns the HTTP handler of allot's API, served from c.
+//
+// Long requests (waiting in line, /api/events) end when the request's
+// context does; a server that shuts down gracefully should cancel its
+// BaseContext so that they do.
+func New(c *coord.Coordinator, opts Options) http.Handler {
+	h := newHandler(c, opts)
+	mux := h.routes()
+	if opts.Registry != nil {
+		h.register(opts.Registry)
+		mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
+	}
+	return h.middleware(mux)
+}
+
+func newHandler(c *coord.Coordinator, opts Options) *handler {
+	h := &handler{
+		c:         c,
+		log:       opts.Logger,
+		maxBody:   opts.MaxBodyBytes,
+		heartbeat: opts.EventHeartbeat,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "allot_http_requests_total", Help: "HTTP requests answered, by route pattern and status code."},
+			[]string{"route", "code"}),
+		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "allot_http_request_seconds", Help: "Time to answer HTTP requests, waiting in line included, by route pattern.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12)}, []string{"route"}),
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.maxBody <= 0 {
+		h.maxBody = 1 << 20
+	}
+	if h.heartbeat <= 0 {
+		h.heartbeat = 15 * time.Second
+	}
+	h.openapiYAML = openapiYAML()
+	return h
+}
+
+// routes returns the API's routes.
+func (h *handler) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	const v2 = "/api/v2/concurrency_limits"
+	for _, r := range []struct {
+		pattern string
+		fn      http.HandlerFunc
+	}{
+		{"POST " + v2 + "/{$}", h.createLimit},
+		{"POST " + v2, h.createLimit},
+		{"POST " + v2 + "/filter", h.filterLimits},
+		{"POST " + v2 + "/increment", h.increment},
+		{"POST " + v2 + "/increment-with-lease", h.incrementWithLease},
+		{"POST " + v2 + "/decrement", h.decrement},
+		{"POST " + v2 + "/decrement-with-lease", h.decrementWithLease},
+		{"POST " + v2 + "/leases/{lease_id}/renew", h.renewLease},
+		{"GET " + v2 + "/leases/{lease_id}", h.readLease},
+		{"GET " + v2 + "/{id_or_name}", h.readLimit},
+		{"PATCH " + v2 + "/{id_or_name}", h.updateLimit},
+		{"DELETE " + v2 + "/{id_or_name}", h.deleteLimit},
+		{"GET /api/health", h.health},
+		{"GET /api/ready", h.ready},
+		{"GET /api/events", h.events},
+		{"GET /api/openapi.json", h.openapiJSON},
+		{"GET /api/openapi.yaml", h.openapiYAMLDoc},
+	} {
+		mux.HandleFunc(r.pattern, r.fn)
+	}
+	return mux
+}
+
+// register adds the HTTP metrics to reg, sharing them with an earlier
+// handler on the same registry.
+func (h *handler) register(reg *prometheus.Registry) {
+	if err := reg.Register(h.requests); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if cv, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				h.requests = cv
+			}
+		}
+	}
+	if err := reg.Register(h.requestSeconds); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if hv, ok := are.ExistingCollector.(*prometheus.HistogramVec); ok {
+				h.requestSeconds = hv
+			}
+		}
+	}
+}
+
+// middleware answers unknown routes and wrong methods with problems,
+// recovers from panics, and counts requests.
+func (h *handler) middleware(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				h.log.Error("handler panicked", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				if !sw.wrote {
+					writeProblemDoc(sw, newProblem(http.StatusInternalServerError, "internal", "Internal Server Error", ""))
+				}
+			}
+			route := r.Pattern
+			if route == "" {
+				route = "unmatched"
+			}
+			h.requests.WithLabelValues(route, strconv.Itoa(sw.status())).Inc()
+			h.requestSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		}()
+		if _, pattern := mux.Handler(r); pattern == "" {
+			h.unmatched(sw, r, mux)
+			return
+		}
+		mux.ServeHTTP(sw, r)
+	})
+}
+
+// unmatched answers a request no route takes: 404, 405 (with Allow) or the
+// mux's redirect, as problems where they are errors.
+func (h *handler) unmatched(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) {
+	rec := &headerRecorder{header: http.Header{}}
+	mh, _ := mux.Handler(r)
+	mh.ServeHTTP(rec, r)
+	switch rec.code {
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", rec.header.Get("Allow"))
+		writeProblemDoc(w, newProblem(http.StatusMethodNotAllowed, "method_not_allowed",
+			r.Method+" is not allowed here; allowed: "+rec.header.Get("Allow"), ""))
+	case http.StatusMovedPermanently, http.StatusPermanentRedirect, http.StatusTemporaryRedirect, http.StatusFound:
+		mh.ServeHTTP(w, r)
+	default:
+		writeProblemDoc(w, newProblem(http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path, ""))
+	}
+}
+
+// headerRecorder captures what the mux's own error handlers write.
+type headerRecorder struct {
+	header http.Header
+	code   int
+}
+
+func (r *headerRecorder) Header() http.Header { return r.header }
+func (r *headerRecorder) Write(p []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return len(p), nil
+}
+func (r *headerRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+}
+
+// statusWriter remembers the status written.
+type statusWriter struct {
+	http.ResponseWriter
+	code  int
+	wrote bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.code, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if !w.wrote {
+		w.code, w.wrote = http.StatusOK, true
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the connection (to flush).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) status() int {
+	if !w.wrote {
+		return http.StatusOK
+	}
+	return w.code
+}
+
+func (h *handler) health(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (h *handler) ready(w http.ResponseWriter, r *http.Request) {
+	if err := h.c.Ready(); err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}

@@ -1,0 +1,140 @@
+package httpapi
+
+import (
+	"math"
+	"net/http"
+
+	"github.com/allot-dev/allot/internal/sema"
+)
+
+// createLimit is POST /v2/concurrency_limits/: Prefect's
+// ConcurrencyLimitV2Create, unknown fields refused.
+func (h *handler) createLimit(w http.ResponseWriter, r *http.Request) {
+	b, err := h.readBody(w, r, false)
+	if err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	s := sema.LimitSpec{Active: true}
+	b.require("name", b.str("name", &s.Name))
+	b.require("limit", b.integer("limit", &s.Limit, 0, sema.MaxSlots))
+	b.boolean("active", &s.Active)
+	b.integer("active_slots", &s.ActiveSlots, 0, sema.MaxSlots)
+	b.integer("denied_slots", &s.DeniedSlots, 0, sema.MaxSlots)
+	b.number("slot_decay_per_second", &s.SlotDecayPerSecond, 0, sema.MaxDecay, false)
+	if err := b.finish(true); err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	v, err := h.c.CreateLimit(r.Context(), s)
+	if err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, toLimitJSON(v, true))
+}
+
+// readLimit is GET /v2/concurrency_limits/{id_or_name}: a UUID is an id,
+// anything else a name.
+func (h *handler) readLimit(w http.ResponseWriter, r *http.Request) {
+	v, err := h.c.ReadLimit(r.Context(), r.PathValue("id_or_name"), sema.Full)
+	if err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toLimitJSON(v, true))
+}
+
+// filterLimits is POST /v2/concurrency_limits/filter: a page of limits by
+// name. The body is optional.
+func (h *handler) filterLimits(w http.ResponseWriter, r *http.Request) {
+	b, err := h.readBody(w, r, true)
+	if err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	limit, offset, detail := maxFilterLimit, 0, "summary"
+	if b.integer("limit", &limit, math.MinInt64, math.MaxInt64) {
+		switch {
+		case limit < 0:
+			b.fail("limit", "Invalid limit: must be greater than or equal to 0.")
+		case limit > maxFilterLimit:
+			b.fail("limit", "Invalid limit: must be less than or equal to 200.")
+		}
+	}
+	b.integer("offset", &offset, 0, 1<<31-1)
+	if b.str("detail", &detail) && detail != "summary" && detail != "full" {
+		b.fail("detail", `must be "summary" or "full"`)
+	}
+	if err := b.finish(false); err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	d := sema.Summary
+	if detail == "full" {
+		d = sema.Full
+	}
+	vs, err := h.c.ListLimits(r.Context(), "", offset, limit, d)
+	if err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	out := make([]limitJSON, len(vs))
+	for i, v := range vs {
+		out[i] = toLimitJSON(v, d == sema.Full)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// updateLimit is PATCH /v2/concurrency_limits/{id_or_name}: only the
+// fields present change; unknown fields are refused.
+func (h *handler) updateLimit(w http.ResponseWriter, r *http.Request) {
+	b, err := h.readBody(w, r, false)
+	if err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	var (
+		p                     sema.LimitPatch
+		name                  string
+		limit, active, denied int
+		enabled               bool
+		decay                 float64
+	)
+	if b.boolean("active", &enabled) {
+		p.Active = &enabled
+	}
+	if b.str("name", &name) {
+		p.Name = &name
+	}
+	if b.integer("limit", &limit, 0, sema.MaxSlots) {
+		p.Limit = &limit
+	}
+	if b.integer("active_slots", &active, 0, sema.MaxSlots) {
+		p.ActiveSlots = &active
+	}
+	if b.integer("denied_slots", &denied, 0, sema.MaxSlots) {
+		p.DeniedSlots = &denied
+	}
+	if b.number("slot_decay_per_second", &decay, 0, sema.MaxDecay, false) {
+		p.SlotDecayPerSecond = &decay
+	}
+	if err := b.finish(true); err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	if _, err := h.c.UpdateLimit(r.Context(), r.PathValue("id_or_name"), p); err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// deleteLimit is DELETE /v2/concurrency_limits/{id_or_name}.
+func (h *handler) deleteLimit(w http.ResponseWriter, r *http.Request) {
+	if _, err := h.c.DeleteLimit(r.Context(), r.PathValue("id_or_name")); err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,212 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+
+	"github.com/allot-dev/allot/internal/httpapi"
+)
+
+func loadDoc(t *testing.T, data []byte) *openapi3.T {
+	t.Helper()
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(data)
+	if err != nil {
+		t.Fatalf("load OpenAPI document: %v", err)
+	}
+	if err := doc.Validate(loader.Context); err != nil {
+		t.Fatalf("OpenAPI document is invalid: %v", err)
+	}
+	return doc
+}
+
+func TestOpenAPIDocumentIsValidAndItsYAMLIsTheSame(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	fromJSON := loadDoc(t, b.do(t, "GET", "/api/openapi.json", nil).want(t, 200).body)
+	fromYAML := loadDoc(t, b.do(t, "GET", "/api/openapi.yaml", nil).want(t, 200).body)
+	j, _ := json.Marshal(fromJSON)
+	y, _ := json.Marshal(fromYAML)
+	var jv, yv any
+	_ = json.Unmarshal(j, &jv)
+	_ = json.Unmarshal(y, &yv)
+	if diff := cmp.Diff(jv, yv); diff != "" {
+		t.Errorf("YAML document differs from JSON (-json +yaml):\n%s", diff)
+	}
+	// Every extension field says so.
+	var raw map[string]any
+	_ = json.Unmarshal(httpapi.OpenAPI(), &raw)
+	schemas := raw["components"].(map[string]any)["schemas"].(map[string]any)
+	for schema, field := range map[string]string{"Limit": "holders", "LeaseGrant": "fencing_token", "IncrementWithLeaseRequest": "timeout_seconds",
+		"Problem": "code", "Holder": "metadata", "FilterRequest": "detail"} {
+		desc, _ := schemas[schema].(map[string]any)["properties"].(map[string]any)[field].(map[string]any)["description"].(string)
+		if len(desc) < 15 || desc[:15] != "allot extension" {
+			t.Errorf("%s.%s: description %q does not start with \"allot extension\"", schema, field, desc)
+		}
+	}
+}
+
+// checker validates requests and responses against the OpenAPI document as
+// they pass through an HTTP client.
+type checker struct {
+	t      *testing.T
+	router routers.Router
+	base   http.RoundTripper
+
+	mu sync.Mutex
+	// validRequest says whether the next request must match the document.
+	validRequest bool
+	seen         map[string]bool // "METHOD path-template status"
+}
+
+func (c *checker) RoundTrip(req *http.Request) (*http.Response, error) {
+	t := c.t
+	var reqBody []byte
+	if req.Body != nil {
+		reqBody, _ = io.ReadAll(req.Body)
+		req.Body = io.NopCloser(bytes.NewReader(reqBody))
+	}
+	route, params, err := c.router.FindRoute(req)
+	if err != nil {
+		t.Errorf("%s %s: not in the OpenAPI document: %v", req.Method, req.URL.Path, err)
+		return c.base.RoundTrip(req)
+	}
+	opts := &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, IncludeResponseStatus: true}
+	in := &openapi3filter.RequestValidationInput{Request: req.Clone(context.Background()), PathParams: params, Route: route, Options: opts}
+	in.Request.Body = io.NopCloser(bytes.NewReader(reqBody))
+	reqErr := openapi3filter.ValidateRequest(context.Background(), in)
+	c.mu.Lock()
+	wantValid := c.validRequest
+	c.mu.Unlock()
+	switch {
+	case wantValid && reqErr != nil:
+		t.Errorf("%s %s %s: request does not match the document: %v", req.Method, req.URL.Path, reqBody, reqErr)
+	case !wantValid && reqErr == nil:
+		t.Errorf("%s %s %s: the document accepts a request the server should refuse", req.Method, req.URL.Path, reqBody)
+	}
+	req.Body = io.NopCloser(bytes.NewReader(reqBody))
+	resp, err := c.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	if err := openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header,
+		Body: io.NopCloser(bytes.NewReader(body)), Options: opts,
+	}); err != nil {
+		t.Errorf("%s %s -> %d %s: response does not match the document: %v", req.Method, req.URL.Path, resp.StatusCode, body, err)
+	}
+	c.mu.Lock()
+	c.seen[fmt.Sprintf("%s %s %d", req.Method, route.Path, resp.StatusCode)] = true
+	c.mu.Unlock()
+	return resp, nil
+}
+
+func (c *checker) expectValid(v bool) {
+	c.mu.Lock()
+	c.validRequest = v
+	c.mu.Unlock()
+}
+
+// TestRequestsAndResponsesMatchTheOpenAPIDocument drives every route with
+// real requests and checks both sides against the document.
+func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	doc := loadDoc(t, httpapi.OpenAPI())
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &checker{t: t, router: router, base: b.client.Transport, validRequest: true, seen: map[string]bool{}}
+	b.client = &http.Client{Transport: c}
+
+	l := b.create(t, map[string]any{"name": "db", "limit": 2, "slot_decay_per_second": 0, "active": true, "active_slots": 0, "denied_slots": 0})
+	b.create(t, map[string]any{"name": "api", "limit": 5, "slot_decay_per_second": 2.5})
+	b.create(t, map[string]any{"name": "job:*", "limit": 1})
+	g := decode[grantDoc](t, b.do(t, "POST", v2+"/increment-with-lease", map[string]any{"names": []string{"db", "job:1"}, "slots": 1, "mode": "concurrency",
+		"lease_duration": 60, "timeout_seconds": 1, "create_if_missing": nil,
+		"holder": map[string]any{"type": "task_run", "id": uuid.NewString(), "metadata": map[string]string{"host": "h1"}}}).want(t, 200))
+	b.do(t, "POST", v2+"/increment-with-lease", map[string]any{"names": []string{"db"}, "slots": 1, "holder": nil}).want(t, 200)
+	b.do(t, "POST", v2+"/increment", map[string]any{"names": []string{"api"}, "slots": 2, "mode": "rate_limit"}).want(t, 200)
+	b.do(t, "POST", v2+"/increment", map[string]any{"names": []string{"db"}, "slots": 1}).want(t, 423)
+	b.do(t, "POST", v2+"/increment", map[string]any{"names": []string{"db"}, "slots": 3}).want(t, 422)
+	b.do(t, "POST", v2+"/increment", map[string]any{"names": []string{"db"}, "slots": 1, "mode": "rate_limit"}).want(t, 422)
+	b.read(t, "db")
+	b.read(t, l.ID)
+	b.read(t, "job:1")
+	b.do(t, "GET", v2+"/nope", nil).want(t, 404)
+	b.do(t, "POST", v2+"/filter", nil).want(t, 200)
+	b.do(t, "POST", v2+"/filter", map[string]any{"limit": 2, "offset": 1, "detail": "full"}).want(t, 200)
+	b.do(t, "GET", v2+"/leases/"+g.LeaseID, nil).want(t, 200)
+	b.do(t, "POST", v2+"/leases/"+g.LeaseID+"/renew", map[string]any{"lease_duration": 120}).want(t, 204)
+	b.do(t, "POST", v2+"/leases/"+g.LeaseID+"/renew", nil).want(t, 204)
+	b.do(t, "POST", v2+"/decrement-with-lease", map[string]any{"lease_id": g.LeaseID}).want(t, 204)
+	b.do(t, "GET", v2+"/leases/"+g.LeaseID, nil).want(t, 410)
+	b.do(t, "POST", v2+"/leases/"+g.LeaseID+"/renew", map[string]any{"lease_duration": 120}).want(t, 410)
+	b.do(t, "POST", v2+"/decrement", map[string]any{"names": []string{"db", "api"}, "slots": 1, "occupancy_seconds": 1.5}).want(t, 200)
+	b.do(t, "PATCH", v2+"/db", map[string]any{"limit": 3, "active": false, "name": "database"}).want(t, 204)
+	b.do(t, "PATCH", v2+"/database", map[string]any{"name": "api"}).want(t, 409)
+	b.do(t, "DELETE", v2+"/database", nil).want(t, 204)
+	b.do(t, "DELETE", v2+"/database", nil).want(t, 404)
+	b.do(t, "POST", v2+"/", map[string]any{"name": "api", "limit": 1}).want(t, 409)
+	b.do(t, "GET", "/api/health", nil).want(t, 200)
+	b.do(t, "GET", "/api/ready", nil).want(t, 200)
+	b.do(t, "GET", "/api/openapi.json", nil).want(t, 200)
+	b.do(t, "GET", "/api/openapi.yaml", nil).want(t, 200)
+	b.do(t, "GET", "/metrics", nil).want(t, 200)
+
+	// Requests the document refuses are refused by the server too, with
+	// answers the document describes.
+	c.expectValid(false)
+	for _, r := range []struct {
+		method, path string
+		body         any
+		status       int
+	}{
+		{"POST", v2 + "/", map[string]any{"name": "x", "limit": 1, "avg_slot_occupancy_seconds": 2}, 422},
+		{"POST", v2 + "/", map[string]any{"name": "a/b", "limit": 1}, 422},
+		{"POST", v2 + "/", map[string]any{"name": "x", "limit": -1}, 422},
+		{"POST", v2 + "/", map[string]any{"name": "x"}, 422},
+		{"PATCH", v2 + "/api", map[string]any{"limit": 1.5}, 422},
+		{"POST", v2 + "/filter", map[string]any{"limit": 201}, 422},
+		{"POST", v2 + "/increment", map[string]any{"names": []string{}, "slots": 1}, 422},
+		{"POST", v2 + "/increment", map[string]any{"names": []string{"api"}, "slots": 0}, 422},
+		{"POST", v2 + "/increment-with-lease", map[string]any{"names": []string{"api"}, "slots": 1, "lease_duration": 0.5}, 422},
+		{"POST", v2 + "/increment-with-lease", map[string]any{"names": []string{"api"}, "slots": 1, "holder": map[string]any{"type": "robot", "id": "x"}}, 422},
+		{"POST", v2 + "/increment-with-lease", map[string]any{"names": []string{"api"}, "slots": 1, "timeout_seconds": 4000}, 422},
+		{"POST", v2 + "/decrement", map[string]any{"names": []string{"api"}, "slots": 1, "occupancy_seconds": 0}, 422},
+		{"POST", v2 + "/decrement-with-lease", map[string]any{"lease_id": "nope"}, 422},
+		{"POST", v2 + "/leases/nope/renew", map[string]any{}, 422},
+	} {
+		b.do(t, r.method, r.path, r.body).want(t, r.status)
+	}
+
+	for _, want := range []string{
+		"POST /v2/concurrency_limits/ 201", "GET /v2/concurrency_limits/{id_or_name} 200", "PATCH /v2/concurrency_limits/{id_or_name} 204",
+		"DELETE /v2/concurrency_limits/{id_or_name} 204", "POST /v2/concurrency_limits/filter 200", "POST /v2/concurrency_limits/increment 200",
+		"POST /v2/concurrency_limits/increment 423", "POST /v2/concurrency_limits/increment-with-lease 200", "POST /v2/concurrency_limits/decrement 200",
+		"POST /v2/concurrency_limits/decrement-with-lease 204", "POST /v2/concurrency_limits/leases/{lease_id}/renew 204",
+		"POST /v2/concurrency_limits/leases/{lease_id}/renew 410", "GET /v2/concurrency_limits/leases/{lease_id} 200",
+		"GET /health 200", "GET /ready 200", "GET /openapi.json 200", "GET /openapi.yaml 200", "GET /metrics 200",
+	} {
+		if !c.seen[want] {
+			t.Errorf("never checked %s", want)
+		}
+	}
+}
