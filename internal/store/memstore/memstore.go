@@ -11,6 +11,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -64,16 +65,62 @@ func (s *Store) Load(ctx context.Context) (store.State, error) {
 	if s.closed {
 		return store.State{}, store.ErrClosed
 	}
+	if err := ctx.Err(); err != nil {
+		return store.State{}, err
+	}
 	st := store.State{Fence: s.fence}
 	for _, id := range slices.SortedFunc(maps.Keys(s.limits), func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) }) {
 		st.Limits = append(st.Limits, s.limits[id])
 	}
 	for _, id := range slices.SortedFunc(maps.Keys(s.leases), func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) }) {
-		l := s.leases[id]
-		l.Holds = slices.Clone(l.Holds)
-		st.Leases = append(st.Leases, l)
+		st.Leases = append(st.Leases, cloneLease(s.leases[id]))
 	}
 	return st, nil
+}
+
+// cloneLease copies what a lease shares with its caller, and puts its times
+// in UTC as a durable backend returns them.
+func cloneLease(l sema.Lease) sema.Lease {
+	l.Holds = slices.Clone(l.Holds)
+	l.Holder.Metadata = maps.Clone(l.Holder.Metadata)
+	l.Created, l.Expires = utc(l.Created), utc(l.Expires)
+	return l
+}
+
+func utcLimit(l sema.Limit) sema.Limit {
+	l.Created, l.Updated, l.DecayAt = utc(l.Created), utc(l.Updated), utc(l.DecayAt)
+	return l
+}
+
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// checkNames reports a PutLimit that would give a limit a name another
+// limit has at that point of the batch, as a durable backend's unique
+// constraint does.
+func checkNames(limits map[uuid.UUID]sema.Limit, changes []sema.Change) error {
+	names := make(map[uuid.UUID]string, len(limits))
+	for id, l := range limits {
+		names[id] = l.Name
+	}
+	for i, c := range changes {
+		switch c.Kind {
+		case sema.PutLimit:
+			for id, n := range names {
+				if n == c.Limit.Name && id != c.Limit.ID {
+					return fmt.Errorf("change %d: limit name %q: %w", i, n, errNameTaken)
+				}
+			}
+			names[c.Limit.ID] = c.Limit.Name
+		case sema.DeleteLimit:
+			delete(names, c.ID)
+		}
+	}
+	return nil
 }
 
 // Commit implements store.Store.
@@ -86,22 +133,32 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 	if s.fail != nil {
 		return s.fail
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	limitChanges := false
 	for i, c := range changes {
 		switch c.Kind {
-		case sema.PutLimit, sema.DeleteLimit, sema.PutLease, sema.DeleteLease:
+		case sema.PutLimit, sema.DeleteLimit:
+			limitChanges = true
+		case sema.PutLease, sema.DeleteLease:
 		default:
 			return fmt.Errorf("change %d: %w", i, errUnknownKind)
+		}
+	}
+	if limitChanges {
+		if err := checkNames(s.limits, changes); err != nil {
+			return err
 		}
 	}
 	for _, c := range changes {
 		switch c.Kind {
 		case sema.PutLimit:
-			s.limits[c.Limit.ID] = c.Limit
+			s.limits[c.Limit.ID] = utcLimit(c.Limit)
 		case sema.DeleteLimit:
 			delete(s.limits, c.ID)
 		case sema.PutLease:
-			l := c.Lease
-			l.Holds = slices.Clone(l.Holds)
+			l := cloneLease(c.Lease)
 			s.leases[l.ID] = l
 			s.fence = max(s.fence, l.Fence)
 		case sema.DeleteLease:
@@ -112,7 +169,10 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 	return nil
 }
 
-var errUnknownKind = errors.New("unknown change kind")
+var (
+	errUnknownKind = errors.New("unknown change kind")
+	errNameTaken   = errors.New("name taken by another limit")
+)
 
 // Close implements store.Store.
 func (s *Store) Close() error {

@@ -1,0 +1,555 @@
+// Package sqlite is allot's embedded store: the durable shadow of the state
+// machine kept in one SQLite database file, allot.db, in a data directory.
+// It uses modernc.org/sqlite, a SQLite compiled to pure Go, so allot needs
+// no cgo.
+//
+// # What it owns
+//
+// The data directory's database file and its write-ahead log; the schema,
+// brought up to date by the numbered migrations embedded in the binary
+// (migrations/NNNN_name.sql); and the encodings of limits and leases in
+// that schema (see encode.go).
+//
+// # Invariants
+//
+//   - One process at a time: the database is opened in SQLite's exclusive
+//     locking mode, so a second allot on the same directory fails to open
+//     (ErrLocked) instead of running a second state machine over the same
+//     slots.
+//   - One Commit is one transaction: its changes are applied in order and
+//     are all visible after a crash or none is. With Synchronous "FULL" (the
+//     default) Commit returns only once the write-ahead log is on disk.
+//   - The fencing high-water mark (meta.fence) never goes down.
+//   - The schema only moves forward: Open applies the migrations this binary
+//     knows and refuses a database written by a newer one
+//     (ErrSchemaTooNew).
+//
+// A Store serialises its calls; it is safe for concurrent use, but the
+// coordinator is expected to call Commit from one writer goroutine that
+// groups the changes of many commands into each call.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/allot-dev/allot/internal/sema"
+	"github.com/allot-dev/allot/internal/store"
+)
+
+// FileName is the name of the database file in the data directory.
+const FileName = "allot.db"
+
+// DefaultBusyTimeout is how long Open waits, by default, for another process
+// to let go of the database.
+const DefaultBusyTimeout = 5 * time.Second
+
+// ErrLocked is returned by Open when another process holds the database.
+var ErrLocked = errors.New("database is in use by another process")
+
+// Options tune a Store. The zero value is the durable default.
+type Options struct {
+	// Synchronous is SQLite's synchronous setting: "FULL" (the default)
+	// makes every Commit durable when it returns, even across a power
+	// failure; "EXTRA" is FULL and also syncs the directory; "NORMAL" may
+	// lose the last commits on a power failure (never on a crash of the
+	// process alone) and is only for benchmarks and tests that say so.
+	Synchronous string
+	// BusyTimeout is how long Open waits for another process to let go of
+	// the database before it fails with ErrLocked; zero means
+	// DefaultBusyTimeout.
+	BusyTimeout time.Duration
+}
+
+// Store is the SQLite store. It implements store.Store.
+type Store struct {
+	dir string
+	db  *sql.DB
+
+	// sem is held by the call in progress; it serialises calls and guards
+	// the fields below.
+	sem    chan struct{}
+	closed bool
+	fence  uint64 // meta.fence as of the last commit
+
+	upsertLimit, deleteLimit, upsertLease, deleteLease, setFence *sql.Stmt
+}
+
+var _ store.Store = (*Store)(nil)
+
+const (
+	pragmaJournalMode = `PRAGMA journal_mode`
+	pragmaSynchronous = `PRAGMA synchronous`
+	pragmaLockingMode = `PRAGMA locking_mode`
+
+	selectLimits = `SELECT id, name, slot_limit, active, slot_decay_per_second, avg_slot_occupancy_seconds,
+       created, updated, level, denied, decay_at
+FROM limits ORDER BY name`
+	selectLeases = `SELECT id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
+       created, duration, expires, fence
+FROM leases ORDER BY id`
+	selectFence = `SELECT value FROM meta WHERE key = 'fence'`
+
+	upsertLimit = `INSERT INTO limits (id, name, slot_limit, active, slot_decay_per_second, avg_slot_occupancy_seconds,
+    created, updated, level, denied, decay_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name,
+    slot_limit = excluded.slot_limit,
+    active = excluded.active,
+    slot_decay_per_second = excluded.slot_decay_per_second,
+    avg_slot_occupancy_seconds = excluded.avg_slot_occupancy_seconds,
+    created = excluded.created,
+    updated = excluded.updated,
+    level = excluded.level,
+    denied = excluded.denied,
+    decay_at = excluded.decay_at`
+	deleteLimit = `DELETE FROM limits WHERE id = ?`
+
+	upsertLease = `INSERT INTO leases (id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
+    created, duration, expires, fence)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    holds = excluded.holds,
+    slots = excluded.slots,
+    mode = excluded.mode,
+    holder_type = excluded.holder_type,
+    holder_id = excluded.holder_id,
+    holder_metadata = excluded.holder_metadata,
+    anonymous = excluded.anonymous,
+    created = excluded.created,
+    duration = excluded.duration,
+    expires = excluded.expires,
+    fence = excluded.fence`
+	deleteLease = `DELETE FROM leases WHERE id = ?`
+
+	setFence = `UPDATE meta SET value = ? WHERE key = 'fence'`
+	rollback = `ROLLBACK`
+)
+
+// synchronousMode returns the pragma value for Options.Synchronous.
+func synchronousMode(s string) (string, bool) {
+	switch strings.ToUpper(s) {
+	case "", "FULL":
+		return "FULL", true
+	case "EXTRA":
+		return "EXTRA", true
+	case "NORMAL":
+		return "NORMAL", true
+	}
+	return "", false
+}
+
+// dsn returns the data source name that opens path with the store's
+// settings on every connection.
+func dsn(path string, opts Options) (string, error) {
+	sync, ok := synchronousMode(opts.Synchronous)
+	if !ok {
+		return "", fmt.Errorf("synchronous %q: want FULL, EXTRA or NORMAL", opts.Synchronous)
+	}
+	busy := opts.BusyTimeout
+	if busy == 0 {
+		busy = DefaultBusyTimeout
+	}
+	if busy < 0 {
+		return "", fmt.Errorf("busy timeout %v: must not be negative", busy)
+	}
+	q := url.Values{}
+	q.Set("_busy_timeout", strconv.FormatInt(max(1, busy.Milliseconds()), 10))
+	// Exclusive locking must come before WAL mode is entered (the driver
+	// applies _pragma before _journal_mode): SQLite then keeps the WAL index
+	// in the process's memory instead of a shared-memory file, and holds the
+	// lock until the connection closes.
+	q.Add("_pragma", "locking_mode(EXCLUSIVE)")
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", sync)
+	q.Set("_txlock", "immediate")
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: q.Encode()}
+	if !strings.HasPrefix(u.Path, "/") { // a Windows drive letter
+		u.Path = "/" + u.Path
+	}
+	return u.String(), nil
+}
+
+// Open opens the store in dir, creating dir and the database if they do not
+// exist, and brings the schema up to date.
+func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	name, err := dsn(filepath.Join(abs, FileName), opts)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("open store: create data directory: %w", err)
+	}
+	db, err := sql.Open("sqlite", name)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	// One connection: it holds the exclusive lock, and there is one writer.
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	s := &Store{dir: dir, db: db, sem: make(chan struct{}, 1)}
+	if err := s.init(ctx); err != nil {
+		_ = db.Close() // the init error is the one to report
+		if isBusy(err) {
+			err = fmt.Errorf("%w: %w", ErrLocked, err)
+		}
+		return nil, fmt.Errorf("open store in %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+func (s *Store) init(ctx context.Context) error {
+	ms, err := readMigrations(migrationFiles)
+	if err != nil {
+		return err
+	}
+	if _, err := migrate(ctx, s.db, ms, time.Now); err != nil {
+		return err
+	}
+	// The driver applies the pragmas; make sure they took.
+	for _, p := range []struct{ pragma, want string }{
+		{pragmaJournalMode, "wal"},
+		{pragmaLockingMode, "exclusive"},
+	} {
+		var got string
+		if err := s.db.QueryRowContext(ctx, p.pragma).Scan(&got); err != nil {
+			return fmt.Errorf("read %s: %w", p.pragma, err)
+		}
+		if !strings.EqualFold(got, p.want) {
+			return fmt.Errorf("%s is %q, want %q", p.pragma, got, p.want)
+		}
+	}
+	var v int64
+	if err := s.db.QueryRowContext(ctx, selectFence).Scan(&v); err != nil {
+		return fmt.Errorf("read fence: %w", err)
+	}
+	s.fence = scanFence(v)
+	for _, p := range []struct {
+		stmt  **sql.Stmt
+		query string
+	}{
+		{&s.upsertLimit, upsertLimit},
+		{&s.deleteLimit, deleteLimit},
+		{&s.upsertLease, upsertLease},
+		{&s.deleteLease, deleteLease},
+		{&s.setFence, setFence},
+	} {
+		if *p.stmt, err = s.db.PrepareContext(ctx, p.query); err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+	}
+	return nil
+}
+
+func isBusy(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_BUSY
+}
+
+// Dir returns the data directory the store was opened in.
+func (s *Store) Dir() string { return s.dir }
+
+// synchronous reports the synchronous setting in force, for tests.
+func (s *Store) synchronous(ctx context.Context) (int, error) {
+	if err := s.lock(ctx); err != nil {
+		return 0, err
+	}
+	defer s.unlock()
+	var v int
+	err := s.db.QueryRowContext(ctx, pragmaSynchronous).Scan(&v)
+	return v, err
+}
+
+func (s *Store) lock(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case s.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Store) unlock() { <-s.sem }
+
+// Load returns the committed state. Limits come sorted by name and leases
+// by id.
+func (s *Store) Load(ctx context.Context) (store.State, error) {
+	if err := s.lock(ctx); err != nil {
+		return store.State{}, fmt.Errorf("load: %w", err)
+	}
+	defer s.unlock()
+	if s.closed {
+		return store.State{}, store.ErrClosed
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return store.State{}, fmt.Errorf("load: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }() // read only: nothing to keep or report
+	var st store.State
+	if st.Limits, err = loadLimits(ctx, tx); err != nil {
+		return store.State{}, fmt.Errorf("load limits: %w", err)
+	}
+	if st.Leases, err = loadLeases(ctx, tx); err != nil {
+		return store.State{}, fmt.Errorf("load leases: %w", err)
+	}
+	var v int64
+	if err := tx.QueryRowContext(ctx, selectFence).Scan(&v); err != nil {
+		return store.State{}, fmt.Errorf("load fence: %w", err)
+	}
+	st.Fence = scanFence(v)
+	return st, nil
+}
+
+func loadLimits(ctx context.Context, tx *sql.Tx) ([]sema.Limit, error) {
+	rows, err := tx.QueryContext(ctx, selectLimits)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sema.Limit
+	for rows.Next() {
+		var (
+			l                         sema.Limit
+			id                        []byte
+			active                    int64
+			created, updated, decayAt sql.Null[int64]
+		)
+		if err := rows.Scan(&id, &l.Name, &l.Limit, &active, &l.SlotDecayPerSecond, &l.AvgSlotOccupancySeconds,
+			&created, &updated, &l.Level, &l.Denied, &decayAt); err != nil {
+			return nil, err
+		}
+		if l.ID, err = uuid.FromBytes(id); err != nil {
+			return nil, fmt.Errorf("limit id: %w", err)
+		}
+		l.Active = active != 0
+		l.Created, l.Updated, l.DecayAt = scanTime(created), scanTime(updated), scanTime(decayAt)
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+func loadLeases(ctx context.Context, tx *sql.Tx) ([]sema.Lease, error) {
+	rows, err := tx.QueryContext(ctx, selectLeases)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sema.Lease
+	for rows.Next() {
+		var (
+			l                sema.Lease
+			id, holds        []byte
+			mode             string
+			metadata         sql.Null[string]
+			anonymous        int64
+			created, expires sql.Null[int64]
+			duration, fence  int64
+		)
+		if err := rows.Scan(&id, &holds, &l.Slots, &mode, &l.Holder.Type, &l.Holder.ID, &metadata, &anonymous,
+			&created, &duration, &expires, &fence); err != nil {
+			return nil, err
+		}
+		if l.ID, err = uuid.FromBytes(id); err != nil {
+			return nil, fmt.Errorf("lease id: %w", err)
+		}
+		if l.Holds, err = decodeHolds(holds); err != nil {
+			return nil, fmt.Errorf("lease %s: %w", l.ID, err)
+		}
+		if l.Mode, err = scanMode(mode); err != nil {
+			return nil, fmt.Errorf("lease %s: %w", l.ID, err)
+		}
+		if l.Holder.Metadata, err = scanMetadata(metadata); err != nil {
+			return nil, fmt.Errorf("lease %s: %w", l.ID, err)
+		}
+		l.Anonymous = anonymous != 0
+		l.Created, l.Expires = scanTime(created), scanTime(expires)
+		l.Duration = time.Duration(duration)
+		l.Fence = scanFence(fence)
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+// Commit applies changes in order in one transaction and returns once it is
+// durable. A change of an unknown kind, a limit whose name another limit
+// has, or a value the schema cannot hold (a time outside the years 1678 to
+// 2262, a NaN) fails the whole batch. ctx is checked before each change;
+// once the transaction commits it is not interrupted.
+func (s *Store) Commit(ctx context.Context, changes []sema.Change) (err error) {
+	if err := s.lock(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	defer s.unlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	// The transaction is begun without ctx: a context on it would cost a
+	// goroutine per statement in database/sql and the driver. ctx is checked
+	// between statements instead.
+	tx, err := s.db.BeginTx(context.Background(), nil)
+	if err != nil {
+		return fmt.Errorf("commit: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback() // the error that made us roll back is the one to report
+		}
+	}()
+	b := batch{s: s, tx: tx}
+	fence := s.fence
+	for i := range changes {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		c := &changes[i]
+		var err error
+		switch c.Kind {
+		case sema.PutLimit:
+			err = b.putLimit(&c.Limit)
+		case sema.DeleteLimit:
+			_, err = b.stmt(&b.deleteLimit, s.deleteLimit).Exec(c.ID[:])
+		case sema.PutLease:
+			err = b.putLease(&c.Lease)
+			fence = max(fence, c.Lease.Fence)
+		case sema.DeleteLease:
+			_, err = b.stmt(&b.deleteLease, s.deleteLease).Exec(c.ID[:])
+		default:
+			return fmt.Errorf("commit: change %d of %d: unknown kind %d", i+1, len(changes), c.Kind)
+		}
+		if err != nil {
+			return fmt.Errorf("commit: change %d of %d (%s): %w", i+1, len(changes), describe(c), err)
+		}
+	}
+	if fence != s.fence {
+		if _, err := tx.Stmt(s.setFence).Exec(fenceArg(fence)); err != nil {
+			return fmt.Errorf("commit: set fence: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		// SQLite can leave the transaction open after a failed COMMIT;
+		// end it so that the next Commit can begin. If none is open this
+		// fails, which is fine.
+		_, _ = s.db.ExecContext(context.Background(), rollback)
+		return fmt.Errorf("commit: %w", err)
+	}
+	s.fence = fence
+	return nil
+}
+
+func describe(c *sema.Change) string {
+	switch c.Kind {
+	case sema.PutLimit:
+		return fmt.Sprintf("put limit %s %q", c.Limit.ID, c.Limit.Name)
+	case sema.DeleteLimit:
+		return "delete limit " + c.ID.String()
+	case sema.PutLease:
+		return "put lease " + c.Lease.ID.String()
+	case sema.DeleteLease:
+		return "delete lease " + c.ID.String()
+	}
+	return fmt.Sprintf("kind %d", c.Kind)
+}
+
+// batch is one Commit's transaction and the statements bound to it, bound
+// on first use.
+type batch struct {
+	s                                                  *Store
+	tx                                                 *sql.Tx
+	upsertLimit, deleteLimit, upsertLease, deleteLease *sql.Stmt
+}
+
+func (b *batch) stmt(bound **sql.Stmt, st *sql.Stmt) *sql.Stmt {
+	if *bound == nil {
+		*bound = b.tx.Stmt(st)
+	}
+	return *bound
+}
+
+func (b *batch) putLimit(l *sema.Limit) error {
+	created, err := timeArg(l.Created)
+	if err != nil {
+		return fmt.Errorf("created: %w", err)
+	}
+	updated, err := timeArg(l.Updated)
+	if err != nil {
+		return fmt.Errorf("updated: %w", err)
+	}
+	decayAt, err := timeArg(l.DecayAt)
+	if err != nil {
+		return fmt.Errorf("decay_at: %w", err)
+	}
+	_, err = b.stmt(&b.upsertLimit, b.s.upsertLimit).Exec(l.ID[:], l.Name, int64(l.Limit), boolArg(l.Active),
+		l.SlotDecayPerSecond, l.AvgSlotOccupancySeconds, created, updated, l.Level, l.Denied, decayAt)
+	return err
+}
+
+func (b *batch) putLease(l *sema.Lease) error {
+	mode, err := modeArg(l.Mode)
+	if err != nil {
+		return err
+	}
+	metadata, err := metadataArg(l.Holder.Metadata)
+	if err != nil {
+		return err
+	}
+	created, err := timeArg(l.Created)
+	if err != nil {
+		return fmt.Errorf("created: %w", err)
+	}
+	expires, err := timeArg(l.Expires)
+	if err != nil {
+		return fmt.Errorf("expires: %w", err)
+	}
+	holds := appendHolds(make([]byte, 0, 18*len(l.Holds)), l.Holds)
+	_, err = b.stmt(&b.upsertLease, b.s.upsertLease).Exec(l.ID[:], holds, int64(l.Slots), mode,
+		l.Holder.Type, l.Holder.ID, metadata, boolArg(l.Anonymous), created, int64(l.Duration), expires, fenceArg(l.Fence))
+	return err
+}
+
+// Close closes the database; it waits for a call in progress. Closing again
+// does nothing.
+func (s *Store) Close() error {
+	s.sem <- struct{}{}
+	defer s.unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	for _, st := range []*sql.Stmt{s.upsertLimit, s.deleteLimit, s.upsertLease, s.deleteLease, s.setFence} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	errs = append(errs, s.db.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
