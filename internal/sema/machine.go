@@ -289,15 +289,17 @@ func (m *Machine) UpdateLimit(now time.Time, id uuid.UUID, p LimitPatch) (Limit,
 	l.Updated = now
 	m.putLimit(l)
 	m.events = append(m.events, Event{Kind: LimitChanged, Limits: []LimitRef{l.ref()}})
-	m.failHopeless(l)
-	m.pump(now, []*limitState{l})
+	m.pump(now, append(m.failHopeless(l), l))
 	return l.Limit, nil
 }
 
-// failHopeless removes the waiters of l that l can never grant.
-func (m *Machine) failHopeless(l *limitState) {
+// failHopeless removes the waiters of l that l can never grant. It returns
+// the limits those waiters stood in line for, whose next waiters may now be
+// granted.
+func (m *Machine) failHopeless(l *limitState) []*limitState {
+	var freed []*limitState
 	if !l.Active {
-		return
+		return nil
 	}
 	for n := l.queue.head; n != nil; {
 		w := n.w
@@ -313,7 +315,9 @@ func (m *Machine) failHopeless(l *limitState) {
 		}
 		m.removeWaiter(w)
 		m.events = append(m.events, Event{Kind: WaiterFailed, WaiterID: w.id, Err: err})
+		freed = append(freed, w.limits...)
 	}
+	return freed
 }
 
 // DeleteLimit deletes a limit. Leases that hold it keep their other holds;
@@ -326,11 +330,20 @@ func (m *Machine) DeleteLimit(now time.Time, id uuid.UUID) error {
 	l.deleted = true
 	delete(m.byID, id)
 	m.unindexName(l)
-	var others []*limitState
+	// Leases keep their other holds, as Restore would leave them; a later
+	// limit with the same id must not inherit these.
+	for ll := range l.leases {
+		i := slices.Index(ll.limits, l)
+		ll.Holds = slices.Delete(slices.Clone(ll.Holds), i, i+1)
+		ll.limits = slices.Delete(slices.Clone(ll.limits), i, i+1)
+		m.changes = append(m.changes, Change{Kind: PutLease, Lease: ll.Lease})
+	}
+	clear(l.leases)
+	l.held = 0
+	others := []*limitState{l}
 	for n := l.queue.head; n != nil; n = n.next {
 		others = append(others, n.w.limits...)
 	}
-	l.queue = waitQueue{}
 	m.changes = append(m.changes, Change{Kind: DeleteLimit, ID: id})
 	m.events = append(m.events, Event{Kind: LimitChanged, Limits: []LimitRef{l.ref()}, Deleted: true})
 	m.pump(now, others)
@@ -572,7 +585,10 @@ func (m *Machine) grant(now time.Time, req Request, ls []*limitState) Lease {
 		Holds: make([]Hold, len(ls)),
 	}, limits: ls}
 	for i, l := range ls {
-		ll.Holds[i] = Hold{LimitID: l.ID, Slots: req.Slots}
+		ll.Holds[i] = Hold{LimitID: l.ID}
+		if l.Active { // inactive limits are named but not counted
+			ll.Holds[i].Slots = req.Slots
+		}
 	}
 	m.addLease(ll)
 	m.changes = append(m.changes, Change{Kind: PutLease, Lease: ll.Lease})
@@ -702,6 +718,9 @@ func (m *Machine) Decrement(now time.Time, names []string, slots int, occupancy 
 				break
 			}
 			i := slices.Index(ll.limits, l)
+			// Copy on write: earlier Changes, Events and Outcomes share the
+			// old slices.
+			ll.Holds, ll.limits = slices.Clone(ll.Holds), slices.Clone(ll.limits)
 			take := min(left, ll.Holds[i].Slots)
 			left -= take
 			ll.Holds[i].Slots -= take
@@ -767,9 +786,7 @@ func (m *Machine) CancelWaiter(now time.Time, id uint64) bool {
 func (m *Machine) removeWaiter(w *waiter) {
 	delete(m.waiters, w.id)
 	for i, l := range w.limits {
-		if !l.deleted {
-			l.queue.remove(&w.nodes[i])
-		}
+		l.queue.remove(&w.nodes[i])
 	}
 }
 
@@ -808,19 +825,26 @@ func (m *Machine) pump(now time.Time, work []*limitState) {
 	for len(work) > 0 {
 		l := work[len(work)-1]
 		work = work[:len(work)-1]
-		if l.deleted {
-			continue
-		}
-		for {
-			w := l.queue.first()
-			if w == nil || !m.grantable(now, w) {
+		// The order of an inactive or deleted limit's line does not
+		// matter: anyone in it may be next on their other limits.
+		scan := l.deleted || !l.Active
+		for n := l.queue.head; n != nil; {
+			w := n.w
+			n = n.next
+			if !m.grantable(now, w) {
+				if scan {
+					continue
+				}
 				break
 			}
 			m.removeWaiter(w)
-			lease := m.grant(now, w.req, w.limits)
+			live := slices.DeleteFunc(slices.Clone(w.limits), func(l *limitState) bool { return l.deleted })
+			m.grant(now, w.req, live)
 			m.events[len(m.events)-1].WaiterID = w.id
-			_ = lease
-			work = append(work, w.limits...)
+			work = append(work, live...)
+			if !scan {
+				n = l.queue.head
+			}
 		}
 	}
 }

@@ -111,7 +111,7 @@ func (m *Machine) LimitByName(now time.Time, name string, d Detail) (LimitView, 
 func (m *Machine) Limits(now time.Time, prefix string, offset, n int, d Detail) []LimitView {
 	out := []LimitView{}
 	i, _ := slices.BinarySearchFunc(m.sorted, prefix, func(e *limitState, p string) int { return strings.Compare(e.Name, p) })
-	for i += offset; i < len(m.sorted) && len(out) < n; i++ {
+	for i += max(0, offset); i < len(m.sorted) && len(out) < n; i++ {
 		l := m.sorted[i]
 		if !strings.HasPrefix(l.Name, prefix) {
 			break

@@ -1,0 +1,548 @@
+package sema
+
+import (
+	"errors"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"pgregory.net/rapid"
+)
+
+// The names the property test draws from. "res:*" is a template, so
+// "res:1" and "res:2" may come to exist on first use; the others exist only
+// once created.
+var (
+	propCreateNames  = []string{"a", "b", "c", "tag:d", "res:*", "res:1"}
+	propAcquireNames = []string{"a", "b", "c", "tag:d", "res:1", "res:2", "res:*"}
+)
+
+// propWaiter is what the model knows of a queued request.
+type propWaiter struct {
+	req    Request
+	limits []uuid.UUID // Outcome.Limits at the time it queued
+}
+
+// propState drives a Machine with random commands and checks it against a
+// model after every one.
+type propState struct {
+	m     *Machine
+	now   time.Time
+	store *mapStore
+	next  uint64
+
+	waiters map[uint64]*propWaiter
+	queues  map[uuid.UUID][]uint64 // per limit, the model's line
+	fence   uint64
+	tick    bool // the last command was a Tick
+	granted []Event
+
+	// prevLeases is the store's leases before the current command.
+	prevLeases map[uuid.UUID]Lease
+}
+
+func newPropState() *propState {
+	return &propState{
+		m:       New(DefaultConfig()),
+		now:     t0,
+		store:   newMapStore(),
+		waiters: map[uint64]*propWaiter{},
+		queues:  map[uuid.UUID][]uint64{},
+	}
+}
+
+func (s *propState) id(kind byte) uuid.UUID {
+	s.next++
+	return testID(kind, s.next)
+}
+
+// advance moves the clock by a random step, often zero.
+func (s *propState) advance(t *rapid.T) {
+	ms := rapid.SampledFrom([]int{0, 0, 0, 0, 1, 10, 100, 100, 500, 1000, 2500, 7000}).Draw(t, "advance_ms")
+	s.now = s.now.Add(time.Duration(ms) * time.Millisecond)
+}
+
+func (s *propState) begin(t *rapid.T) {
+	s.prevLeases = maps.Clone(s.store.leases)
+	s.tick = false
+	s.advance(t)
+}
+
+// existing returns the live limits, by name.
+func (s *propState) existing() []*limitState { return slices.Clone(s.m.sorted) }
+
+func (s *propState) pickLimit(t *rapid.T) *limitState {
+	ls := s.existing()
+	if len(ls) == 0 {
+		t.Skip("no limits")
+	}
+	return rapid.SampledFrom(ls).Draw(t, "limit")
+}
+
+func (s *propState) actions() map[string]func(*rapid.T) {
+	return map[string]func(*rapid.T){
+		"":             s.check,
+		"CreateLimit":  s.create,
+		"UpdateLimit":  s.update,
+		"DeleteLimit":  s.delete,
+		"Acquire":      s.acquire,
+		"CreateLimit2": s.create, // some commands are drawn more often
+		"Acquire2":     s.acquire,
+		"Acquire3":     s.acquire,
+		"Release":      s.release,
+		"Release2":     s.release,
+		"Tick2":        s.doTick,
+		"Renew":        s.renew,
+		"CancelWaiter": s.cancel,
+		"Tick":         s.doTick,
+		"Decrement":    s.decrement,
+	}
+}
+
+func (s *propState) create(t *rapid.T) {
+	s.begin(t)
+	spec := LimitSpec{
+		Name:   rapid.SampledFrom(propCreateNames).Draw(t, "name"),
+		Limit:  rapid.IntRange(0, 4).Draw(t, "limit"),
+		Active: rapid.IntRange(0, 4).Draw(t, "active") > 0,
+	}
+	if rapid.Bool().Draw(t, "decays") {
+		spec.SlotDecayPerSecond = rapid.SampledFrom([]float64{0.3, 1, 5}).Draw(t, "decay")
+	}
+	if rapid.IntRange(0, 3).Draw(t, "preset") == 0 {
+		spec.ActiveSlots = rapid.IntRange(1, 3).Draw(t, "active_slots")
+	}
+	taken := s.m.byName[spec.Name] != nil
+	_, err := s.m.CreateLimit(s.now, s.id('L'), spec)
+	if taken != errors.Is(err, ErrNameTaken) || (!taken && err != nil) {
+		t.Fatalf("CreateLimit(%q) with taken=%v: %v", spec.Name, taken, err)
+	}
+}
+
+func (s *propState) update(t *rapid.T) {
+	s.begin(t)
+	l := s.pickLimit(t)
+	var p LimitPatch
+	if rapid.Bool().Draw(t, "set_limit") {
+		n := rapid.IntRange(0, 4).Draw(t, "limit")
+		p.Limit = &n
+	}
+	if rapid.Bool().Draw(t, "set_active") {
+		a := rapid.Bool().Draw(t, "active")
+		p.Active = &a
+	}
+	if rapid.IntRange(0, 3).Draw(t, "set_decay") == 0 {
+		d := rapid.SampledFrom([]float64{0, 0.3, 1, 5}).Draw(t, "decay")
+		p.SlotDecayPerSecond = &d
+	}
+	if rapid.IntRange(0, 4).Draw(t, "set_active_slots") == 0 {
+		n := rapid.IntRange(0, 3).Draw(t, "active_slots")
+		p.ActiveSlots = &n
+	}
+	if rapid.IntRange(0, 5).Draw(t, "rename") == 0 {
+		n := rapid.SampledFrom(propCreateNames).Draw(t, "new_name")
+		p.Name = &n
+	}
+	_, err := s.m.UpdateLimit(s.now, l.ID, p)
+	if p.Name != nil && s.m.byName[*p.Name] != nil && s.m.byName[*p.Name] != l {
+		if !errors.Is(err, ErrNameTaken) {
+			t.Fatalf("rename to a taken name: %v, want ErrNameTaken", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("UpdateLimit: %v", err)
+	}
+}
+
+func (s *propState) delete(t *rapid.T) {
+	s.begin(t)
+	l := s.pickLimit(t)
+	if err := s.m.DeleteLimit(s.now, l.ID); err != nil {
+		t.Fatalf("DeleteLimit: %v", err)
+	}
+}
+
+func (s *propState) acquire(t *rapid.T) {
+	s.begin(t)
+	// Mostly names that exist, so that requests meet.
+	pool := slices.Clone(propAcquireNames)
+	for _, l := range s.existing() {
+		if !l.IsTemplate() {
+			pool = append(pool, l.Name, l.Name, l.Name)
+		}
+	}
+	req := Request{
+		Names:         rapid.SliceOfN(rapid.SampledFrom(pool), 1, 3).Draw(t, "names"),
+		Slots:         rapid.IntRange(1, 3).Draw(t, "slots"),
+		LeaseID:       s.id('l'),
+		LeaseDuration: time.Duration(rapid.IntRange(1, 20).Draw(t, "lease_s")) * time.Second,
+		Wait:          rapid.IntRange(0, 3).Draw(t, "wait") > 0,
+	}
+	if rapid.IntRange(0, 2).Draw(t, "rate") == 0 {
+		req.Mode = ModeRateLimit
+		req.NoLease = rapid.Bool().Draw(t, "no_lease")
+	} else {
+		req.Anonymous = rapid.IntRange(0, 2).Draw(t, "anonymous") == 0
+	}
+	// Which named limits already had someone waiting.
+	busy := false
+	for _, n := range req.Names {
+		if l := s.m.byName[n]; l != nil && l.Active && l.queue.n > 0 {
+			busy = true
+		}
+	}
+	o, err := s.m.Acquire(s.now, req)
+	named := func(n string) *limitState {
+		l := s.m.byName[n]
+		if l == nil {
+			t.Fatalf("error names %q, which does not exist", n)
+		}
+		return l
+	}
+	var ne *NeverError
+	var le *LockedError
+	switch {
+	case errors.As(err, &ne):
+		for _, n := range ne.Names {
+			switch ne.Reason {
+			case "template":
+				if !isPattern(n) {
+					t.Fatalf("template error for %q", n)
+				}
+			case "slots_exceed_limit":
+				if l := named(n); !l.Active || l.Limit.Limit >= req.Slots {
+					t.Fatalf("slots_exceed_limit for %q: active %v limit %d slots %d", n, l.Active, l.Limit.Limit, req.Slots)
+				}
+			case "no_decay":
+				if l := named(n); !l.Active || l.SlotDecayPerSecond != 0 || req.Mode != ModeRateLimit {
+					t.Fatalf("no_decay for %q: active %v decay %v", n, l.Active, l.SlotDecayPerSecond)
+				}
+			default:
+				t.Fatalf("unknown reason %q", ne.Reason)
+			}
+		}
+	case errors.As(err, &le):
+		if req.Wait {
+			t.Fatalf("a waiting request was refused: %v", err)
+		}
+		if !s.blocked(req, 0) {
+			t.Fatalf("refused with room on every limit: %v", err)
+		}
+	case err != nil:
+		t.Fatalf("Acquire: %v", err)
+	case o.Granted:
+		if busy {
+			t.Fatalf("granted %v ahead of waiters", req.Names)
+		}
+		s.checkHolds(t, o.Lease, req, refIDs(o.Limits))
+	default:
+		if !req.Wait {
+			t.Fatalf("queued a request that did not ask to wait")
+		}
+		if !s.blocked(req, 1) {
+			t.Fatalf("queued %v with room on every limit and nobody ahead", req.Names)
+		}
+		if s.waiters[o.WaiterID] != nil {
+			t.Fatalf("waiter id %d reused", o.WaiterID)
+		}
+		ids := refIDs(o.Limits)
+		s.waiters[o.WaiterID] = &propWaiter{req: req, limits: ids}
+		for _, id := range ids {
+			s.queues[id] = append(s.queues[id], o.WaiterID)
+		}
+	}
+}
+
+// blocked reports whether some active limit of req has other waiters than
+// the last mine, or no room.
+func (s *propState) blocked(req Request, mine int) bool {
+	for _, n := range req.Names {
+		l := s.m.byName[n]
+		if l == nil || !l.Active {
+			continue
+		}
+		if l.queue.n > mine || !fits(s.now, l, req.Slots) {
+			return true
+		}
+	}
+	return false
+}
+
+func refIDs(rs []LimitRef) []uuid.UUID {
+	out := []uuid.UUID{}
+	for _, r := range rs {
+		out = append(out, r.ID)
+	}
+	return out
+}
+
+// checkHolds checks that a concurrency lease holds every one of limits that
+// still exists (all or nothing), req.Slots of the active ones.
+func (s *propState) checkHolds(t *rapid.T, l Lease, req Request, limits []uuid.UUID) {
+	if req.Mode == ModeRateLimit {
+		if len(l.Holds) != 0 {
+			t.Fatalf("rate-limit lease with holds %v", l.Holds)
+		}
+		return
+	}
+	want := []Hold{}
+	for _, id := range limits {
+		ls := s.m.byID[id]
+		if ls == nil {
+			continue
+		}
+		h := Hold{LimitID: id}
+		if ls.Active {
+			h.Slots = req.Slots
+		}
+		want = append(want, h)
+	}
+	got := append([]Hold{}, l.Holds...)
+	if !slices.Equal(want, got) {
+		t.Fatalf("lease %v holds %v, want %v", l.ID, got, want)
+	}
+}
+
+func (s *propState) pickLease(t *rapid.T) uuid.UUID {
+	ids := slices.SortedFunc(maps.Keys(s.store.leases), func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
+	ids = append(ids, testID('x', 1)) // never granted
+	return rapid.SampledFrom(ids).Draw(t, "lease")
+}
+
+func (s *propState) release(t *rapid.T) {
+	s.begin(t)
+	id := s.pickLease(t)
+	l, known := s.store.leases[id]
+	got := s.m.Release(s.now, id)
+	if want := known && s.now.Before(l.Expires); got != want {
+		t.Fatalf("Release = %v, want %v (known %v, expires %v)", got, want, known, l.Expires.Sub(s.now))
+	}
+}
+
+func (s *propState) renew(t *rapid.T) {
+	s.begin(t)
+	id := s.pickLease(t)
+	l, known := s.store.leases[id]
+	d := time.Duration(rapid.IntRange(0, 10).Draw(t, "renew_s")) * time.Second
+	got, err := s.m.Renew(s.now, id, d)
+	if !known || !s.now.Before(l.Expires) {
+		if !errors.Is(err, ErrLeaseNotFound) {
+			t.Fatalf("Renew of a dead lease: %v, want ErrLeaseNotFound", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("Renew: %v", err)
+	}
+	if d == 0 {
+		d = l.Duration
+	}
+	if !got.Expires.Equal(s.now.Add(d)) {
+		t.Fatalf("renewed to %v, want now+%v", got.Expires.Sub(s.now), d)
+	}
+}
+
+func (s *propState) cancel(t *rapid.T) {
+	s.begin(t)
+	ids := slices.Sorted(maps.Keys(s.waiters))
+	ids = append(ids, 1<<40)
+	id := rapid.SampledFrom(ids).Draw(t, "waiter")
+	_, want := s.waiters[id]
+	if got := s.m.CancelWaiter(s.now, id); got != want {
+		t.Fatalf("CancelWaiter(%d) = %v, want %v", id, got, want)
+	}
+	s.dropWaiter(id)
+}
+
+func (s *propState) doTick(t *rapid.T) {
+	s.begin(t)
+	if d, ok := s.m.NextDeadline(); ok && rapid.Bool().Draw(t, "to_deadline") {
+		if d.Before(s.now) {
+			d = s.now
+		}
+		s.now = d
+	}
+	s.m.Tick(s.now)
+	s.tick = true
+}
+
+func (s *propState) decrement(t *rapid.T) {
+	s.begin(t)
+	ns := rapid.SliceOfN(rapid.SampledFrom(propAcquireNames), 1, 2).Draw(t, "names")
+	slots := rapid.IntRange(1, 3).Draw(t, "slots")
+	occ := rapid.SampledFrom([]float64{0, 0.5, 4}).Draw(t, "occupancy")
+	if _, err := s.m.Decrement(s.now, ns, slots, occ); err != nil {
+		t.Fatalf("Decrement: %v", err)
+	}
+}
+
+func (s *propState) dropWaiter(id uint64) {
+	w := s.waiters[id]
+	if w == nil {
+		return
+	}
+	delete(s.waiters, id)
+	for _, l := range w.limits {
+		s.queues[l] = slices.DeleteFunc(s.queues[l], func(x uint64) bool { return x == id })
+	}
+}
+
+// check runs after every command.
+func (s *propState) check(t *rapid.T) {
+	s.m.FlushSoft()
+	changes, events := s.m.Drain()
+	s.store.apply(changes)
+
+	involved := map[*limitState]bool{}
+	for _, e := range events {
+		switch e.Kind {
+		case Granted:
+			// (e) fencing tokens grow.
+			if e.Lease.Fence <= s.fence {
+				t.Fatalf("fence %d after %d", e.Lease.Fence, s.fence)
+			}
+			s.fence = e.Lease.Fence
+			for _, r := range e.Limits {
+				if l := s.m.byID[r.ID]; l != nil && l.Active {
+					involved[l] = true
+				}
+			}
+			if e.WaiterID == 0 {
+				continue
+			}
+			w := s.waiters[e.WaiterID]
+			if w == nil {
+				t.Fatalf("granted unknown waiter %d", e.WaiterID)
+			}
+			// (b) first in, first out on every active limit.
+			for _, id := range w.limits {
+				if l := s.m.byID[id]; l != nil && l.Active && s.queues[id][0] != e.WaiterID {
+					t.Fatalf("waiter %d granted on %s ahead of %v", e.WaiterID, l.Name, s.queues[id])
+				}
+			}
+			// (c) all or nothing.
+			s.checkHolds(t, e.Lease, w.req, w.limits)
+			for _, r := range e.Limits {
+				if s.m.byID[r.ID] == nil {
+					t.Fatalf("waiter %d granted with deleted limit %s", e.WaiterID, r.Name)
+				}
+			}
+			s.dropWaiter(e.WaiterID)
+		case WaiterFailed:
+			var ne *NeverError
+			if s.waiters[e.WaiterID] == nil || !errors.As(e.Err, &ne) {
+				t.Fatalf("WaiterFailed %d: %v", e.WaiterID, e.Err)
+			}
+			s.dropWaiter(e.WaiterID)
+		case Expired:
+			// (d) only leases whose time is up expire.
+			if e.Lease.Expires.After(s.now) {
+				t.Fatalf("lease %v expired %v early", e.Lease.ID, e.Lease.Expires.Sub(s.now))
+			}
+			if p, ok := s.prevLeases[e.Lease.ID]; ok && p.Expires.After(s.now) {
+				t.Fatalf("lease %v renewed to %v expired at %v", e.Lease.ID, p.Expires, s.now)
+			}
+		case LimitChanged:
+			if e.Deleted {
+				// A template name deleted and used again gets the same id,
+				// but waiters queued before wait only for the old one.
+				id := e.Limits[0].ID
+				delete(s.queues, id)
+				for _, w := range s.waiters {
+					w.limits = slices.DeleteFunc(w.limits, func(x uuid.UUID) bool { return x == id })
+				}
+			}
+		}
+	}
+
+	// Held slots, from the durable leases.
+	held := map[uuid.UUID]int{}
+	for _, l := range s.store.leases {
+		for _, h := range l.Holds {
+			held[h.LimitID] += h.Slots
+		}
+	}
+	for _, l := range s.existing() {
+		if l.held != held[l.ID] {
+			t.Fatalf("%s: held %d, the stored leases hold %d", l.Name, l.held, held[l.ID])
+		}
+		// (a) never over-granted at a grant.
+		if involved[l] && float64(l.held)+level(s.now, l) > float64(l.Limit.Limit)+epsilon {
+			t.Fatalf("%s over-granted: held %d level %v limit %d", l.Name, l.held, level(s.now, l), l.Limit.Limit)
+		}
+		// The machine's line is the model's.
+		var line []uint64
+		for n := l.queue.head; n != nil; n = n.next {
+			line = append(line, n.w.id)
+		}
+		if !slices.Equal(line, s.queues[l.ID]) {
+			t.Fatalf("%s: line %v, want %v", l.Name, line, s.queues[l.ID])
+		}
+	}
+	if n, w := s.m.Counts(); n != len(s.store.leases) || w != len(s.waiters) {
+		t.Fatalf("Counts = %d leases %d waiters, want %d %d", n, w, len(s.store.leases), len(s.waiters))
+	}
+
+	if s.tick {
+		// (d) every lease whose time is up is gone.
+		for _, l := range s.store.leases {
+			if !s.now.Before(l.Expires) {
+				t.Fatalf("lease %v outlived its expiry by %v", l.ID, s.now.Sub(l.Expires))
+			}
+		}
+		s.checkLiveness(t, true)
+	} else {
+		s.checkLiveness(t, false)
+	}
+
+	// (g) a restart restores the same limits and leases.
+	if d := diffRestored(s.m, s.store, s.now); d != "" {
+		t.Fatal(d)
+	}
+}
+
+// checkLiveness checks (f): no waiter is first in line on all its active
+// limits with room on every one of them. After a Tick every waiter is
+// checked, its room judged a millisecond ago so that a decay wake due a
+// moment from now is not counted; after other commands, which need not
+// notice what decay alone has freed, only waiters on limits without decay.
+func (s *propState) checkLiveness(t *rapid.T, tick bool) {
+	past := s.now.Add(-time.Millisecond)
+	idle := true
+	for _, l := range s.existing() {
+		if l.Active && (l.held > 0 || level(past, l) > epsilon) {
+			idle = false
+		}
+	}
+	for _, w := range s.m.waiters {
+		ready := true
+		for i, l := range w.limits {
+			if l.deleted || !l.Active {
+				continue
+			}
+			if !tick && l.SlotDecayPerSecond > 0 {
+				ready = false
+			}
+			if l.queue.head != &w.nodes[i] || !fits(past, l, w.req.Slots) {
+				ready = false
+			}
+		}
+		if ready {
+			t.Fatalf("waiter %d (%v, %d slots) is stuck", w.id, w.req.Names, w.req.Slots)
+		}
+	}
+	if tick && idle && len(s.m.waiters) > 0 {
+		t.Fatalf("%d waiters left with nothing held", len(s.m.waiters))
+	}
+}
+
+func TestMachineProperties(t *testing.T) {
+	t.Parallel()
+	rapid.Check(t, func(t *rapid.T) {
+		s := newPropState()
+		t.Repeat(s.actions())
+	})
+}
