@@ -60,6 +60,26 @@ func TestOpenCreatesDirectory(t *testing.T) {
 	}
 }
 
+func TestOpenDirectoryNames(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"with space", "per%cent", "per%25cent", "question?mark", "hash#mark", "ünïcode", "semi;colon&amp"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := filepath.Join(t.TempDir(), name)
+			s, err := sqlite.Open(t.Context(), dir, sqlite.Options{})
+			if err != nil {
+				t.Fatalf("Open(%q): %v", dir, err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, sqlite.FileName)); err != nil {
+				t.Errorf("database file not where it belongs: %v", err)
+			}
+		})
+	}
+}
+
 func TestOpenRefusesBadOptions(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
