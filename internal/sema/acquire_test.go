@@ -720,7 +720,12 @@ func TestFencingTokensIncrease(t *testing.T) {
 	l1 := b.mustGrant(t0, b.req(1, "a"))
 	check(l1, "a")
 	check(b.mustGrant(t0, b.req(1, "b")), "b")
-	check(b.mustGrant(t0, rateReq(1, "r")), "r")
+	if l := b.mustGrant(t0, rateReq(1, "r")); l.Fence != 0 {
+		t.Errorf("rate-limit grant without a lease took fencing token %d, want none", l.Fence)
+	}
+	rl := rateReq(1, "r")
+	rl.NoLease = false
+	check(b.mustGrant(t0, rl))
 	w := b.mustWait(t0, b.req(1, "a", "b"))
 	b.events()
 	b.m.Release(t0, l1.ID)

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -105,9 +106,13 @@ func (m *Machine) Restore(limits []Limit, leases []Lease, fence uint64) {
 
 // Drain returns and forgets the changes and events recorded since the last
 // Drain.
+//
+// The returned slices are the machine's own buffers, reused by the next
+// command: the caller must be done with them (or have copied them) before
+// it gives the machine another command.
 func (m *Machine) Drain() ([]Change, []Event) {
 	c, e := m.changes, m.events
-	m.changes, m.events = nil, nil
+	m.changes, m.events = c[:0], e[:0]
 	return c, e
 }
 
@@ -436,10 +441,11 @@ func (m *Machine) fromTemplate(now time.Time, name string) *limitState {
 	if best == nil {
 		return nil
 	}
-	id := uuid.NewSHA1(best.ID, []byte(name)) // deterministic, distinct per name and template
-	if m.byID[id] != nil {
-		// The name was materialised before, deleted and is used again.
-		id = uuid.NewSHA1(id, []byte(now.String()))
+	// Deterministic, and distinct per template, name and moment, so a name
+	// deleted and used again gets a new id that old references cannot reach.
+	id := uuid.NewSHA1(best.ID, []byte(name+"\x00"+strconv.FormatInt(now.UnixNano(), 10)))
+	for m.byID[id] != nil {
+		id = uuid.NewSHA1(id, []byte(name))
 	}
 	l := &limitState{Limit: Limit{
 		ID: id, Name: name, Limit: best.Limit.Limit, Active: best.Active,
@@ -560,25 +566,29 @@ func (m *Machine) refuse(now time.Time, req Request, ls []*limitState) error {
 
 // grant takes the slots for req on ls and records the lease.
 func (m *Machine) grant(now time.Time, req Request, ls []*limitState) Lease {
-	m.fence++
 	if req.Mode == ModeRateLimit {
 		for _, l := range ls {
 			if l.Active {
 				m.settle(now, l)
 				l.Level += float64(req.Slots)
-				l.lastFence = m.fence
 				m.putLimit(l)
 			}
 		}
 		lease := Lease{ID: req.LeaseID, Slots: req.Slots, Mode: req.Mode, Holder: req.Holder,
-			Created: now, Duration: req.LeaseDuration, Expires: now.Add(req.LeaseDuration), Fence: m.fence}
+			Created: now, Duration: req.LeaseDuration, Expires: now.Add(req.LeaseDuration)}
 		if !req.NoLease {
+			// Only a kept lease takes a fencing token: the store records the
+			// high-water mark with the lease, so a token handed out without
+			// one could be handed out again after a restart.
+			m.fence++
+			lease.Fence = m.fence
 			m.addLease(&leaseState{Lease: lease})
 			m.changes = append(m.changes, Change{Kind: PutLease, Lease: lease})
 		}
 		m.events = append(m.events, Event{Kind: Granted, Lease: lease, Limits: refs(ls)})
 		return lease
 	}
+	m.fence++
 	ll := &leaseState{Lease: Lease{
 		ID: req.LeaseID, Slots: req.Slots, Mode: req.Mode, Holder: req.Holder, Anonymous: req.Anonymous,
 		Created: now, Duration: req.LeaseDuration, Expires: now.Add(req.LeaseDuration), Fence: m.fence,

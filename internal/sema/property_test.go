@@ -400,11 +400,17 @@ func (s *propState) check(t *rapid.T) {
 	for _, e := range events {
 		switch e.Kind {
 		case Granted:
-			// (e) fencing tokens grow.
-			if e.Lease.Fence <= s.fence {
+			// (e) fencing tokens grow on every kept lease; a grant without
+			// a lease takes none.
+			if e.Lease.Fence == 0 {
+				if _, kept := s.m.leases[e.Lease.ID]; kept {
+					t.Fatalf("kept lease %s granted without a fencing token", e.Lease.ID)
+				}
+			} else if e.Lease.Fence <= s.fence {
 				t.Fatalf("fence %d after %d", e.Lease.Fence, s.fence)
+			} else {
+				s.fence = e.Lease.Fence
 			}
-			s.fence = e.Lease.Fence
 			for _, r := range e.Limits {
 				if l := s.m.byID[r.ID]; l != nil && l.Active {
 					involved[l] = true
