@@ -37,7 +37,6 @@ type propState struct {
 	queues  map[uuid.UUID][]uint64 // per limit, the model's line
 	fence   uint64
 	tick    bool // the last command was a Tick
-	granted []Event
 
 	// prevLeases is the store's leases before the current command.
 	prevLeases map[uuid.UUID]Lease
