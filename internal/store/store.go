@@ -24,7 +24,11 @@ type State struct {
 	Fence uint64
 }
 
-// Store keeps allot's state durable.
+// Store keeps allot's state durable. The coordinator calls Load once, before
+// any Commit, and Commit from one goroutine at a time; a backend may rely on
+// that and need not serialise its own calls (both current ones do anyway).
+// A backend must store every value sema can produce: a change it cannot
+// store fails its whole batch, and the coordinator then stops.
 type Store interface {
 	// Load returns the committed state: every limit, every lease (expired
 	// ones included; the caller expires them) and the fencing high-water
