@@ -1,0 +1,353 @@
+package allot
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultURL is the API's address when neither WithURL nor ALLOT_API_URL
+// says otherwise.
+const DefaultURL = "http://127.0.0.1:4200/api"
+
+// Environment variables NewClient reads.
+const (
+	EnvURL    = "ALLOT_API_URL"
+	EnvAPIKey = "ALLOT_API_KEY"
+)
+
+const (
+	defaultRetries = 4
+	defaultBackoff = 200 * time.Millisecond
+	maxBackoff     = 10 * time.Second
+	// requestTimeout bounds one attempt of a request, beyond the time the
+	// server may keep it waiting in line.
+	requestTimeout = 30 * time.Second
+	// maxLongPoll is the longest the server keeps a request in line
+	// (its timeout_seconds maximum).
+	maxLongPoll = time.Hour
+	// maxResponse bounds the answers read.
+	maxResponse = 64 << 20
+)
+
+// Client talks to an allot server. It is safe for concurrent use; create one
+// and share it.
+type Client struct {
+	base     string // the API's URL, without a trailing slash
+	apiKey   string
+	hc       *http.Client
+	log      *slog.Logger
+	retries  int
+	backoff  time.Duration
+	longPoll time.Duration
+	holder   Identity // the default holder of leases
+}
+
+// ClientOption configures a Client.
+type ClientOption func(*Client)
+
+// WithURL sets the API's URL, for example "http://127.0.0.1:4200/api". It
+// takes precedence over ALLOT_API_URL.
+func WithURL(u string) ClientOption { return func(c *Client) { c.base = u } }
+
+// WithAPIKey sets the key sent as "Authorization: Bearer KEY". It takes
+// precedence over ALLOT_API_KEY.
+func WithAPIKey(key string) ClientOption { return func(c *Client) { c.apiKey = key } }
+
+// WithHTTPClient sets the HTTP client requests go through. Its Timeout
+// should be zero: a request waiting in line lasts as long as it waits.
+func WithHTTPClient(hc *http.Client) ClientOption { return func(c *Client) { c.hc = hc } }
+
+// WithLogger sets where the Client logs what it carries on after: a missing
+// limit, a failed renewal, a lost lease, a retried request. The default is
+// slog.Default() at the time NewClient is called.
+func WithLogger(l *slog.Logger) ClientOption { return func(c *Client) { c.log = l } }
+
+// WithRetry sets how often a request is retried after a connection error or
+// a 5xx answer (default 4 times), and the first pause between tries (default
+// 200 ms), which doubles with each try up to 10 s and is jittered. Answers
+// below 500 are never retried. max 0 disables retries.
+func WithRetry(max int, backoff time.Duration) ClientOption {
+	return func(c *Client) { c.retries, c.backoff = max, backoff }
+}
+
+// WithLongPoll sets the longest one request stays in line on the server
+// (default and maximum: one hour, the server's limit). An acquisition
+// that waits longer sends another request, which joins the back of the
+// line, so keep it long; lower it only behind a proxy that cuts idle
+// connections sooner.
+func WithLongPoll(d time.Duration) ClientOption { return func(c *Client) { c.longPoll = d } }
+
+// NewClient returns a Client. Unless options say otherwise it talks to
+// ALLOT_API_URL (default DefaultURL) with the key in ALLOT_API_KEY, if
+// any.
+func NewClient(opts ...ClientOption) (*Client, error) {
+	c := &Client{
+		base:     os.Getenv(EnvURL),
+		apiKey:   os.Getenv(EnvAPIKey),
+		retries:  defaultRetries,
+		backoff:  defaultBackoff,
+		longPoll: maxLongPoll,
+	}
+	if c.base == "" {
+		c.base = DefaultURL
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	u, err := url.Parse(c.base)
+	if err != nil {
+		return nil, fmt.Errorf("new client: %w: url %q: %w", ErrInvalid, c.base, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("new client: %w: url %q must be http:// or https:// with a host", ErrInvalid, c.base)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("new client: %w: url %q must have no query or fragment", ErrInvalid, c.base)
+	}
+	c.base = strings.TrimRight(u.String(), "/")
+	if c.retries < 0 || c.backoff < 0 {
+		return nil, fmt.Errorf("new client: %w: retries and backoff must not be negative", ErrInvalid)
+	}
+	if c.longPoll <= 0 || c.longPoll > maxLongPoll {
+		c.longPoll = maxLongPoll
+	}
+	if c.hc == nil {
+		c.hc = &http.Client{Transport: newTransport()}
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	c.holder = defaultHolder()
+	return c, nil
+}
+
+// newTransport is http.DefaultTransport's settings with more idle
+// connections per host: many goroutines of one process talk to one server.
+func newTransport() http.RoundTripper {
+	t, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return http.DefaultTransport
+	}
+	t = t.Clone()
+	t.MaxIdleConnsPerHost = 64
+	return t
+}
+
+// defaultHolder names this process: kind "process", id "hostname:pid".
+func defaultHolder() Identity {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return Identity{Kind: "process", ID: host + ":" + strconv.Itoa(os.Getpid())}
+}
+
+// URL returns the API's URL the Client talks to.
+func (c *Client) URL() string { return c.base }
+
+// CloseIdleConnections closes the connections the Client keeps open
+// between requests. The Client remains usable.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
+// request is one API call.
+type request struct {
+	method string
+	path   string // under the API's URL
+	// body returns the JSON body (nil: none) and how long the server may
+	// keep the request in line. It is called for every attempt, so that
+	// a retried long poll asks only for the time that is left.
+	body func() (v any, hold time.Duration)
+	// accept lists the success statuses; others are errors.
+	accept []int
+}
+
+func jsonBody(v any) func() (any, time.Duration) {
+	return func() (any, time.Duration) { return v, 0 }
+}
+
+// do sends r, retrying connection errors and 5xx answers with jittered
+// exponential backoff, and decodes a successful answer's body into out
+// (if not nil). An error answer is an *APIError or a *LockedError.
+func (c *Client) do(ctx context.Context, r request, out any) error {
+	id := rand.Text()
+	for attempt := 0; ; attempt++ {
+		data, err := c.attempt(ctx, r, id)
+		if err == nil {
+			if out == nil || len(bytes.TrimSpace(data)) == 0 {
+				return nil
+			}
+			if err := json.Unmarshal(data, out); err != nil {
+				return fmt.Errorf("decode answer to %s %s (request %s): %w", r.method, r.path, id, err)
+			}
+			return nil
+		}
+		var (
+			ae *APIError
+			ra *retryAfterError
+		)
+		isAnswer := errors.As(err, &ae)
+		if isAnswer && ae.Status < 500 {
+			return err
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		pause := c.pause(attempt)
+		if errors.As(err, &ra) {
+			err, pause = ra.APIError, max(pause, ra.after)
+		}
+		if attempt >= c.retries {
+			if !isAnswer {
+				err = fmt.Errorf("%s %s: %w", r.method, r.path, err)
+			}
+			return err
+		}
+		c.log.Debug("allot: retrying request", "method", r.method, "path", r.path, "request_id", id,
+			"attempt", attempt+1, "pause", pause, "err", err)
+		if !sleep(ctx, pause) {
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// pause is the jittered backoff before retry number attempt+1.
+func (c *Client) pause(attempt int) time.Duration {
+	d := c.backoff
+	for range attempt {
+		if d >= maxBackoff {
+			break
+		}
+		d *= 2
+	}
+	d = min(d, maxBackoff)
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + mrand.N(d/2+1)
+}
+
+// retryAfterError is a 5xx answer that said when to try again.
+type retryAfterError struct {
+	*APIError
+	after time.Duration
+}
+
+func (e *retryAfterError) Unwrap() error { return e.APIError }
+
+// attempt sends r once and returns the body of a successful answer.
+func (c *Client) attempt(ctx context.Context, r request, id string) ([]byte, error) {
+	var (
+		body io.Reader
+		hold time.Duration
+		v    any
+	)
+	if r.body != nil {
+		v, hold = r.body()
+	}
+	if v != nil {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout+hold)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, r.method, c.base+r.path, body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json, application/problem+json")
+	req.Header.Set("User-Agent", "allot-go")
+	req.Header.Set("X-Request-Id", id)
+	if c.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, fmt.Errorf("read answer: %w", err)
+	}
+	for _, s := range r.accept {
+		if resp.StatusCode == s {
+			return data, nil
+		}
+	}
+	return nil, answerError(resp, data, id)
+}
+
+// answerError turns an unexpected answer into an error.
+func answerError(resp *http.Response, data []byte, id string) error {
+	e := &APIError{Status: resp.StatusCode, RequestID: id}
+	var p problemDoc
+	if json.Unmarshal(data, &p) == nil {
+		e.Code, e.Field, e.Limits = p.Code, p.Field, p.Limits
+		switch d := p.Detail.(type) {
+		case string:
+			e.Detail = d
+		case nil:
+			e.Detail = p.ExceptionMessage
+		default:
+			b, _ := json.Marshal(d)
+			e.Detail = string(b)
+		}
+	} else if resp.StatusCode >= 400 {
+		e.Detail = strings.TrimSpace(string(data[:min(len(data), 200)]))
+	}
+	if e.Detail == "" {
+		e.Detail = http.StatusText(resp.StatusCode)
+	}
+	after, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	if !ok && p.RetryAfter != nil && *p.RetryAfter >= 0 && *p.RetryAfter < 1e9 {
+		after, ok = time.Duration(*p.RetryAfter*float64(time.Second)), true
+	}
+	switch {
+	case resp.StatusCode == http.StatusLocked:
+		return &LockedError{RetryAfter: after, API: e}
+	case resp.StatusCode >= 500 && ok:
+		return &retryAfterError{APIError: e, after: min(after, maxBackoff)}
+	}
+	return e
+}
+
+// sleep waits d or until ctx is done; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// path joins the v2 limits prefix and an escaped id or name.
+func limitPath(nameOrID string) string {
+	return limitsPrefix + "/" + url.PathEscape(nameOrID)
+}
+
+const limitsPrefix = "/v2/concurrency_limits"

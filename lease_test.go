@@ -1,0 +1,295 @@
+package allot_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/allot-dev/allot"
+)
+
+const (
+	testLeaseID = "0197a000-0000-7000-8000-000000000001"
+	renewPath   = "/v2/concurrency_limits/leases/" + testLeaseID + "/renew"
+	releasePath = "/v2/concurrency_limits/decrement-with-lease"
+	acquirePath = "/v2/concurrency_limits/increment-with-lease"
+)
+
+// leaseFake is a fake that grants testLeaseID and answers renewals with
+// renew(n) for the n-th renewal (from 1); 410 answers as the server does.
+func leaseFake(t *testing.T, renew func(n int) int) *fakeServer {
+	f := newFake(t)
+	f.handle("POST "+acquirePath, grantLease(testLeaseID))
+	var n atomic.Int32
+	f.handle("POST /v2/concurrency_limits/leases/{id}/renew", func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
+		switch status := renew(int(n.Add(1))); status {
+		case http.StatusGone:
+			writeProblem(w, status, "lease_not_found", "Lease not found - it may have expired or been revoked")
+		case http.StatusNoContent:
+			w.WriteHeader(status)
+		default:
+			writeProblem(w, status, "unavailable", "Service Unavailable")
+		}
+	})
+	f.handle("POST "+releasePath, noContent)
+	return f
+}
+
+func always(status int) func(int) int { return func(int) int { return status } }
+
+// offsets returns when each call happened, from start.
+func offsets(calls []fakeCall, start time.Time) []time.Duration {
+	var out []time.Duration
+	for _, c := range calls {
+		out = append(out, c.at.Sub(start))
+	}
+	return out
+}
+
+func TestLeaseRenewsAtAThirdOfItsDuration(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		f := leaseFake(t, always(http.StatusNoContent))
+		c := f.client()
+		start := time.Now()
+		l, err := c.Acquire(t.Context(), []string{"db"}, allot.LeaseDuration(30*time.Second))
+		if err != nil {
+			t.Fatalf("acquire: %v", err)
+		}
+		if got, want := l.ExpiresAt(), start.Add(30*time.Second); !got.Equal(want) {
+			t.Errorf("ExpiresAt after acquire = %v, want %v", got, want)
+		}
+		time.Sleep(65 * time.Second)
+		if got, want := l.ExpiresAt(), start.Add(90*time.Second); !got.Equal(want) {
+			t.Errorf("ExpiresAt after renewals = %v, want %v", got, want)
+		}
+		if err := l.Release(t.Context()); err != nil {
+			t.Fatalf("release: %v", err)
+		}
+		time.Sleep(time.Minute) // no renewal after Release
+
+		want := []time.Duration{10 * time.Second, 20 * time.Second, 30 * time.Second, 40 * time.Second, 50 * time.Second, 60 * time.Second}
+		renewals := f.callsTo(renewPath)
+		if diff := cmp.Diff(want, offsets(renewals, start)); diff != "" {
+			t.Errorf("renewal times (-want +got):\n%s", diff)
+		}
+		for _, r := range renewals {
+			if got := r.body["lease_duration"]; got != 30.0 {
+				t.Errorf("renewal lease_duration = %v, want 30", got)
+			}
+		}
+		releases := f.callsTo(releasePath)
+		if len(releases) != 1 || releases[0].body["lease_id"] != testLeaseID {
+			t.Errorf("releases = %v, want one of lease %s", releases, testLeaseID)
+		}
+		select {
+		case <-l.Done():
+		default:
+			t.Error("Done is open after Release")
+		}
+		if !errors.Is(l.Err(), allot.ErrReleased) {
+			t.Errorf("Err after Release = %v, want ErrReleased", l.Err())
+		}
+	})
+}
+
+func TestAcquireSendsTheRequest(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		f := leaseFake(t, always(http.StatusNoContent))
+		c := f.client()
+		l, err := c.Acquire(t.Context(), []string{"db", "api"}, allot.Occupy(2), allot.LeaseDuration(time.Minute),
+			allot.Holder("task_run", "run-1", map[string]string{"team": "data"}))
+		if err != nil {
+			t.Fatalf("acquire: %v", err)
+		}
+		defer l.Release(context.Background())
+		calls := f.callsTo(acquirePath)
+		if len(calls) != 1 {
+			t.Fatalf("acquire requests = %d, want 1", len(calls))
+		}
+		want := map[string]any{"names": []any{"db", "api"}, "slots": 2.0, "lease_duration": 60.0, "timeout_seconds": 3600.0,
+			"holder": map[string]any{"type": "task_run", "id": "run-1", "metadata": map[string]any{"team": "data"}}}
+		if diff := cmp.Diff(want, calls[0].body); diff != "" {
+			t.Errorf("acquire body (-want +got):\n%s", diff)
+		}
+		h := calls[0].header
+		if got := h.Get("Authorization"); got != "Bearer k3y" {
+			t.Errorf("Authorization = %q, want %q", got, "Bearer k3y")
+		}
+		if h.Get("X-Request-Id") == "" {
+			t.Error("no X-Request-Id")
+		}
+		if got := h.Get("Content-Type"); got != "application/json" {
+			t.Errorf("Content-Type = %q, want application/json", got)
+		}
+		if got, want := l.FencingToken(), uint64(7); got != want {
+			t.Errorf("FencingToken = %d, want %d", got, want)
+		}
+		if got, want := l.ID(), testLeaseID; got != want {
+			t.Errorf("ID = %q, want %q", got, want)
+		}
+		if got := len(l.Limits()); got != 2 {
+			t.Errorf("Limits = %v, want 2", l.Limits())
+		}
+	})
+}
+
+func TestLeaseLostWhenRenewalIsRefused(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		f := leaseFake(t, always(http.StatusGone))
+		c := f.client()
+		start := time.Now()
+		var cancelledAt time.Time
+		var cause error
+		err := c.Concurrency(t.Context(), []string{"db"}, func(ctx context.Context) error {
+			<-ctx.Done()
+			cancelledAt, cause = time.Now(), context.Cause(ctx)
+			return ctx.Err()
+		}, allot.LeaseDuration(30*time.Second))
+
+		if !errors.Is(err, allot.ErrLeaseLost) || !errors.Is(err, allot.ErrLeaseNotFound) {
+			t.Errorf("Concurrency = %v, want ErrLeaseLost and ErrLeaseNotFound", err)
+		}
+		if !errors.Is(cause, allot.ErrLeaseLost) {
+			t.Errorf("fn's context cause = %v, want ErrLeaseLost", cause)
+		}
+		if got, want := cancelledAt.Sub(start), 10*time.Second; got != want {
+			t.Errorf("fn cancelled after %v, want %v", got, want)
+		}
+		if got := f.callsTo(releasePath); len(got) != 0 {
+			t.Errorf("released a lease the server no longer has: %v", got)
+		}
+	})
+}
+
+func TestLeaseRenewalFailures(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		renew    func(n int) int
+		strict   bool
+		lostAt   time.Duration // 0: not lost
+		renewals []time.Duration
+		why      string
+	}{
+		{
+			name:     "lost at expiry after two failed renewals",
+			renew:    always(http.StatusServiceUnavailable),
+			lostAt:   30 * time.Second,
+			renewals: []time.Duration{10 * time.Second, 20 * time.Second},
+			why:      "not renewed before it expired",
+		},
+		{
+			name:     "strict loses the lease at the first failed renewal",
+			renew:    always(http.StatusServiceUnavailable),
+			strict:   true,
+			lostAt:   10 * time.Second,
+			renewals: []time.Duration{10 * time.Second},
+			why:      "503",
+		},
+		{
+			name: "a failed renewal followed by a good one keeps the lease",
+			renew: func(n int) int {
+				if n == 1 {
+					return http.StatusServiceUnavailable
+				}
+				return http.StatusNoContent
+			},
+			renewals: []time.Duration{10 * time.Second, 20 * time.Second, 30 * time.Second, 40 * time.Second},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, func(t *testing.T) {
+				f := leaseFake(t, tc.renew)
+				c := f.client(allot.WithRetry(0, 0))
+				opts := []allot.Option{allot.LeaseDuration(30 * time.Second)}
+				if tc.strict {
+					opts = append(opts, allot.Strict())
+				}
+				start := time.Now()
+				l, err := c.Acquire(t.Context(), []string{"db"}, opts...)
+				if err != nil {
+					t.Fatalf("acquire: %v", err)
+				}
+				timer := time.NewTimer(45 * time.Second)
+				var lostAt time.Duration
+				select {
+				case <-l.Done():
+					lostAt = time.Since(start)
+				case <-timer.C:
+				}
+				if lostAt != tc.lostAt {
+					t.Errorf("lost after %v, want %v (0: not lost)", lostAt, tc.lostAt)
+				}
+				if tc.lostAt != 0 {
+					err := l.Err()
+					if !errors.Is(err, allot.ErrLeaseLost) || !strings.Contains(err.Error(), tc.why) {
+						t.Errorf("Err = %v, want ErrLeaseLost saying %q", err, tc.why)
+					}
+				}
+				if err := l.Release(t.Context()); err != nil {
+					t.Errorf("release: %v", err)
+				}
+				if diff := cmp.Diff(tc.renewals, offsets(f.callsTo(renewPath), start)); diff != "" {
+					t.Errorf("renewal times (-want +got):\n%s", diff)
+				}
+			})
+		})
+	}
+}
+
+func TestConcurrencyReleasesOnPanic(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		f := leaseFake(t, always(http.StatusNoContent))
+		c := f.client()
+		var recovered any
+		func() {
+			defer func() { recovered = recover() }()
+			_ = c.Concurrency(t.Context(), []string{"db"}, func(ctx context.Context) error {
+				panic("boom")
+			})
+		}()
+		if recovered != "boom" {
+			t.Errorf("recovered %v, want the panic to pass through", recovered)
+		}
+		if got := len(f.callsTo(releasePath)); got != 1 {
+			t.Errorf("releases = %d, want 1", got)
+		}
+	})
+}
+
+func TestConcurrencyCancelledBeforeFnStillReleases(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		f := leaseFake(t, always(http.StatusNoContent))
+		c := f.client()
+		ctx, cancel := context.WithCancel(t.Context())
+		err := c.Concurrency(ctx, []string{"db"}, func(ctx context.Context) error {
+			if allot.LeaseFrom(ctx) == nil {
+				t.Error("LeaseFrom(fn's ctx) = nil")
+			}
+			cancel()
+			return ctx.Err()
+		})
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Concurrency = %v, want fn's context.Canceled", err)
+		}
+		if errors.Is(err, allot.ErrLeaseLost) {
+			t.Errorf("Concurrency = %v, want no ErrLeaseLost", err)
+		}
+		if got := len(f.callsTo(releasePath)); got != 1 {
+			t.Errorf("releases = %d, want 1 despite the cancelled context", got)
+		}
+	})
+}
