@@ -59,9 +59,9 @@ func NewServer(t testing.TB) *Server {
 // allot.WithURL or ALLOT_API_URL.
 func (s *Server) URL() string { return s.url }
 
-// Client returns a Client of the server. opts come after WithURL, so they
-// may replace anything but the URL. Its idle connections are closed when
-// t ends.
+// Client returns a Client of the server, whatever ALLOT_API_URL and
+// ALLOT_API_KEY say; opts are applied after that. Its idle connections are
+// closed when t ends.
 func (s *Server) Client(t testing.TB, opts ...allot.ClientOption) *allot.Client {
 	t.Helper()
 	c, err := allot.NewClient(append([]allot.ClientOption{allot.WithURL(s.url), allot.WithAPIKey("")}, opts...)...)
