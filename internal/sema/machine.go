@@ -66,10 +66,17 @@ type Machine struct {
 	soft      []*limitState
 }
 
-// New returns an empty Machine.
+// New returns an empty Machine. Zero settings in cfg take DefaultConfig's.
 func New(cfg Config) *Machine {
+	d := DefaultConfig()
 	if cfg.DefaultAvgOccupancy <= 0 {
-		cfg.DefaultAvgOccupancy = 2
+		cfg.DefaultAvgOccupancy = d.DefaultAvgOccupancy
+	}
+	if cfg.TagMaxWait <= 0 {
+		cfg.TagMaxWait = d.TagMaxWait
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = d.MaxWait
 	}
 	return &Machine{
 		cfg:     cfg,

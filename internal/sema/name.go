@@ -11,11 +11,14 @@ const MaxNameLength = 512
 
 // ValidateName reports why name cannot name a limit, or nil. A name is
 // non-empty valid UTF-8 of at most MaxNameLength bytes without '/', '%', '&',
-// '>', '<' or control characters (Prefect's rule plus the last three).
+// '>', '<' or control characters, and not "." or ".." (Prefect's rule,
+// plus what a URL path cannot carry).
 func ValidateName(name string) string {
 	switch {
 	case name == "":
 		return "must not be empty"
+	case name == "." || name == "..":
+		return "must not be . or .. (they cannot appear in a URL path)"
 	case len(name) > MaxNameLength:
 		return "must be at most 512 bytes"
 	case !utf8.ValidString(name):

@@ -91,3 +91,17 @@ func TestSpecificity(t *testing.T) {
 		}
 	}
 }
+
+func TestDotNamesRefused(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{".", ".."} {
+		if why := ValidateName(name); why == "" {
+			t.Errorf("ValidateName(%q) accepted it; want it refused (a URL path cannot carry it)", name)
+		}
+	}
+	for _, name := range []string{"...", ".x", "a.b"} {
+		if why := ValidateName(name); why != "" {
+			t.Errorf("ValidateName(%q) = %q, want accepted", name, why)
+		}
+	}
+}
