@@ -1,7 +1,11 @@
 // Command allot-bench measures a running allot server over HTTP: how many
-// acquire+release pairs per second it serves (throughput) and how promptly
-// and fairly it hands one slot from holder to waiter (handoff). Each
-// workload prints one line, or one JSON object with -json.
+// acquire+release pairs per second it serves (throughput), how promptly
+// and fairly it hands one slot from holder to waiter (handoff), how much
+// memory a held lease and a waiting request cost it (memory), and how much
+// slower it serves pairs while it holds many leases (scale). Each workload
+// prints one line, or one JSON object with -json. -workload all runs
+// throughput and handoff; memory and scale take minutes and run only when
+// named.
 //
 // It exits 0 when the run completed and the server's answers were safe, 1
 // when the run failed or a safety check (overlaps, fencing, leaked slots)
@@ -16,12 +20,17 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/allot-dev/allot/internal/bench"
 )
 
 func main() {
+	if err := raiseFileLimit(); err != nil {
+		fmt.Fprintf(os.Stderr, "allot-bench: %v\n", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Getenv("ALLOT_API_URL"), os.Stdout, os.Stderr)
 	stop()
@@ -42,13 +51,26 @@ func run(ctx context.Context, args []string, envURL string, stdout, stderr io.Wr
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.URL, "url", cfg.URL, "API base URL (ALLOT_API_URL sets the default)")
-	fs.StringVar(&cfg.Workload, "workload", cfg.Workload, "workload to run: throughput, handoff or all")
+	fs.StringVar(&cfg.Workload, "workload", cfg.Workload, "workload to run: throughput, handoff, memory, scale, or all (throughput and handoff)")
+	fs.StringVar(&cfg.MetricsURL, "metrics-url", "", "the server's Prometheus metrics, read by memory (default: /metrics beside the API's /api)")
 	workers := fs.Int("workers", 0, fmt.Sprintf("workers per workload (default %d for throughput, %d for handoff)",
 		cfg.ThroughputWorkers, cfg.HandoffWorkers))
 	fs.IntVar(&cfg.Limits, "limits", cfg.Limits, "limits of one slot the throughput workload spreads over")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long each workload is measured")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "how long each workload runs before it is measured")
 	fs.DurationVar(&cfg.Hold, "hold", cfg.Hold, "how long a handoff worker holds the slot")
+	fs.IntVar(&cfg.Leases, "leases", cfg.Leases, "leases the memory workload holds, over limits of 100 slots (0 skips that part)")
+	fs.IntVar(&cfg.Waiters, "waiters", cfg.Waiters, "requests the memory workload keeps waiting, each on its own connection (0 skips that part)")
+	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "how long memory lets the server settle before reading its memory, and the gap between its two readings")
+	fs.Func("scale-sizes", fmt.Sprintf("comma-separated numbers of leases the scale workload holds while it measures (default %q)",
+		formatSizes(cfg.ScaleSizes)), func(s string) error {
+		sizes, err := parseSizes(s)
+		if err != nil {
+			return err
+		}
+		cfg.ScaleSizes = sizes
+		return nil
+	})
 	fs.StringVar(&cfg.Prefix, "prefix", "", "limit name prefix (default bench-<random>)")
 	fs.BoolVar(&cfg.Cleanup, "cleanup", cfg.Cleanup, "delete the limits afterwards")
 	fs.BoolVar(&cfg.JSON, "json", cfg.JSON, "print one JSON object per workload")
@@ -90,4 +112,30 @@ func run(ctx context.Context, args []string, envURL string, stdout, stderr io.Wr
 		}
 	}
 	return code
+}
+
+// parseSizes parses a comma-separated list of counts, such as "10,100000".
+func parseSizes(s string) ([]int, error) {
+	var sizes []int
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a whole number", f)
+		}
+		if n < 0 {
+			return nil, fmt.Errorf("%d is negative", n)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes, nil
+}
+
+// formatSizes formats sizes as parseSizes reads them.
+func formatSizes(sizes []int) string {
+	fs := make([]string, len(sizes))
+	for i, n := range sizes {
+		fs[i] = strconv.Itoa(n)
+	}
+	return strings.Join(fs, ",")
 }

@@ -18,16 +18,40 @@ import (
 const (
 	WorkloadThroughput = "throughput"
 	WorkloadHandoff    = "handoff"
-	WorkloadAll        = "all"
+	WorkloadMemory     = "memory"
+	WorkloadScale      = "scale"
+	// WorkloadAll runs throughput and handoff; memory and scale take
+	// minutes and are run only by name.
+	WorkloadAll = "all"
+)
+
+// The design's targets for the memory and scale workloads.
+const (
+	// TargetBytesPerLease is the most memory a held lease may cost.
+	TargetBytesPerLease = 2 << 10
+	// TargetBytesPerWaiter is the most memory a waiting request may cost,
+	// its connection included.
+	TargetBytesPerWaiter = 24 << 10
+	// TargetSlowdown is the most that the acquire+release pairs per second
+	// may drop, as a ratio, from the smallest state to the largest.
+	TargetSlowdown = 1.3
 )
 
 // Config says which workloads Run runs, against which server, and how hard.
 type Config struct {
 	// URL is the API base URL, such as http://127.0.0.1:4200/api.
 	URL string
-	// Workload is WorkloadThroughput, WorkloadHandoff or WorkloadAll.
+	// Workload is WorkloadThroughput, WorkloadHandoff, WorkloadMemory,
+	// WorkloadScale or WorkloadAll.
 	Workload string
-	// ThroughputWorkers is how many workers the throughput workload runs.
+	// MetricsURL is the server's Prometheus metrics, which the memory
+	// workload reads; empty puts /metrics in place of the /api that ends
+	// URL.
+	MetricsURL string
+	// ThroughputWorkers is how many workers the throughput workload runs;
+	// also how many requests at a time the memory and scale workloads send
+	// to build up their state, and how many workers the scale workload's
+	// throughput loop runs.
 	ThroughputWorkers int
 	// HandoffWorkers is how many workers contend for the one slot of the
 	// handoff workload.
@@ -41,6 +65,19 @@ type Config struct {
 	Warmup time.Duration
 	// Hold is how long a handoff worker holds the slot before releasing it.
 	Hold time.Duration
+	// Leases is how many leases the memory workload holds to measure the
+	// memory of one, over limits of 100 slots; 0 skips that part.
+	Leases int
+	// Waiters is how many requests, each on its own connection, the memory
+	// workload keeps waiting in line to measure the memory of one; 0 skips
+	// that part.
+	Waiters int
+	// ScaleSizes are the numbers of leases, each on a limit of its own, that
+	// the scale workload holds while it measures throughput.
+	ScaleSizes []int
+	// Settle is how long the memory workload lets the server settle before
+	// reading its memory, and how far apart its two readings are.
+	Settle time.Duration
 	// Prefix starts the name of every limit the workloads create; empty
 	// picks "bench-" and a random suffix.
 	Prefix string
@@ -56,7 +93,9 @@ type Config struct {
 
 // DefaultConfig returns the settings that the design's performance targets
 // are stated for: 32 workers over 64 limits, and 16 workers handing one
-// slot around with 1 ms holds, each measured for 5 s after 1 s of warm-up.
+// slot around with 1 ms holds, each measured for 5 s after 1 s of warm-up;
+// the memory of 100,000 held leases and 10,000 waiting requests; throughput
+// with 10 and with 100,000 leases held.
 func DefaultConfig() Config {
 	return Config{
 		URL:               "http://127.0.0.1:4200/api",
@@ -67,6 +106,10 @@ func DefaultConfig() Config {
 		Duration:          5 * time.Second,
 		Warmup:            time.Second,
 		Hold:              time.Millisecond,
+		Leases:            100_000,
+		Waiters:           10_000,
+		ScaleSizes:        []int{10, 100_000},
+		Settle:            time.Second,
 		Cleanup:           true,
 	}
 }
@@ -81,13 +124,13 @@ func (cfg Config) Validate() error {
 func (cfg Config) workloads() ([]string, error) {
 	var names []string
 	switch cfg.Workload {
-	case WorkloadThroughput, WorkloadHandoff:
+	case WorkloadThroughput, WorkloadHandoff, WorkloadMemory, WorkloadScale:
 		names = []string{cfg.Workload}
 	case WorkloadAll:
 		names = []string{WorkloadThroughput, WorkloadHandoff}
 	default:
-		return nil, fmt.Errorf("unknown workload %q (want %s, %s or %s)",
-			cfg.Workload, WorkloadThroughput, WorkloadHandoff, WorkloadAll)
+		return nil, fmt.Errorf("unknown workload %q (want %s, %s, %s, %s or %s)",
+			cfg.Workload, WorkloadThroughput, WorkloadHandoff, WorkloadMemory, WorkloadScale, WorkloadAll)
 	}
 	var errs []error
 	if cfg.URL == "" {
@@ -115,6 +158,36 @@ func (cfg Config) workloads() ([]string, error) {
 			if cfg.Hold < 0 {
 				errs = append(errs, fmt.Errorf("hold %v is negative", cfg.Hold))
 			}
+		case WorkloadMemory:
+			if cfg.ThroughputWorkers <= 0 {
+				errs = append(errs, fmt.Errorf("workers %d is not positive", cfg.ThroughputWorkers))
+			}
+			if cfg.Leases < 0 || cfg.Waiters < 0 || cfg.Leases+cfg.Waiters == 0 {
+				errs = append(errs, fmt.Errorf("leases %d and waiters %d: want neither negative and one positive", cfg.Leases, cfg.Waiters))
+			}
+			if cfg.Settle < 0 {
+				errs = append(errs, fmt.Errorf("settle %v is negative", cfg.Settle))
+			}
+			if cfg.MetricsURL == "" && cfg.URL != "" {
+				if _, err := metricsURL(cfg.URL); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		case WorkloadScale:
+			if cfg.ThroughputWorkers <= 0 {
+				errs = append(errs, fmt.Errorf("workers %d is not positive", cfg.ThroughputWorkers))
+			}
+			if cfg.Limits <= 0 {
+				errs = append(errs, fmt.Errorf("limits %d is not positive", cfg.Limits))
+			}
+			if len(cfg.ScaleSizes) == 0 {
+				errs = append(errs, errors.New("no scale sizes"))
+			}
+			for _, s := range cfg.ScaleSizes {
+				if s < 0 {
+					errs = append(errs, fmt.Errorf("scale size %d is negative", s))
+				}
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -123,15 +196,18 @@ func (cfg Config) workloads() ([]string, error) {
 	return names, nil
 }
 
-// Result is what one workload measured. Exactly one of Throughput and
-// Handoff is set, according to Workload; as JSON their fields sit beside
-// the common ones in one flat object.
+// Result is what one workload measured. Exactly one of Throughput,
+// Handoff, Memory and Scale is set, according to Workload; as JSON their
+// fields sit beside the common ones in one flat object, so no two of them
+// may share a JSON name.
 type Result struct {
 	// Workload is the workload's name.
 	Workload string `json:"workload"`
 	// Workers is how many workers ran.
 	Workers int `json:"workers"`
-	// Seconds is the length of the measured window.
+	// Seconds is the length of the measured window; for scale, the sum of
+	// its windows; for memory, the whole run, set-up and clean-up
+	// included.
 	Seconds float64 `json:"seconds"`
 	// Errors counts the failed requests of the whole run, warm-up
 	// included: refusals after the wait timeout, unexpected statuses,
@@ -151,6 +227,16 @@ type Result struct {
 
 	*Throughput
 	*Handoff
+	*Memory
+	*Scale
+}
+
+// count adds failures to r's errors.
+func (r *Result) count(t tally) {
+	r.Errors += t.n
+	if r.FirstError == "" && t.first != nil {
+		r.FirstError = t.first.Error()
+	}
 }
 
 // Throughput is what the throughput workload measured.
@@ -206,6 +292,33 @@ func (r Result) String() string {
 		fmt.Fprintf(&b, "%s: %.0f grants/s  gap p50=%.2fms p99=%.2fms  wait p99=%.1fms max=%.1fms  jain=%.3f fifo=%.2f  workers=%d hold=%sms",
 			r.Workload, h.GrantsPerSecond, h.GapP50MS, h.GapP99MS, h.WaitP99MS, h.WaitMaxMS,
 			h.Jain, h.FIFO, r.Workers, strconv.FormatFloat(h.HoldMS, 'g', -1, 64))
+	case r.Memory != nil:
+		fmt.Fprintf(&b, "%s:", r.Workload)
+		if p := r.Memory.PerLease; p != nil {
+			fmt.Fprintf(&b, "  per held lease %s (%d leases on %d limits, set up in %.1fs)",
+				p.summary(), p.Items, p.Limits, p.SetupSeconds)
+		}
+		if p := r.Memory.PerWaiter; p != nil {
+			fmt.Fprintf(&b, "  per waiting request %s stack=%.0fB goroutines=%.2f (%d waiters, each on its own connection, set up in %.1fs)",
+				p.summary(), p.StackBytesPerItem, p.GoroutinesPerItem, p.Items, p.SetupSeconds)
+		}
+		fmt.Fprintf(&b, "  workers=%d", r.Workers)
+	case r.Scale != nil:
+		s := r.Scale
+		fmt.Fprintf(&b, "%s:", r.Workload)
+		for _, st := range s.Steps {
+			fmt.Fprintf(&b, "  %d held: %.0f pairs/s p50=%.2fms p99=%.2fms (set up in %.1fs)",
+				st.Held, st.PairsPerSecond, st.AcquireP50MS, st.AcquireP99MS, st.SetupSeconds)
+		}
+		verdict := "n/a"
+		if s.Slowdown > 0 {
+			verdict = "ok"
+			if s.Slowdown > TargetSlowdown {
+				verdict = "MISSED"
+			}
+		}
+		fmt.Fprintf(&b, "  small/large=%.2f (target ≤%.1f %s)  workers=%d limits=%d",
+			s.Slowdown, TargetSlowdown, verdict, r.Workers, s.LoadLimits)
 	default:
 		fmt.Fprintf(&b, "%s:", r.Workload)
 	}
@@ -253,6 +366,10 @@ func Run(ctx context.Context, cfg Config, w io.Writer) ([]Result, error) {
 			r, err = runThroughput(ctx, c, cfg)
 		case WorkloadHandoff:
 			r, err = runHandoff(ctx, c, cfg)
+		case WorkloadMemory:
+			r, err = runMemory(ctx, c, cfg)
+		case WorkloadScale:
+			r, err = runScale(ctx, c, cfg)
 		}
 		if err != nil {
 			return results, fmt.Errorf("%s: %w", name, err)
@@ -282,9 +399,15 @@ func runThroughput(ctx context.Context, c *client, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	r := o.result(WorkloadThroughput, cfg.ThroughputWorkers, len(names))
+	r.Throughput = o.throughput(len(names))
+	return r, nil
+}
 
+// throughput computes what the throughput workload reports from a load
+// over nLimits limits.
+func (o *outcome) throughput(nLimits int) *Throughput {
 	var lat []time.Duration
-	t := &Throughput{Limits: len(names)}
+	t := &Throughput{Limits: nLimits}
 	for _, a := range o.attempts {
 		if !a.granted || !o.window.contains(a.done) {
 			continue
@@ -295,11 +418,10 @@ func runThroughput(ctx context.Context, c *client, cfg Config) (Result, error) {
 		}
 	}
 	slices.Sort(lat)
-	t.PairsPerSecond = float64(t.Pairs) / r.Seconds
+	t.PairsPerSecond = float64(t.Pairs) / (o.window.to - o.window.from).Seconds()
 	t.AcquireP50MS = ms(percentile(lat, 50))
 	t.AcquireP99MS = ms(percentile(lat, 99))
-	r.Throughput = t
-	return r, nil
+	return t
 }
 
 // runHandoff runs the handoff workload: workers contend for one slot of one

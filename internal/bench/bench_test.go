@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -49,10 +51,54 @@ type fakeServer struct {
 	leases map[string]string // lease id → limit name
 	nextID int
 	token  int64
+	// waitedFrom is the client addresses requests waited in line from.
+	waitedFrom map[string]bool
 }
 
 func newFakeServer(mode fakeMode) *fakeServer {
-	return &fakeServer{mode: mode, limits: map[string]*fakeLimit{}, leases: map[string]string{}}
+	return &fakeServer{mode: mode, limits: map[string]*fakeLimit{}, leases: map[string]string{}, waitedFrom: map[string]bool{}}
+}
+
+// The fake's memory, as its /metrics reports it: a base plus a fixed cost
+// per held lease and per waiting request.
+const (
+	fakeRSSPerLease   = 1000
+	fakeHeapPerLease  = 600
+	fakeRSSPerWaiter  = 20000
+	fakeHeapPerWaiter = 9000
+	fakeStackPerWait  = 8192
+)
+
+// metrics serves the fake's memory in Prometheus's text format.
+func (f *fakeServer) metrics(w http.ResponseWriter, _ *http.Request) {
+	f.mu.Lock()
+	leases, waiters := len(f.leases), 0
+	for _, l := range f.limits {
+		waiters += len(l.queue)
+	}
+	f.mu.Unlock()
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	fmt.Fprintf(w, "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", 10+2*waiters)
+	fmt.Fprintf(w, "go_memstats_heap_inuse_bytes %g\n", float64(2e7+fakeHeapPerLease*leases+fakeHeapPerWaiter*waiters))
+	fmt.Fprintf(w, "go_memstats_stack_inuse_bytes %g\n", float64(1e6+fakeStackPerWait*waiters))
+	fmt.Fprintf(w, "process_resident_memory_bytes %g\n", float64(5e7+fakeRSSPerLease*leases+fakeRSSPerWaiter*waiters))
+}
+
+// limitLocked returns the limit called name, creating it from the first
+// template ('*' standing for any text) that matches if there is none.
+func (f *fakeServer) limitLocked(name string) (*fakeLimit, bool) {
+	if l, ok := f.limits[name]; ok {
+		return l, true
+	}
+	for pattern, t := range f.limits {
+		before, after, ok := strings.Cut(pattern, "*")
+		if ok && len(name) >= len(before)+len(after) && strings.HasPrefix(name, before) && strings.HasSuffix(name, after) {
+			l := &fakeLimit{limit: t.limit}
+			f.limits[name] = l
+			return l, true
+		}
+	}
+	return nil, false
 }
 
 func (f *fakeServer) handler() http.Handler {
@@ -64,6 +110,7 @@ func (f *fakeServer) handler() http.Handler {
 	mux.HandleFunc("GET "+p+"{name}", f.read)
 	mux.HandleFunc("PATCH "+p+"{name}", f.update)
 	mux.HandleFunc("DELETE "+p+"{name}", f.delete)
+	mux.HandleFunc("GET /metrics", f.metrics)
 	return mux
 }
 
@@ -134,7 +181,7 @@ func (f *fakeServer) read(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"name": name, "limit": l.limit, "active": true, "active_slots": l.held})
+	writeJSON(w, http.StatusOK, map[string]any{"name": name, "limit": l.limit, "active": true, "active_slots": l.held, "waiting": len(l.queue)})
 }
 
 func (f *fakeServer) delete(w http.ResponseWriter, r *http.Request) {
@@ -163,7 +210,7 @@ func (f *fakeServer) acquire(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	if len(req.Names) != 1 || req.Slots != 1 || req.LeaseDuration < 60 || req.TimeoutSeconds <= 0 ||
+	if len(req.Names) != 1 || req.Slots != 1 || req.LeaseDuration < 60 || req.TimeoutSeconds < 0 ||
 		req.Holder.Type != "process" || !strings.HasPrefix(req.Holder.ID, "bench-w") {
 		http.Error(w, fmt.Sprintf("unexpected request %+v", req), http.StatusUnprocessableEntity)
 		return
@@ -175,7 +222,7 @@ func (f *fakeServer) acquire(w http.ResponseWriter, r *http.Request) {
 	name := req.Names[0]
 
 	f.mu.Lock()
-	l, ok := f.limits[name]
+	l, ok := f.limitLocked(name)
 	if !ok {
 		f.mu.Unlock()
 		http.NotFound(w, r)
@@ -190,6 +237,7 @@ func (f *fakeServer) acquire(w http.ResponseWriter, r *http.Request) {
 	}
 	ch := make(chan struct{})
 	l.queue = append(l.queue, ch)
+	f.waitedFrom[r.RemoteAddr] = true
 	f.mu.Unlock()
 
 	timer := time.NewTimer(time.Duration(req.TimeoutSeconds * float64(time.Second)))
@@ -218,13 +266,14 @@ func (f *fakeServer) acquire(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, g)
 }
 
-// leaseLocked records a lease on a slot already counted as held.
-func (f *fakeServer) leaseLocked(name string) grant {
+// leaseLocked records a lease on a slot already counted as held and
+// returns the grant to answer with.
+func (f *fakeServer) leaseLocked(name string) map[string]any {
 	f.nextID++
 	f.token++
 	id := fmt.Sprintf("lease-%d", f.nextID)
 	f.leases[id] = name
-	return grant{LeaseID: id, FencingToken: f.token}
+	return map[string]any{"lease_id": id, "fencing_token": f.token, "limits": []map[string]any{{"name": name}}}
 }
 
 // releaseLocked gives a held slot to the next waiter, or frees it.
@@ -526,5 +575,166 @@ func TestRunFails(t *testing.T) {
 				t.Errorf("got results %+v and output %q, want none", results, out.String())
 			}
 		})
+	}
+}
+
+func TestRunMemory(t *testing.T) {
+	t.Parallel()
+	b := setup(t, fifo)
+	b.cfg.Workload = WorkloadMemory
+	b.cfg.Leases = 1000
+	b.cfg.Waiters = 50
+	b.cfg.Settle = 10 * time.Millisecond
+	var out bytes.Buffer
+	results, err := Run(t.Context(), b.cfg, &out)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	t.Logf("output:\n%s", out.String())
+	if len(results) != 1 || results[0].Memory == nil {
+		t.Fatalf("got results %+v, want one memory result", results)
+	}
+	r := results[0]
+	if r.Errors != 0 || r.Overlaps != 0 || r.FencingRegressions != 0 || r.LeakedSlots != 0 {
+		t.Errorf("got errors=%d (%s) overlaps=%d fencing_regressions=%d leaked=%d, want all 0",
+			r.Errors, r.FirstError, r.Overlaps, r.FencingRegressions, r.LeakedSlots)
+	}
+	type perItem struct {
+		Items, Limits                int
+		RSS, Heap, Stack, Goroutines float64
+		Met                          bool
+	}
+	got := func(p *MemoryPart) perItem {
+		if p == nil {
+			return perItem{}
+		}
+		return perItem{p.Items, p.Limits, p.RSSBytesPerItem, p.HeapBytesPerItem, p.StackBytesPerItem, p.GoroutinesPerItem, p.Met}
+	}
+	wantLease := perItem{Items: 1000, Limits: 10, RSS: fakeRSSPerLease, Heap: fakeHeapPerLease, Met: true}
+	if diff := cmp.Diff(wantLease, got(r.PerLease)); diff != "" {
+		t.Errorf("per lease mismatch (-want +got):\n%s", diff)
+	}
+	wantWaiter := perItem{Items: 50, Limits: 1, RSS: fakeRSSPerWaiter, Heap: fakeHeapPerWaiter, Stack: fakeStackPerWait, Goroutines: 2, Met: true}
+	if diff := cmp.Diff(wantWaiter, got(r.PerWaiter)); diff != "" {
+		t.Errorf("per waiter mismatch (-want +got):\n%s", diff)
+	}
+	if !strings.HasPrefix(out.String(), "memory:  per held lease rss=1000B heap=600B") {
+		t.Errorf("got output %q, want it to start with the per-lease figures", out.String())
+	}
+
+	b.fake.mu.Lock()
+	defer b.fake.mu.Unlock()
+	if got, want := len(b.fake.waitedFrom), 50; got != want {
+		t.Errorf("requests waited from %d client addresses, want %d: one connection per waiter", got, want)
+	}
+	if got := len(b.fake.leases); got != 0 {
+		t.Errorf("got %d leases left after the run, want 0", got)
+	}
+	if got := len(b.fake.limits); got != 0 {
+		t.Errorf("got %d limits left after the run, want 0", got)
+	}
+}
+
+func TestRunMemoryFailsWhenWaitersFail(t *testing.T) {
+	t.Parallel()
+	b := setup(t, failAcquire)
+	b.cfg.Workload = WorkloadMemory
+	b.cfg.Leases = 0
+	b.cfg.Waiters = 5
+	b.cfg.Settle = time.Millisecond
+	var out bytes.Buffer
+	_, err := Run(t.Context(), b.cfg, &out)
+	// The holder's acquire fails first.
+	if err == nil || !strings.Contains(err.Error(), "memory: per waiter: set up: hold test-wait") {
+		t.Fatalf("got error %v, want the holder's acquire to fail", err)
+	}
+	if diff := cmp.Diff([]string(nil), b.fake.limitNames()); diff != "" {
+		t.Errorf("limits left after clean-up (-want +got):\n%s", diff)
+	}
+}
+
+func TestRunScale(t *testing.T) {
+	t.Parallel()
+	b := setup(t, fifo)
+	b.cfg.Workload = WorkloadScale
+	b.cfg.ScaleSizes = []int{3, 200}
+	b.cfg.Limits = 4
+	b.cfg.Duration = 150 * time.Millisecond
+	b.cfg.Warmup = 0
+	var out bytes.Buffer
+	results, err := Run(t.Context(), b.cfg, &out)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	t.Logf("output:\n%s", out.String())
+	if len(results) != 1 || results[0].Scale == nil {
+		t.Fatalf("got results %+v, want one scale result", results)
+	}
+	r := results[0]
+	if r.Errors != 0 || r.Overlaps != 0 || r.FencingRegressions != 0 || r.LeakedSlots != 0 {
+		t.Errorf("got errors=%d (%s) overlaps=%d fencing_regressions=%d leaked=%d, want all 0",
+			r.Errors, r.FirstError, r.Overlaps, r.FencingRegressions, r.LeakedSlots)
+	}
+	var held []int
+	for _, st := range r.Steps {
+		held = append(held, st.Held)
+		if st.Pairs <= 0 || st.Limits != 4 || st.Seconds != 0.15 {
+			t.Errorf("step %d: got pairs=%d limits=%d seconds=%v, want > 0, 4 and 0.15", st.Held, st.Pairs, st.Limits, st.Seconds)
+		}
+	}
+	if diff := cmp.Diff([]int{3, 200}, held); diff != "" {
+		t.Errorf("steps mismatch (-want +got):\n%s", diff)
+	}
+	if want := r.Steps[0].PairsPerSecond / r.Steps[1].PairsPerSecond; r.Slowdown != want {
+		t.Errorf("got slowdown %v, want %v", r.Slowdown, want)
+	}
+	if r.Seconds != 0.3 {
+		t.Errorf("got seconds %v, want 0.3", r.Seconds)
+	}
+	b.fake.mu.Lock()
+	defer b.fake.mu.Unlock()
+	if got := len(b.fake.leases); got != 0 {
+		t.Errorf("got %d leases left after the run, want 0", got)
+	}
+	if got := len(b.fake.limits); got != 0 {
+		t.Errorf("got %d limits left after the run, want 0", got)
+	}
+}
+
+// TestResultJSONNamesUnique checks that the workloads' results share no JSON
+// name: encoding/json silently drops both fields of a clash in a flat
+// object.
+func TestResultJSONNamesUnique(t *testing.T) {
+	t.Parallel()
+	var want []string
+	rt := reflect.TypeFor[Result]()
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		if !f.Anonymous {
+			want = append(want, strings.Split(f.Tag.Get("json"), ",")[0])
+			continue
+		}
+		et := f.Type.Elem()
+		for j := range et.NumField() {
+			want = append(want, strings.Split(et.Field(j).Tag.Get("json"), ",")[0])
+		}
+	}
+	slices.Sort(want)
+	r := Result{
+		FirstError: "x",
+		Throughput: &Throughput{}, Handoff: &Handoff{},
+		Memory: &Memory{PerLease: &MemoryPart{}, PerWaiter: &MemoryPart{}}, Scale: &Scale{},
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(b, &obj); err != nil {
+		t.Fatal(err)
+	}
+	got := slices.Sorted(maps.Keys(obj))
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("JSON keys mismatch (-want +got):\n%s", diff)
 	}
 }

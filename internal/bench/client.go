@@ -170,25 +170,36 @@ func (c *client) deleteLimit(ctx context.Context, name string) error {
 	return nil
 }
 
+// limitState is the part of a limit's state the workloads check.
+type limitState struct {
+	ActiveSlots int `json:"active_slots"`
+	Waiting     int `json:"waiting"`
+}
+
 // activeSlots reads how many slots of a limit are held.
 func (c *client) activeSlots(ctx context.Context, name string) (int, error) {
+	s, err := c.readLimit(ctx, name)
+	return s.ActiveSlots, err
+}
+
+// readLimit reads how many slots of a limit are held and how many requests
+// wait in line for it.
+func (c *client) readLimit(ctx context.Context, name string) (limitState, error) {
 	ctx, cancel := context.WithTimeout(ctx, shortTimeout)
 	defer cancel()
 	resp, err := c.do(ctx, http.MethodGet, c.limitURL(name), nil)
 	if err != nil {
-		return 0, fmt.Errorf("read limit %s: %w", name, err)
+		return limitState{}, fmt.Errorf("read limit %s: %w", name, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, unexpected("read limit "+name, resp)
+		return limitState{}, unexpected("read limit "+name, resp)
 	}
 	defer finish(resp)
-	var v struct {
-		ActiveSlots int `json:"active_slots"`
+	var s limitState
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return limitState{}, fmt.Errorf("read limit %s: %w", name, err)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		return 0, fmt.Errorf("read limit %s: %w", name, err)
-	}
-	return v.ActiveSlots, nil
+	return s, nil
 }
 
 // grant is what an acquire returns.
@@ -201,10 +212,17 @@ type grant struct {
 // one slot of the limit whose JSON-quoted name is nameJSON, held by the
 // holder whose JSON-quoted id is holderJSON.
 func appendAcquireBody(b, nameJSON, holderJSON []byte) []byte {
+	return appendLeaseBody(b, nameJSON, holderJSON, leaseDurationSeconds, waitTimeoutSeconds)
+}
+
+// appendLeaseBody is appendAcquireBody with the lease's duration and the
+// wait in line, both in seconds, chosen by the caller; a wait of 0 asks the
+// server to refuse at once rather than queue the request.
+func appendLeaseBody(b, nameJSON, holderJSON []byte, leaseSeconds, waitSeconds int) []byte {
 	b = append(b, `{"names":[`...)
 	b = append(b, nameJSON...)
 	b = fmt.Appendf(b, `],"slots":1,"lease_duration":%d,"timeout_seconds":%d,"holder":{"type":"process","id":`,
-		leaseDurationSeconds, waitTimeoutSeconds)
+		leaseSeconds, waitSeconds)
 	b = append(b, holderJSON...)
 	return append(b, "}}"...)
 }
@@ -212,29 +230,39 @@ func appendAcquireBody(b, nameJSON, holderJSON []byte) []byte {
 // acquire sends the request body built by appendAcquireBody and waits in
 // line for the grant.
 func (c *client) acquire(ctx context.Context, body []byte) (grant, error) {
-	ctx, cancel := context.WithTimeout(ctx, waitTimeoutSeconds*time.Second+requestSlack)
-	defer cancel()
-	resp, err := c.do(ctx, http.MethodPost, c.acquireURL, body)
-	if err != nil {
-		return grant{}, fmt.Errorf("acquire: %w", err)
-	}
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case http.StatusLocked:
-		finish(resp)
-		return grant{}, errLocked
-	default:
-		return grant{}, unexpected("acquire", resp)
-	}
-	defer finish(resp)
 	var g grant
-	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil {
-		return grant{}, fmt.Errorf("acquire: %w", err)
+	if err := c.acquireWithin(ctx, body, waitTimeoutSeconds*time.Second, &g); err != nil {
+		return grant{}, err
 	}
 	if g.LeaseID == "" {
 		return grant{}, errors.New("acquire: answer without lease_id")
 	}
 	return g, nil
+}
+
+// acquireWithin sends an increment-with-lease request whose body asks to
+// wait in line up to wait, and decodes the grant into v. It gives up on
+// the server requestSlack after wait.
+func (c *client) acquireWithin(ctx context.Context, body []byte, wait time.Duration, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, wait+requestSlack)
+	defer cancel()
+	resp, err := c.do(ctx, http.MethodPost, c.acquireURL, body)
+	if err != nil {
+		return fmt.Errorf("acquire: %w", err)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusLocked:
+		finish(resp)
+		return errLocked
+	default:
+		return unexpected("acquire", resp)
+	}
+	defer finish(resp)
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("acquire: %w", err)
+	}
+	return nil
 }
 
 // release releases a lease.

@@ -1,8 +1,9 @@
 // Package bench holds allot's benchmark workloads, which drive a running
 // allot server over real HTTP and report what a user of a coordination
 // service cares about: how many acquire+release pairs per second it serves,
-// how quickly a released slot reaches the next waiter, and whether waiters
-// are served fairly and in order.
+// how quickly a released slot reaches the next waiter, whether waiters are
+// served fairly and in order, how much memory a held lease and a waiting
+// request cost, and whether the cost of an operation grows with the state.
 //
 // # Workloads
 //
@@ -13,6 +14,25 @@
 //     it briefly; the result is grants per second, the idle gap between a
 //     release and the next grant, the wait time, Jain's fairness index and
 //     the fraction of grants that went to the longest waiter.
+//   - memory: the server's memory growth per held lease (100,000 leases
+//     over limits of 100 slots made from a template) and per request
+//     waiting in line (10,000 requests for one held slot, each on a TCP
+//     connection of its own, so each costs the server a connection and its
+//     goroutines too). Memory is read from the server's /metrics: the
+//     resident set, the Go heap in use and goroutine stacks, each the lower
+//     of two readings a second apart after a second's settling, before and
+//     while the leases or requests are held. Nothing is forced: the heap
+//     figures include garbage not yet collected, and when the waiters
+//     follow the leases the RSS figure can be understated by memory the
+//     runtime freed from the leases but kept; run one part at a time on a
+//     fresh server (-leases 0 or -waiters 0) for the cleanest figures.
+//   - scale: the throughput workload's pairs per second while the server
+//     holds 10 leases and while it holds 100,000, each on a limit of its
+//     own; the result is the ratio of the two.
+//
+// The memory and scale workloads build their state with many parallel
+// requests and report how long that took; they release their leases
+// afterwards even if interrupted.
 //
 // # Invariants
 //

@@ -272,6 +272,44 @@ func TestResultString(t *testing.T) {
 			},
 			want: `handoff: 0 grants/s  gap p50=0.00ms p99=0.00ms  wait p99=0.0ms max=0.0ms  jain=0.000 fifo=0.00  workers=2 hold=0.5ms  errors=1 overlaps=3 fencing_regressions=2 leaked=1  first_error="acquire: boom"`,
 		},
+		{
+			name: "memory",
+			result: Result{
+				Workload: WorkloadMemory, Workers: 32,
+				Memory: &Memory{
+					PerLease: newMemoryPart(100000, 1000, 12300*time.Millisecond,
+						MemoryReading{RSSBytes: 30 << 20, HeapInuseBytes: 10 << 20},
+						MemoryReading{RSSBytes: 30<<20 + 150_000_000, HeapInuseBytes: 10<<20 + 90_000_000}, TargetBytesPerLease),
+					PerWaiter: newMemoryPart(10000, 1, 8100*time.Millisecond,
+						MemoryReading{RSSBytes: 200 << 20, HeapInuseBytes: 100 << 20, StackInuseBytes: 1 << 20, Goroutines: 10},
+						MemoryReading{RSSBytes: 200<<20 + 300_000_000, HeapInuseBytes: 100<<20 + 100_000_000, StackInuseBytes: 1<<20 + 81_920_000, Goroutines: 20010},
+						TargetBytesPerWaiter),
+				},
+			},
+			want: "memory:  per held lease rss=1500B heap=900B (rss +143.1MiB heap +85.8MiB; target ≤2048B ok) (100000 leases on 1000 limits, set up in 12.3s)" +
+				"  per waiting request rss=30000B heap=10000B (rss +286.1MiB heap +95.4MiB; target ≤24576B MISSED) stack=8192B goroutines=2.00 (10000 waiters, each on its own connection, set up in 8.1s)" +
+				"  workers=32  errors=0 overlaps=0",
+		},
+		{
+			name: "scale",
+			result: Result{
+				Workload: WorkloadScale, Workers: 32,
+				Scale: &Scale{
+					LoadLimits: 64, Slowdown: 1.25,
+					Steps: []ScaleStep{
+						{Held: 10, SetupSeconds: 0.01, Throughput: Throughput{PairsPerSecond: 15000, AcquireP50MS: 1.5, AcquireP99MS: 6}},
+						{Held: 100000, SetupSeconds: 9.5, Throughput: Throughput{PairsPerSecond: 12000, AcquireP50MS: 2, AcquireP99MS: 8}},
+					},
+				},
+			},
+			want: "scale:  10 held: 15000 pairs/s p50=1.50ms p99=6.00ms (set up in 0.0s)  100000 held: 12000 pairs/s p50=2.00ms p99=8.00ms (set up in 9.5s)" +
+				"  small/large=1.25 (target ≤1.3 ok)  workers=32 limits=64  errors=0 overlaps=0",
+		},
+		{
+			name:   "scale without a ratio",
+			result: Result{Workload: WorkloadScale, Workers: 1, Scale: &Scale{LoadLimits: 2}},
+			want:   "scale:  small/large=0.00 (target ≤1.3 n/a)  workers=1 limits=2  errors=0 overlaps=0",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -289,5 +327,14 @@ func TestAppendAcquireBody(t *testing.T) {
 	want := `junk{"names":["a\"b"],"slots":1,"lease_duration":60,"timeout_seconds":30,"holder":{"type":"process","id":"bench-w7"}}`
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("appendAcquireBody mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestAppendLeaseBody(t *testing.T) {
+	t.Parallel()
+	got := string(appendLeaseBody(nil, quote("m:1"), quote("bench-w3"), 3600, 0))
+	want := `{"names":["m:1"],"slots":1,"lease_duration":3600,"timeout_seconds":0,"holder":{"type":"process","id":"bench-w3"}}`
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("appendLeaseBody mismatch (-want +got):\n%s", diff)
 	}
 }
