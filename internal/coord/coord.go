@@ -84,7 +84,7 @@ type Coordinator struct {
 	m        *sema.Machine
 	pending  []sema.Change
 	open     *batch // collects the changes in pending
-	waiters  map[uint64]chan waitResult
+	waiters  map[uint64]chan *waitResult
 	deadline time.Time // what the reaper sleeps until; zero: nothing
 	failed   error
 	subs     map[chan sema.Event]struct{}
@@ -128,7 +128,7 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 		rearm:   make(chan struct{}, 1),
 		m:       m,
 		open:    &batch{done: make(chan struct{})},
-		waiters: make(map[uint64]chan waitResult),
+		waiters: make(map[uint64]chan *waitResult),
 		subs:    make(map[chan sema.Event]struct{}),
 	}
 	leases, _ := m.Counts()
@@ -217,11 +217,9 @@ func (c *Coordinator) collect() *batch {
 	for _, e := range events {
 		c.dispatch(e)
 	}
-	if len(events) > 0 {
-		leases, waiters := c.m.Counts()
-		c.met.leases.Set(float64(leases))
-		c.met.waiters.Set(float64(waiters))
-	}
+	leases, waiters := c.m.Counts()
+	c.met.leases.Set(float64(leases))
+	c.met.waiters.Set(float64(waiters))
 	if d, ok := c.m.NextDeadline(); ok && (c.deadline.IsZero() || d.Before(c.deadline)) {
 		c.deadline = d
 		select {
@@ -246,12 +244,12 @@ func (c *Coordinator) dispatch(e sema.Event) {
 		c.met.grants.Inc()
 		if ch, ok := c.waiters[e.WaiterID]; ok {
 			delete(c.waiters, e.WaiterID)
-			ch <- waitResult{grant: Grant{Lease: e.Lease, Limits: e.Limits}, b: c.open}
+			ch <- &waitResult{grant: Grant{Lease: e.Lease, Limits: e.Limits}, b: c.open}
 		}
 	case sema.WaiterFailed:
 		if ch, ok := c.waiters[e.WaiterID]; ok {
 			delete(c.waiters, e.WaiterID)
-			ch <- waitResult{err: e.Err}
+			ch <- &waitResult{err: e.Err}
 		}
 	case sema.Released:
 		c.met.releases.Inc()

@@ -8,6 +8,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/allot-dev/allot/internal/coord"
@@ -319,4 +321,51 @@ func TestStateSurvivesRestart(t *testing.T) {
 			t.Errorf("fencing token after restart = %d, want > %d", g2.Lease.Fence, g.Lease.Fence)
 		}
 	})
+}
+
+func TestWaitersGaugeCountsTheLine(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		reg := prometheus.NewRegistry()
+		cfg := coord.DefaultConfig()
+		cfg.Metrics = coord.NewMetrics(reg)
+		c, err := coord.New(t.Context(), memstore.New(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		mustLimit(t, c, "db", 1)
+		acquire(t, c, "db", 0)
+		wctx, leave := context.WithCancel(context.Background())
+		for range 3 {
+			go func() { _, _ = c.Acquire(wctx, coord.AcquireRequest{Names: []string{"db"}, Slots: 1, Wait: time.Hour}) }()
+		}
+		synctest.Wait()
+		if got := testutil.ToFloat64(gauge(t, reg, "allot_waiters")); got != 3 {
+			t.Errorf("allot_waiters = %v with 3 requests in line, want 3", got)
+		}
+		leave()
+		synctest.Wait()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func gauge(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name}, func() float64 { return mf.GetMetric()[0].GetGauge().GetValue() })
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return nil
 }

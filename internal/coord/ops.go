@@ -146,9 +146,11 @@ func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, e
 	}
 	start := c.now()
 	out, err := c.m.Acquire(start, sreq)
-	var ch chan waitResult
+	// A pointer, so that each parked request keeps one word of buffer
+	// rather than a whole result.
+	var ch chan *waitResult
 	if err == nil && !out.Granted {
-		ch = make(chan waitResult, 1)
+		ch = make(chan *waitResult, 1)
 		c.waiters[out.WaiterID] = ch
 	}
 	b := c.collect()
@@ -170,7 +172,7 @@ func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, e
 
 	timer := time.NewTimer(req.Wait)
 	defer timer.Stop()
-	var r waitResult
+	var r *waitResult
 	select {
 	case r = <-ch:
 	case <-timer.C:
@@ -181,7 +183,7 @@ func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, e
 	return c.granted(ctx, r, start)
 }
 
-func (c *Coordinator) granted(ctx context.Context, r waitResult, start time.Time) (Grant, error) {
+func (c *Coordinator) granted(ctx context.Context, r *waitResult, start time.Time) (Grant, error) {
 	if r.err != nil {
 		return Grant{}, r.err
 	}
@@ -202,7 +204,7 @@ func (c *Coordinator) granted(ctx context.Context, r waitResult, start time.Time
 // left. If it was granted meanwhile, the grant stands (or is released if
 // the caller left). A timed-out request gets one last non-waiting try,
 // which also computes its Retry-After as Prefect would.
-func (c *Coordinator) giveUp(ctx context.Context, waiter uint64, ch chan waitResult, sreq sema.Request, start time.Time) (Grant, error) {
+func (c *Coordinator) giveUp(ctx context.Context, waiter uint64, ch chan *waitResult, sreq sema.Request, start time.Time) (Grant, error) {
 	c.mu.Lock()
 	if c.m.CancelWaiter(c.now(), waiter) {
 		delete(c.waiters, waiter)
@@ -225,7 +227,7 @@ func (c *Coordinator) giveUp(ctx context.Context, waiter uint64, ch chan waitRes
 			}
 			return Grant{}, lockedErr(err)
 		}
-		return c.granted(ctx, waitResult{grant: Grant{Lease: out.Lease, Limits: out.Limits}, b: b}, start)
+		return c.granted(ctx, &waitResult{grant: Grant{Lease: out.Lease, Limits: out.Limits}, b: b}, start)
 	}
 	c.mu.Unlock()
 	// Granted or failed just before we looked: the answer is in ch.
