@@ -74,6 +74,7 @@ func run(ctx context.Context, args []string, envURL string, stdout, stderr io.Wr
 	fs.StringVar(&cfg.Prefix, "prefix", "", "limit name prefix (default bench-<random>)")
 	fs.BoolVar(&cfg.Cleanup, "cleanup", cfg.Cleanup, "delete the limits afterwards")
 	fs.BoolVar(&cfg.JSON, "json", cfg.JSON, "print one JSON object per workload")
+	fs.BoolVar(&cfg.NetHTTP, "nethttp", cfg.NetHTTP, "send acquires and releases through Go's net/http client instead of the lean raw HTTP/1.1 client")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -52,6 +52,86 @@ type client struct {
 	limitsURL  string // …/v2/concurrency_limits/
 	acquireURL string
 	releaseURL string
+	// raw makes the workers' hot path use rawConn instead of hc.
+	raw bool
+}
+
+// pairer is a worker's own way to acquire and release.
+type pairer interface {
+	acquire(ctx context.Context, body []byte) (grant, error)
+	release(ctx context.Context, leaseID string) error
+	close()
+}
+
+// worker returns the hot-path client of one worker: a raw connection of its
+// own, or the shared http.Client.
+func (c *client) worker() pairer {
+	if c.raw {
+		if rc, err := newRawConn(c.acquireURL); err == nil {
+			return &rawPairer{c: rc, acquirePath: pathOf(c.acquireURL), releasePath: pathOf(c.releaseURL)}
+		}
+	}
+	return httpPairer{c}
+}
+
+type httpPairer struct{ *client }
+
+func (httpPairer) close() {}
+
+// rawPairer speaks the hot path over one rawConn.
+type rawPairer struct {
+	c                        *rawConn
+	acquirePath, releasePath string
+	body                     []byte
+}
+
+func (p *rawPairer) close() { p.c.close() }
+
+func (p *rawPairer) acquire(ctx context.Context, body []byte) (grant, error) {
+	ctx, cancel := context.WithTimeout(ctx, waitTimeoutSeconds*time.Second+requestSlack)
+	defer cancel()
+	code, resp, err := p.c.post(ctx, p.acquirePath, body)
+	if err != nil {
+		return grant{}, fmt.Errorf("acquire: %w", err)
+	}
+	switch code {
+	case http.StatusOK:
+	case http.StatusLocked:
+		return grant{}, errLocked
+	default:
+		return grant{}, &statusError{op: "acquire", code: code, body: strings.TrimSpace(string(resp))}
+	}
+	var g grant
+	if err := json.Unmarshal(resp, &g); err != nil {
+		return grant{}, fmt.Errorf("acquire: %w", err)
+	}
+	if g.LeaseID == "" {
+		return grant{}, errors.New("acquire: answer without lease_id")
+	}
+	return g, nil
+}
+
+func (p *rawPairer) release(ctx context.Context, leaseID string) error {
+	ctx, cancel := context.WithTimeout(ctx, shortTimeout)
+	defer cancel()
+	p.body = append(append(append(p.body[:0], `{"lease_id":`...), quote(leaseID)...), '}')
+	code, resp, err := p.c.post(ctx, p.releasePath, p.body)
+	if err != nil {
+		return fmt.Errorf("release %s: %w", leaseID, err)
+	}
+	if code/100 != 2 {
+		return &statusError{op: "release " + leaseID, code: code, body: strings.TrimSpace(string(resp))}
+	}
+	return nil
+}
+
+// pathOf returns the path of an absolute URL.
+func pathOf(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	return p.EscapedPath()
 }
 
 // newTransport returns a transport tuned for conns concurrent requests to

@@ -138,6 +138,8 @@ func drive(ctx context.Context, c *client, workers int, names [][]byte, holdFor,
 
 // work is one worker of drive.
 func work(ctx context.Context, c *client, w int, start time.Time, names [][]byte, holdFor, stop time.Duration) ([]attempt, tally) {
+	p := c.worker()
+	defer p.close()
 	var (
 		attempts []attempt
 		errs     tally
@@ -161,7 +163,7 @@ func work(ctx context.Context, c *client, w int, start time.Time, names [][]byte
 		}
 		body = appendAcquireBody(body[:0], names[a.limit], holder)
 		a.sent = time.Since(start)
-		g, err := c.acquire(ctx, body)
+		g, err := p.acquire(ctx, body)
 		a.done = time.Since(start)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -180,7 +182,7 @@ func work(ctx context.Context, c *client, w int, start time.Time, names [][]byte
 			pause(holdFor)
 		}
 		a.released = time.Since(start)
-		if err := c.release(ctx, g.LeaseID); err != nil {
+		if err := p.release(ctx, g.LeaseID); err != nil {
 			if ctx.Err() == nil {
 				errs.add(err)
 			}

@@ -1,0 +1,199 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// rawConn is one keep-alive HTTP/1.1 connection that speaks just enough of
+// the protocol for the workloads' hot path (POST a JSON body, read status
+// and body). A load generator must cost less than what it measures: Go's
+// http.Client spends about as much CPU per request as the server it
+// loads, which on a 2-core machine shared by both would measure the client.
+// Everything else (set-up, checks, clean-up) goes through net/http.
+type rawConn struct {
+	addr string // host:port to dial
+	host string // Host header
+	conn net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	body []byte // the last response body; reused
+}
+
+func newRawConn(base string) (*rawConn, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != "http" {
+		return nil, fmt.Errorf("raw client speaks http only, not %q", u.Scheme)
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "80")
+	}
+	return &rawConn{addr: addr, host: u.Host}, nil
+}
+
+func (r *rawConn) close() {
+	if r.conn != nil {
+		_ = r.conn.Close()
+		r.conn = nil
+	}
+}
+
+// post sends body to path and returns the status and the response body,
+// which stays valid until the next call. It dials when it has no
+// connection, and drops the connection on any error.
+func (r *rawConn) post(ctx context.Context, path string, body []byte) (int, []byte, error) {
+	if r.conn == nil {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", r.addr)
+		if err != nil {
+			return 0, nil, err
+		}
+		r.conn = c
+		r.br = bufio.NewReaderSize(c, 4096)
+		r.bw = bufio.NewWriterSize(c, 4096)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = r.conn.SetDeadline(dl)
+	} else {
+		_ = r.conn.SetDeadline(time.Time{})
+	}
+	conn := r.conn
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	code, err := r.exchange(path, body)
+	if !stop() || err != nil {
+		r.close()
+		if ctx.Err() != nil {
+			return 0, nil, ctx.Err()
+		}
+		if err == nil {
+			err = errors.New("interrupted")
+		}
+		return 0, nil, err
+	}
+	return code, r.body, nil
+}
+
+func (r *rawConn) exchange(path string, body []byte) (int, error) {
+	w := r.bw
+	w.WriteString("POST ")
+	w.WriteString(path)
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(r.host)
+	w.WriteString("\r\nContent-Type: application/json\r\nContent-Length: ")
+	w.WriteString(strconv.Itoa(len(body)))
+	w.WriteString("\r\n\r\n")
+	w.Write(body)
+	if err := w.Flush(); err != nil {
+		return 0, err
+	}
+	return r.readResponse()
+}
+
+// readResponse reads a status line, headers, and a body framed by
+// Content-Length or chunked encoding.
+func (r *rawConn) readResponse() (int, error) {
+	line, err := r.line()
+	if err != nil {
+		return 0, err
+	}
+	// "HTTP/1.1 200 OK"
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
+		return 0, fmt.Errorf("bad status line %q", line)
+	}
+	code, err := strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, fmt.Errorf("bad status line %q", line)
+	}
+	length, chunked, closing := -1, false, false
+	for {
+		h, err := r.line()
+		if err != nil {
+			return 0, err
+		}
+		if len(h) == 0 {
+			break
+		}
+		k, v, ok := bytes.Cut(h, []byte(":"))
+		if !ok {
+			return 0, fmt.Errorf("bad header %q", h)
+		}
+		v = bytes.TrimSpace(v)
+		switch {
+		case bytes.EqualFold(k, []byte("Content-Length")):
+			if length, err = strconv.Atoi(string(v)); err != nil || length < 0 {
+				return 0, fmt.Errorf("bad Content-Length %q", v)
+			}
+		case bytes.EqualFold(k, []byte("Transfer-Encoding")):
+			chunked = bytes.EqualFold(v, []byte("chunked"))
+		case bytes.EqualFold(k, []byte("Connection")):
+			closing = bytes.EqualFold(v, []byte("close"))
+		}
+	}
+	r.body = r.body[:0]
+	switch {
+	case chunked:
+		for {
+			l, err := r.line()
+			if err != nil {
+				return 0, err
+			}
+			if i := bytes.IndexByte(l, ';'); i >= 0 {
+				l = l[:i]
+			}
+			n, err := strconv.ParseInt(string(bytes.TrimSpace(l)), 16, 32)
+			if err != nil || n < 0 {
+				return 0, fmt.Errorf("bad chunk size %q", l)
+			}
+			if n == 0 {
+				if _, err := r.line(); err != nil { // the empty trailer
+					return 0, err
+				}
+				break
+			}
+			if err := r.readBody(int(n)); err != nil {
+				return 0, err
+			}
+			if _, err := r.line(); err != nil {
+				return 0, err
+			}
+		}
+	case length >= 0:
+		if err := r.readBody(length); err != nil {
+			return 0, err
+		}
+	case code == 204 || code == 304:
+	default:
+		return 0, errors.New("response without length")
+	}
+	if closing {
+		r.close()
+	}
+	return code, nil
+}
+
+func (r *rawConn) readBody(n int) error {
+	start := len(r.body)
+	r.body = append(r.body, make([]byte, n)...)
+	_, err := io.ReadFull(r.br, r.body[start:])
+	return err
+}
+
+func (r *rawConn) line() ([]byte, error) {
+	l, err := r.br.ReadSlice('\n')
+	if err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(l, "\r\n"), nil
+}
