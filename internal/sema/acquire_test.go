@@ -837,7 +837,7 @@ func TestTemplateNameReusedAfterDelete(t *testing.T) {
 	b.events()
 	// The old lease held the deleted limit; after a restart it must not
 	// count against the new limit of the same name.
-	r := b.store.restore(DefaultConfig())
+	r := b.store.restore(DefaultConfig(), at(time.Second))
 	v, err := r.LimitByName(at(time.Second), "resource:42", Full)
 	if err != nil {
 		t.Fatal(err)

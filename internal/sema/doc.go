@@ -1,5 +1,6 @@
 // Package sema is allot's core: a deterministic state machine of limits,
-// leases, first-in-first-out waiters, slot decay and fencing tokens.
+// leases, first-in-first-out waiters, slot decay, fencing tokens, and the
+// task runs and flow runs whose tags those limits govern.
 //
 // A Machine is a pure function of its state, the commands given to it and the
 // time passed in with each command. It owns no goroutines, does no I/O and
@@ -19,6 +20,15 @@
 //     its slots go to the next waiters in the same step.
 //   - Fencing: every grant takes the next value of one machine-wide counter,
 //     so tokens grow on every limit.
+//   - Runs: a task run or flow run is Running exactly while it holds a
+//     lease of its own, which takes one slot of every limit named by its
+//     tags ("tag:{tag}") or labels ("label:{label}") at once, except the
+//     limits whose slot an ancestor run holds: those it shares, so a child
+//     never waits for its own parent. A run that cannot start waits in the
+//     same first-in-first-out lines as any request (AwaitingConcurrency-
+//     Slot); one that never can (a limit of 0) fails at once. A run whose
+//     lease ends without the run saying it is done (expiry, revocation) is
+//     Crashed.
 //
 // Every change that must survive a restart is recorded as a Change, in
 // order; the caller drains them with Drain and makes them durable before it

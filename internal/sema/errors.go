@@ -13,6 +13,11 @@ var (
 	ErrLeaseNotFound = errors.New("lease not found - it may have expired or been revoked")
 	ErrNameTaken     = errors.New("a concurrency limit with this name already exists")
 	ErrWaiterGone    = errors.New("waiter not found")
+	ErrRunNotFound   = errors.New("run not found")
+	ErrRunExists     = errors.New("a run with this id already exists")
+	// ErrRunFinished reports a run in a final state, which holds nothing
+	// and can be neither heartbeated nor moved to another state.
+	ErrRunFinished = errors.New("run is in a final state")
 )
 
 // InvalidError reports a bad argument and the field it came from.
@@ -53,8 +58,31 @@ type LockedError struct {
 	RetryAfter time.Duration
 	// Blocking is the limit that decided RetryAfter.
 	Blocking string
+	// Full names the active limits of the request, in request order, that
+	// have no room or someone waiting: the ones it would wait for.
+	Full []string
 }
 
 func (e *LockedError) Error() string {
 	return fmt.Sprintf("concurrency limit %q is full", e.Blocking)
+}
+
+// TransitionError reports a run state change that the run's state does not
+// allow.
+type TransitionError struct {
+	From, To RunState
+	// Detail says why, for the caller to show.
+	Detail string
+}
+
+func (e *TransitionError) Error() string { return e.Detail }
+
+// ZeroLimitDetail is Prefect's text for a run that names a tag (or label)
+// whose limit is 0: it would wait forever, so it fails at once.
+func ZeroLimitDetail(kind RunKind, key string) string {
+	what := "task"
+	if kind == KindFlow {
+		what = "flow run"
+	}
+	return fmt.Sprintf("The concurrency limit on %s %q is 0 and will deadlock if the %s tries to run again.", kind.Noun(), key, what)
 }

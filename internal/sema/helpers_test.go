@@ -139,15 +139,16 @@ func eventKinds(es []Event) []EventKind {
 }
 
 // mapStore is the simplest durable store: the result of applying changes in
-// order to two maps, and the fencing high-water mark of the PutLeases.
+// order to three maps, and the fencing high-water mark of the PutLeases.
 type mapStore struct {
 	limits map[uuid.UUID]Limit
 	leases map[uuid.UUID]Lease
+	runs   map[uuid.UUID]Run
 	fence  uint64
 }
 
 func newMapStore() *mapStore {
-	return &mapStore{limits: map[uuid.UUID]Limit{}, leases: map[uuid.UUID]Lease{}}
+	return &mapStore{limits: map[uuid.UUID]Limit{}, leases: map[uuid.UUID]Lease{}, runs: map[uuid.UUID]Run{}}
 }
 
 func (s *mapStore) apply(cs []Change) {
@@ -164,14 +165,28 @@ func (s *mapStore) apply(cs []Change) {
 			s.fence = max(s.fence, l.Fence)
 		case DeleteLease:
 			delete(s.leases, c.ID)
+		case PutRun:
+			r := *c.Run
+			r.Tags, r.History = slices.Clone(r.Tags), slices.Clone(r.History)
+			s.runs[r.ID] = r
+		case DeleteRun:
+			delete(s.runs, c.ID)
 		default:
 			panic("unknown change kind")
 		}
 	}
 }
 
-// restore returns a new Machine loaded from the store.
-func (s *mapStore) restore(cfg Config) *Machine {
+// restore returns a new Machine loaded from the store at now.
+func (s *mapStore) restore(cfg Config, now time.Time) *Machine {
+	m := s.restoreLeases(cfg)
+	m.RestoreRuns(now, s.runList())
+	return m
+}
+
+// restoreLeases returns a new Machine loaded with the store's limits and
+// leases only.
+func (s *mapStore) restoreLeases(cfg Config) *Machine {
 	m := New(cfg)
 	ls := slices.SortedFunc(maps.Values(s.limits), func(a, b Limit) int { return slices.Compare(a.ID[:], b.ID[:]) })
 	ss := slices.SortedFunc(maps.Values(s.leases), func(a, b Lease) int { return slices.Compare(a.ID[:], b.ID[:]) })
@@ -180,6 +195,25 @@ func (s *mapStore) restore(cfg Config) *Machine {
 	}
 	m.Restore(ls, ss, s.fence)
 	return m
+}
+
+// runList returns the stored runs, ordered by id.
+func (s *mapStore) runList() []Run {
+	rs := slices.SortedFunc(maps.Values(s.runs), func(a, b Run) int { return slices.Compare(a.ID[:], b.ID[:]) })
+	for i := range rs {
+		rs[i].Tags, rs[i].History = slices.Clone(rs[i].Tags), slices.Clone(rs[i].History)
+	}
+	return rs
+}
+
+// runSet returns every run the machine keeps, ordered by id.
+func runSet(m *Machine) []Run {
+	out := []Run{}
+	for _, r := range m.runs {
+		out = append(out, r.snapshot())
+	}
+	slices.SortFunc(out, func(a, b Run) int { return slices.Compare(a.ID[:], b.ID[:]) })
+	return out
 }
 
 // durableViews returns every limit's Summary view at now, without what is
@@ -218,13 +252,18 @@ func leaseSet(m *Machine) []Lease {
 
 // diffRestored reports how a machine restored from the store differs from m.
 func diffRestored(m *Machine, s *mapStore, now time.Time) string {
-	r := s.restore(m.cfg)
+	// Without the runs: restoring them may move them on (a waiting run
+	// that fits once the other waiters are gone starts).
+	r := s.restoreLeases(m.cfg)
 	opts := cmp.Options{cmpopts.EquateEmpty(), cmpopts.EquateApprox(0, 1e-6)}
 	if d := cmp.Diff(durableViews(m, now), durableViews(r, now), opts); d != "" {
 		return "limits (-live +restored):\n" + d
 	}
 	if d := cmp.Diff(leaseSet(m), leaseSet(r), opts); d != "" {
 		return "leases (-live +restored):\n" + d
+	}
+	if d := cmp.Diff(runSet(m), s.runList(), opts); d != "" {
+		return "runs (-live +stored):\n" + d
 	}
 	if r.Fence() > m.Fence() {
 		return "restored fence is higher than the live one"

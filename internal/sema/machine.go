@@ -45,6 +45,7 @@ type leaseState struct {
 	Lease
 	limits  []*limitState // limits[i] is Holds[i]'s limit
 	heapIdx int
+	run     *runState // the run that holds it, if a run does
 }
 
 // Machine is the state machine. It is not safe for concurrent use; its
@@ -64,6 +65,10 @@ type Machine struct {
 	changes   []Change
 	events    []Event
 	soft      []*limitState
+
+	runs     map[uuid.UUID]*runState
+	runSeq   uint64   // the WaitSeq of the run that joined the line last
+	finished runQueue // runs in a final state, in the order they finished
 }
 
 // New returns an empty Machine. Zero settings in cfg take DefaultConfig's.
@@ -84,6 +89,7 @@ func New(cfg Config) *Machine {
 		byName:  make(map[string]*limitState),
 		leases:  make(map[uuid.UUID]*leaseState),
 		waiters: make(map[uint64]*waiter),
+		runs:    make(map[uuid.UUID]*runState),
 	}
 }
 
@@ -301,14 +307,14 @@ func (m *Machine) UpdateLimit(now time.Time, id uuid.UUID, p LimitPatch) (Limit,
 	l.Updated = now
 	m.putLimit(l)
 	m.events = append(m.events, Event{Kind: LimitChanged, Limits: []LimitRef{l.ref()}})
-	m.pump(now, append(m.failHopeless(l), l))
+	m.pump(now, append(m.failHopeless(now, l), l))
 	return l.Limit, nil
 }
 
 // failHopeless removes the waiters of l that l can never grant. It returns
 // the limits those waiters stood in line for, whose next waiters may now be
 // granted.
-func (m *Machine) failHopeless(l *limitState) []*limitState {
+func (m *Machine) failHopeless(now time.Time, l *limitState) []*limitState {
 	var freed []*limitState
 	if !l.Active {
 		return nil
@@ -327,6 +333,10 @@ func (m *Machine) failHopeless(l *limitState) []*limitState {
 		}
 		m.removeWaiter(w)
 		m.events = append(m.events, Event{Kind: WaiterFailed, WaiterID: w.id, Err: err})
+		if r := w.run; r != nil {
+			r.waiter = nil
+			m.transition(now, r, Failed, neverMessage(r, err))
+		}
 		freed = append(freed, w.limits...)
 	}
 	return freed
@@ -487,6 +497,12 @@ func (m *Machine) Acquire(now time.Time, req Request) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, err
 	}
+	return m.admit(now, req, ls, nil)
+}
+
+// admit grants req on ls now, queues it or refuses it. A request of a run
+// (r not nil) stands in line for r.
+func (m *Machine) admit(now time.Time, req Request, ls []*limitState, r *runState) (Outcome, error) {
 	var over, nodecay []string
 	blocked := false
 	for _, l := range ls {
@@ -517,7 +533,7 @@ func (m *Machine) Acquire(now time.Time, req Request) (Outcome, error) {
 		return Outcome{}, m.refuse(now, req, ls)
 	}
 	m.lastWait++
-	w := &waiter{id: m.lastWait, req: req, since: now, limits: ls, nodes: make([]qnode, len(ls))}
+	w := &waiter{id: m.lastWait, req: req, since: now, limits: ls, nodes: make([]qnode, len(ls)), run: r}
 	pos := 0
 	for i, l := range ls {
 		w.nodes[i].w = w
@@ -561,14 +577,18 @@ func (m *Machine) refuse(now time.Time, req Request, ls []*limitState) error {
 	} else {
 		wait = worst / b.SlotDecayPerSecond
 	}
+	var full []string
 	for _, l := range ls {
 		if l.Active {
 			l.Denied += float64(req.Slots)
 			m.markSoft(l)
+			if l.queue.n > 0 || !fits(now, l, req.Slots) {
+				full = append(full, l.Name)
+			}
 		}
 	}
 	wait = min(wait, 24*3600) // a day is as far as any answer should point
-	return &LockedError{RetryAfter: time.Duration(wait * float64(time.Second)), Blocking: b.Name}
+	return &LockedError{RetryAfter: time.Duration(wait * float64(time.Second)), Blocking: b.Name, Full: full}
 }
 
 // grant takes the slots for req on ls and records the lease.
@@ -663,11 +683,18 @@ func (m *Machine) Release(now time.Time, id uuid.UUID) bool {
 	if ll == nil {
 		return false
 	}
+	return m.release(now, ll, "its lease was released through the lease API")
+}
+
+// release releases ll, or expires it if its time is up. A run that held
+// it is Crashed with why as its message: it did not say it was done.
+func (m *Machine) release(now time.Time, ll *leaseState, why string) bool {
 	if !now.Before(ll.Expires) {
 		m.expire(now, ll)
 		return false
 	}
 	m.events = append(m.events, Event{Kind: Released, Lease: ll.Lease, Limits: refs(ll.limits)})
+	m.lostLease(now, ll, why)
 	m.pump(now, m.dropLease(now, ll))
 	return true
 }
@@ -695,6 +722,7 @@ func (m *Machine) Renew(now time.Time, id uuid.UUID, d time.Duration) (Lease, er
 
 func (m *Machine) expire(now time.Time, ll *leaseState) {
 	m.events = append(m.events, Event{Kind: Expired, Lease: ll.Lease, Limits: refs(ll.limits)})
+	m.lostLease(now, ll, "lease expired: no heartbeat for "+strconv.FormatFloat(ll.Duration.Seconds(), 'g', -1, 64)+"s")
 	m.pump(now, m.dropLease(now, ll))
 }
 
@@ -788,10 +816,12 @@ func cmpUint(a, b uint64) int {
 }
 
 // CancelWaiter removes a waiter that gave up. It reports whether the waiter
-// was still waiting; false means it was granted or failed already.
+// was still waiting; false means it was granted or failed already. A run's
+// place in line is not a waiter's to give up (a run leaves the line by
+// changing state), so CancelWaiter leaves it and reports false.
 func (m *Machine) CancelWaiter(now time.Time, id uint64) bool {
 	w := m.waiters[id]
-	if w == nil {
+	if w == nil || w.run != nil {
 		return false
 	}
 	m.removeWaiter(w)
@@ -856,8 +886,12 @@ func (m *Machine) pump(now time.Time, work []*limitState) {
 			}
 			m.removeWaiter(w)
 			live := slices.DeleteFunc(slices.Clone(w.limits), func(l *limitState) bool { return l.deleted })
-			m.grant(now, w.req, live)
+			lease := m.grant(now, w.req, live)
 			m.events[len(m.events)-1].WaiterID = w.id
+			if r := w.run; r != nil {
+				r.waiter = nil
+				m.started(now, r, m.leases[lease.ID])
+			}
 			work = append(work, live...)
 			if !scan {
 				n = l.queue.head

@@ -97,6 +97,121 @@ func (s *propState) actions() map[string]func(*rapid.T) {
 		"CancelWaiter": s.cancel,
 		"Tick":         s.doTick,
 		"Decrement":    s.decrement,
+		"CreateRun":    s.createRun,
+		"CreateRun2":   s.createRun,
+		"StartRun":     s.startRun,
+		"StartRun2":    s.startRun,
+		"FinishRun":    s.finishRun,
+		"Heartbeat":    s.heartbeat,
+		"Revoke":       s.revoke,
+	}
+}
+
+// propRunTags are the tags runs draw from: "tag:d" may exist as a limit,
+// "tag:e" never does (an unlimited tag).
+var propRunTags = []string{"d", "d", "e"}
+
+func (s *propState) pickRun(t *rapid.T) *runState {
+	ids := slices.SortedFunc(maps.Keys(s.m.runs), func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
+	if len(ids) == 0 {
+		t.Skip("no runs")
+	}
+	return s.m.runs[rapid.SampledFrom(ids).Draw(t, "run")]
+}
+
+func (s *propState) createRun(t *rapid.T) {
+	s.begin(t)
+	spec := RunSpec{
+		ID:            s.id('r'),
+		Kind:          KindTask,
+		Tags:          rapid.SliceOfN(rapid.SampledFrom(propRunTags), 0, 2).Draw(t, "tags"),
+		LeaseDuration: time.Duration(rapid.IntRange(1, 20).Draw(t, "lease_s")) * time.Second,
+	}
+	if rapid.IntRange(0, 3).Draw(t, "cancel_new") == 0 {
+		spec.CollisionStrategy = CancelNew
+	}
+	if len(s.m.runs) > 0 && rapid.Bool().Draw(t, "nested") {
+		spec.ParentID = s.pickRun(t).ID
+	}
+	if _, err := s.m.CreateRun(s.now, spec); err != nil {
+		t.Fatalf("CreateRun: %v", err)
+	}
+}
+
+func (s *propState) startRun(t *rapid.T) {
+	s.begin(t)
+	r := s.pickRun(t)
+	before := r.State
+	// Which limits of its tags a Running ancestor holds: the run must
+	// never wait for those (no self-deadlock).
+	shared := map[*limitState]bool{}
+	for _, tag := range r.Tags {
+		if l := s.m.byName[r.Kind.LimitPrefix()+tag]; l != nil && s.m.holdingAncestor(r, l) != nil {
+			shared[l] = true
+		}
+	}
+	got, err := s.m.SetRunState(s.now, r.ID, Running, "")
+	var te *TransitionError
+	switch {
+	case errors.As(err, &te):
+		if !te.From.IsFinal() {
+			t.Fatalf("refused Running from %v: %v", te.From, err)
+		}
+		return
+	case err != nil:
+		t.Fatalf("SetRunState(Running): %v", err)
+	}
+	if before == Pending && got.State == AwaitingConcurrencySlot {
+		w := r.waiter
+		for _, l := range w.limits {
+			if shared[l] {
+				t.Fatalf("run waits for %s, whose slot its ancestor holds", l.Name)
+			}
+		}
+		if s.waiters[w.id] != nil {
+			t.Fatalf("waiter id %d reused", w.id)
+		}
+		pw := &propWaiter{req: w.req}
+		for _, l := range w.limits {
+			pw.limits = append(pw.limits, l.ID)
+			s.queues[l.ID] = append(s.queues[l.ID], w.id)
+		}
+		s.waiters[w.id] = pw
+	}
+}
+
+func (s *propState) finishRun(t *rapid.T) {
+	s.begin(t)
+	r := s.pickRun(t)
+	var w uint64
+	if r.waiter != nil {
+		w = r.waiter.id
+	}
+	to := rapid.SampledFrom([]RunState{Completed, Completed, Failed, Crashed, Cancelled}).Draw(t, "state")
+	_, err := s.m.SetRunState(s.now, r.ID, to, "")
+	var te *TransitionError
+	if err != nil && !(errors.As(err, &te) && te.From.IsFinal()) {
+		t.Fatalf("SetRunState(%v): %v", to, err)
+	}
+	if w != 0 && r.waiter == nil && r.State.IsFinal() {
+		s.dropWaiter(w)
+	}
+}
+
+func (s *propState) heartbeat(t *rapid.T) {
+	s.begin(t)
+	r := s.pickRun(t)
+	_, err := s.m.HeartbeatRun(s.now, r.ID)
+	if r.State.IsFinal() != errors.Is(err, ErrRunFinished) || (err != nil && !errors.Is(err, ErrRunFinished)) {
+		t.Fatalf("HeartbeatRun of a %v run: %v", r.State, err)
+	}
+}
+
+func (s *propState) revoke(t *rapid.T) {
+	s.begin(t)
+	l := s.pickLimit(t)
+	if _, err := s.m.RevokeLimitLeases(s.now, l.ID, "revoked"); err != nil {
+		t.Fatalf("RevokeLimitLeases: %v", err)
 	}
 }
 
@@ -350,10 +465,15 @@ func (s *propState) cancel(t *rapid.T) {
 	ids = append(ids, 1<<40)
 	id := rapid.SampledFrom(ids).Draw(t, "waiter")
 	_, want := s.waiters[id]
+	if w := s.m.waiters[id]; w != nil && w.run != nil {
+		want = false // a run leaves the line by changing state
+	}
 	if got := s.m.CancelWaiter(s.now, id); got != want {
 		t.Fatalf("CancelWaiter(%d) = %v, want %v", id, got, want)
 	}
-	s.dropWaiter(id)
+	if want {
+		s.dropWaiter(id)
+	}
 }
 
 func (s *propState) doTick(t *rapid.T) {
@@ -487,6 +607,7 @@ func (s *propState) check(t *rapid.T) {
 			t.Fatalf("%s: line %v, want %v", l.Name, line, s.queues[l.ID])
 		}
 	}
+	checkRuns(t, s.m)
 	if n, w := s.m.Counts(); n != len(s.store.leases) || w != len(s.waiters) {
 		t.Fatalf("Counts = %d leases %d waiters, want %d %d", n, w, len(s.store.leases), len(s.waiters))
 	}
@@ -503,9 +624,43 @@ func (s *propState) check(t *rapid.T) {
 		s.checkLiveness(t, false)
 	}
 
-	// (g) a restart restores the same limits and leases.
+	// (g) a restart restores the same limits, leases and runs, and the
+	// runs it puts back in line are consistent.
 	if d := diffRestored(s.m, s.store, s.now); d != "" {
 		t.Fatal(d)
+	}
+	checkRuns(t, s.store.restore(s.m.cfg, s.now))
+}
+
+// checkRuns checks that runs and their leases and waiters agree: a run is
+// Running exactly when it holds a live lease of its own, and waiting
+// exactly when it stands in line.
+func checkRuns(t *rapid.T, m *Machine) {
+	for _, r := range m.runs {
+		switch r.State {
+		case Running:
+			if r.lease == nil || r.lease.run != r || m.leases[r.lease.ID] != r.lease || r.waiter != nil {
+				t.Fatalf("Running run %s without its lease", r.ID)
+			}
+		case AwaitingConcurrencySlot:
+			if r.waiter == nil || r.waiter.run != r || m.waiters[r.waiter.id] != r.waiter || r.lease != nil {
+				t.Fatalf("waiting run %s not in line", r.ID)
+			}
+		default:
+			if r.lease != nil || r.waiter != nil {
+				t.Fatalf("%v run %s holds a lease or waits", r.State, r.ID)
+			}
+		}
+	}
+	for _, ll := range m.leases {
+		if ll.run != nil && (ll.run.lease != ll || m.runs[ll.run.ID] != ll.run) {
+			t.Fatalf("lease %s names a run that does not hold it", ll.ID)
+		}
+	}
+	for _, w := range m.waiters {
+		if w.run != nil && w.run.waiter != w {
+			t.Fatalf("waiter %d names a run that does not wait", w.id)
+		}
 	}
 }
 

@@ -10,7 +10,8 @@ type waiter struct {
 	req    Request
 	since  time.Time
 	limits []*limitState
-	nodes  []qnode // nodes[i] stands in limits[i].queue
+	nodes  []qnode   // nodes[i] stands in limits[i].queue
+	run    *runState // the run waiting, if a run is
 }
 
 type qnode struct {

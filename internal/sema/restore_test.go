@@ -44,7 +44,7 @@ func TestRestore(t *testing.T) {
 	if d := diffRestored(b.m, b.store, now); d != "" {
 		t.Fatal(d)
 	}
-	r := b.store.restore(DefaultConfig())
+	r := b.store.restore(DefaultConfig(), now)
 	if r.Fence() != b.m.Fence() {
 		t.Errorf("restored Fence %d, want %d", r.Fence(), b.m.Fence())
 	}

@@ -104,6 +104,8 @@ const (
 	DeleteLimit
 	PutLease
 	DeleteLease
+	PutRun
+	DeleteRun
 )
 
 // Change is one durable effect of a command, to be applied in order.
@@ -111,7 +113,9 @@ type Change struct {
 	Kind  ChangeKind
 	Limit Limit     // PutLimit
 	Lease Lease     // PutLease
-	ID    uuid.UUID // DeleteLimit, DeleteLease
+	ID    uuid.UUID // DeleteLimit, DeleteLease, DeleteRun
+	// Run is a snapshot of the run (PutRun), never changed afterwards.
+	Run *Run
 }
 
 // EventKind says what an Event reports.
@@ -130,6 +134,11 @@ const (
 	Expired
 	// LimitChanged: a limit was created, updated or deleted.
 	LimitChanged
+	// Revoked: a lease was taken away by an operator (a reset of its
+	// limit) and its slots were returned.
+	Revoked
+	// RunChanged: a run was created or changed state.
+	RunChanged
 )
 
 // Event is something that happened in a command, for the caller to act on
@@ -141,6 +150,7 @@ type Event struct {
 	Limits   []LimitRef
 	Err      error // WaiterFailed
 	Deleted  bool  // LimitChanged
+	Run      *Run  // RunChanged: a snapshot of the run
 }
 
 // LimitRef names a limit in answers.
