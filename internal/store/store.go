@@ -20,6 +20,7 @@ import (
 type State struct {
 	Limits []sema.Limit
 	Leases []sema.Lease
+	Runs   []sema.Run
 	// Fence is the highest fencing token ever committed.
 	Fence uint64
 }
@@ -31,8 +32,8 @@ type State struct {
 // store fails its whole batch, and the coordinator then stops.
 type Store interface {
 	// Load returns the committed state: every limit, every lease (expired
-	// ones included; the caller expires them) and the fencing high-water
-	// mark.
+	// ones included; the caller expires them), every run and the fencing
+	// high-water mark.
 	Load(ctx context.Context) (State, error)
 	// Commit applies changes in order, atomically: after a crash either all
 	// of them are visible to Load or none is. It returns only once they are

@@ -25,6 +25,7 @@ type Store struct {
 	closed  bool
 	limits  map[uuid.UUID]sema.Limit
 	leases  map[uuid.UUID]sema.Lease
+	runs    map[uuid.UUID]sema.Run
 	fence   uint64
 	fail    error
 	commits int
@@ -32,7 +33,7 @@ type Store struct {
 
 // New returns an empty Store.
 func New() *Store {
-	return &Store{limits: make(map[uuid.UUID]sema.Limit), leases: make(map[uuid.UUID]sema.Lease)}
+	return &Store{limits: make(map[uuid.UUID]sema.Limit), leases: make(map[uuid.UUID]sema.Lease), runs: make(map[uuid.UUID]sema.Run)}
 }
 
 // Fail makes every later Commit return err (nil: succeed again).
@@ -55,7 +56,7 @@ func (s *Store) Reopen() *Store {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	return &Store{limits: maps.Clone(s.limits), leases: maps.Clone(s.leases), fence: s.fence}
+	return &Store{limits: maps.Clone(s.limits), leases: maps.Clone(s.leases), runs: maps.Clone(s.runs), fence: s.fence}
 }
 
 // Load implements store.Store.
@@ -75,7 +76,22 @@ func (s *Store) Load(ctx context.Context) (store.State, error) {
 	for _, id := range slices.SortedFunc(maps.Keys(s.leases), func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) }) {
 		st.Leases = append(st.Leases, cloneLease(s.leases[id]))
 	}
+	for _, id := range slices.SortedFunc(maps.Keys(s.runs), func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) }) {
+		st.Runs = append(st.Runs, cloneRun(s.runs[id]))
+	}
 	return st, nil
+}
+
+// cloneRun copies what a run shares with its caller, and puts its times in
+// UTC as a durable backend returns them.
+func cloneRun(r sema.Run) sema.Run {
+	r.Tags = slices.Clone(r.Tags)
+	r.History = slices.Clone(r.History)
+	for i := range r.History {
+		r.History[i].At = utc(r.History[i].At)
+	}
+	r.Created, r.Updated = utc(r.Created), utc(r.Updated)
+	return r
 }
 
 // cloneLease copies what a lease shares with its caller, and puts its times
@@ -141,7 +157,11 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 		switch c.Kind {
 		case sema.PutLimit, sema.DeleteLimit:
 			limitChanges = true
-		case sema.PutLease, sema.DeleteLease:
+		case sema.PutLease, sema.DeleteLease, sema.DeleteRun:
+		case sema.PutRun:
+			if c.Run == nil {
+				return fmt.Errorf("change %d: %w", i, errNoRun)
+			}
 		default:
 			return fmt.Errorf("change %d: %w", i, errUnknownKind)
 		}
@@ -163,6 +183,10 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 			s.fence = max(s.fence, l.Fence)
 		case sema.DeleteLease:
 			delete(s.leases, c.ID)
+		case sema.PutRun:
+			s.runs[c.Run.ID] = cloneRun(*c.Run)
+		case sema.DeleteRun:
+			delete(s.runs, c.ID)
 		}
 	}
 	s.commits++
@@ -172,6 +196,7 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 var (
 	errUnknownKind = errors.New("unknown change kind")
 	errNameTaken   = errors.New("name taken by another limit")
+	errNoRun       = errors.New("put run without a run")
 )
 
 // Close implements store.Store.

@@ -132,3 +132,116 @@ func boolArg(b bool) int64 {
 	}
 	return 0
 }
+
+// uuidArg encodes an optional id: NULL for the zero UUID.
+func uuidArg(id uuid.UUID) any {
+	if id == uuid.Nil {
+		return nil
+	}
+	return id[:]
+}
+
+func scanUUID(b []byte) (uuid.UUID, error) {
+	if b == nil {
+		return uuid.Nil, nil
+	}
+	return uuid.FromBytes(b)
+}
+
+// historyEntry is one entry of a run's history as the history column holds
+// it.
+type historyEntry struct {
+	State   string `json:"state"`
+	At      *int64 `json:"at"`
+	Message string `json:"message"`
+}
+
+// historyArg encodes a run's history as a JSON array, oldest first. Times
+// are nanoseconds, null for the zero time, and out of range as for timeArg.
+func historyArg(h []sema.StateEntry) (string, error) {
+	out := make([]historyEntry, len(h))
+	for i, e := range h {
+		s, err := runStateArg(e.State)
+		if err != nil {
+			return "", fmt.Errorf("history %d: %w", i, err)
+		}
+		at, err := timeArg(e.At)
+		if err != nil {
+			return "", fmt.Errorf("history %d: %w", i, err)
+		}
+		out[i] = historyEntry{State: s, Message: e.Message}
+		if at != nil {
+			ns := at.(int64)
+			out[i].At = &ns
+		}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return "", fmt.Errorf("encode history: %w", err)
+	}
+	return string(b), nil
+}
+
+func scanHistory(s string) ([]sema.StateEntry, error) {
+	var in []historyEntry
+	if err := json.Unmarshal([]byte(s), &in); err != nil {
+		return nil, fmt.Errorf("decode history: %w", err)
+	}
+	var out []sema.StateEntry
+	for i, e := range in {
+		st, ok := sema.ParseRunState(e.State)
+		if !ok {
+			return nil, fmt.Errorf("history %d: unknown state %q", i, e.State)
+		}
+		var at time.Time
+		if e.At != nil {
+			at = time.Unix(0, *e.At).UTC()
+		}
+		out = append(out, sema.StateEntry{State: st, At: at, Message: e.Message})
+	}
+	return out, nil
+}
+
+// tagsArg encodes tags as a JSON array of strings.
+func tagsArg(tags []string) (string, error) {
+	if tags == nil {
+		tags = []string{}
+	}
+	b, err := json.Marshal(tags)
+	if err != nil {
+		return "", fmt.Errorf("encode tags: %w", err)
+	}
+	return string(b), nil
+}
+
+func scanTags(s string) ([]string, error) {
+	var tags []string
+	if err := json.Unmarshal([]byte(s), &tags); err != nil {
+		return nil, fmt.Errorf("decode tags: %w", err)
+	}
+	if len(tags) == 0 {
+		return nil, nil
+	}
+	return tags, nil
+}
+
+func runStateArg(s sema.RunState) (string, error) {
+	if _, ok := sema.ParseRunState(s.String()); !ok {
+		return "", fmt.Errorf("unknown run state %d", s)
+	}
+	return s.String(), nil
+}
+
+func runKindArg(k sema.RunKind) (string, error) {
+	if _, ok := sema.ParseRunKind(k.String()); !ok {
+		return "", fmt.Errorf("unknown run kind %d", k)
+	}
+	return k.String(), nil
+}
+
+func strategyArg(c sema.CollisionStrategy) (string, error) {
+	if c != sema.Enqueue && c != sema.CancelNew {
+		return "", fmt.Errorf("unknown collision strategy %d", c)
+	}
+	return c.String(), nil
+}

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+
+	"github.com/allot-dev/allot/internal/sema"
 )
 
 // openDB opens a bare database in a new directory with the store's
@@ -137,7 +140,7 @@ func TestEmbeddedMigrations(t *testing.T) {
 	if v != len(ms) {
 		t.Errorf("version = %d, want %d", v, len(ms))
 	}
-	want := []string{"leases", "limits", "meta", "schema_migrations"}
+	want := []string{"leases", "limits", "meta", "runs", "schema_migrations"}
 	if diff := cmp.Diff(want, tables(t, db)); diff != "" {
 		t.Errorf("tables mismatch (-want +got):\n%s", diff)
 	}
@@ -301,5 +304,45 @@ func TestSynchronous(t *testing.T) {
 				t.Errorf("synchronous = %d, want %d", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestOpenUpgradesFirstSchema checks that a database written before runs
+// existed (schema version 1) opens with its limits and leases, and takes
+// runs from then on.
+func TestOpenUpgradesFirstSchema(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ms, err := readMigrations(migrationFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := openDBAt(t, filepath.Join(dir, FileName))
+	if v, err := migrate(t.Context(), db, ms[:1], fixedNow); err != nil || v != 1 {
+		t.Fatalf("migrate to 1 = %d, %v", v, err)
+	}
+	id := uuid.New()
+	if _, err := db.ExecContext(t.Context(), upsertLimit, id[:], "tag:db", 3, 1, 0.0, 2.0, nil, nil, 0.0, 0.0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := Open(t.Context(), dir, Options{})
+	if err != nil {
+		t.Fatalf("Open of a version 1 database: %v", err)
+	}
+	defer s.Close()
+	st, err := s.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Limits) != 1 || st.Limits[0].ID != id || len(st.Runs) != 0 {
+		t.Fatalf("loaded %+v, want the one limit and no runs", st)
+	}
+	run := sema.Run{ID: uuid.New(), Kind: sema.KindTask, State: sema.Pending, Tags: []string{"db"}}
+	if err := s.Commit(t.Context(), []sema.Change{{Kind: sema.PutRun, Run: &run}}); err != nil {
+		t.Fatalf("commit a run after the upgrade: %v", err)
 	}
 }

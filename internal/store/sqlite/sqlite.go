@@ -7,8 +7,8 @@
 //
 // The data directory's database file and its write-ahead log; the schema,
 // brought up to date by the numbered migrations embedded in the binary
-// (migrations/NNNN_name.sql); and the encodings of limits and leases in
-// that schema (see encode.go).
+// (migrations/NNNN_name.sql); and the encodings of limits, leases and runs
+// in that schema (see encode.go).
 //
 // # Invariants
 //
@@ -85,6 +85,7 @@ type Store struct {
 	fence  uint64 // meta.fence as of the last commit
 
 	upsertLimit, deleteLimit, upsertLease, deleteLease, setFence *sql.Stmt
+	upsertRun, deleteRun                                         *sql.Stmt
 }
 
 var _ store.Store = (*Store)(nil)
@@ -101,6 +102,9 @@ FROM limits ORDER BY name`
        created, duration, expires, fence
 FROM leases ORDER BY id`
 	selectFence = `SELECT value FROM meta WHERE key = 'fence'`
+	selectRuns  = `SELECT id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
+       lease_id, fence, wait_seq, created, updated
+FROM runs ORDER BY id`
 
 	upsertLimit = `INSERT INTO limits (id, name, slot_limit, active, slot_decay_per_second, avg_slot_occupancy_seconds,
     created, updated, level, denied, decay_at)
@@ -134,6 +138,25 @@ ON CONFLICT (id) DO UPDATE SET
     expires = excluded.expires,
     fence = excluded.fence`
 	deleteLease = `DELETE FROM leases WHERE id = ?`
+
+	upsertRun = `INSERT INTO runs (id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
+    lease_id, fence, wait_seq, created, updated)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    kind = excluded.kind,
+    name = excluded.name,
+    tags = excluded.tags,
+    parent_id = excluded.parent_id,
+    state = excluded.state,
+    history = excluded.history,
+    collision_strategy = excluded.collision_strategy,
+    lease_duration = excluded.lease_duration,
+    lease_id = excluded.lease_id,
+    fence = excluded.fence,
+    wait_seq = excluded.wait_seq,
+    created = excluded.created,
+    updated = excluded.updated`
+	deleteRun = `DELETE FROM runs WHERE id = ?`
 
 	setFence = `UPDATE meta SET value = ? WHERE key = 'fence'`
 	rollback = `ROLLBACK`
@@ -252,6 +275,8 @@ func (s *Store) init(ctx context.Context) error {
 		{&s.upsertLease, upsertLease},
 		{&s.deleteLease, deleteLease},
 		{&s.setFence, setFence},
+		{&s.upsertRun, upsertRun},
+		{&s.deleteRun, deleteRun},
 	} {
 		if *p.stmt, err = s.db.PrepareContext(ctx, p.query); err != nil {
 			return fmt.Errorf("prepare: %w", err)
@@ -314,6 +339,9 @@ func (s *Store) Load(ctx context.Context) (store.State, error) {
 	}
 	if st.Leases, err = loadLeases(ctx, tx); err != nil {
 		return store.State{}, fmt.Errorf("load leases: %w", err)
+	}
+	if st.Runs, err = loadRuns(ctx, tx); err != nil {
+		return store.State{}, fmt.Errorf("load runs: %w", err)
 	}
 	var v int64
 	if err := tx.QueryRowContext(ctx, selectFence).Scan(&v); err != nil {
@@ -393,6 +421,58 @@ func loadLeases(ctx context.Context, tx *sql.Tx) ([]sema.Lease, error) {
 	return out, rows.Err()
 }
 
+func loadRuns(ctx context.Context, tx *sql.Tx) ([]sema.Run, error) {
+	rows, err := tx.QueryContext(ctx, selectRuns)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sema.Run
+	for rows.Next() {
+		var (
+			r                                 sema.Run
+			id, parent, lease                 []byte
+			kind, tags, state, history, strat string
+			duration, fence, waitSeq          int64
+			created, updated                  sql.Null[int64]
+		)
+		if err := rows.Scan(&id, &kind, &r.Name, &tags, &parent, &state, &history, &strat, &duration,
+			&lease, &fence, &waitSeq, &created, &updated); err != nil {
+			return nil, err
+		}
+		if r.ID, err = uuid.FromBytes(id); err != nil {
+			return nil, fmt.Errorf("run id: %w", err)
+		}
+		var ok bool
+		if r.Kind, ok = sema.ParseRunKind(kind); !ok {
+			return nil, fmt.Errorf("run %s: unknown kind %q", r.ID, kind)
+		}
+		if r.State, ok = sema.ParseRunState(state); !ok {
+			return nil, fmt.Errorf("run %s: unknown state %q", r.ID, state)
+		}
+		if r.CollisionStrategy, ok = sema.ParseCollisionStrategy(strat); !ok || strat == "" {
+			return nil, fmt.Errorf("run %s: unknown collision strategy %q", r.ID, strat)
+		}
+		if r.Tags, err = scanTags(tags); err != nil {
+			return nil, fmt.Errorf("run %s: %w", r.ID, err)
+		}
+		if r.History, err = scanHistory(history); err != nil {
+			return nil, fmt.Errorf("run %s: %w", r.ID, err)
+		}
+		if r.ParentID, err = scanUUID(parent); err != nil {
+			return nil, fmt.Errorf("run %s: parent id: %w", r.ID, err)
+		}
+		if r.LeaseID, err = scanUUID(lease); err != nil {
+			return nil, fmt.Errorf("run %s: lease id: %w", r.ID, err)
+		}
+		r.LeaseDuration = time.Duration(duration)
+		r.Fence, r.WaitSeq = scanFence(fence), scanFence(waitSeq)
+		r.Created, r.Updated = scanTime(created), scanTime(updated)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
 // Commit applies changes in order in one transaction and returns once it is
 // durable. A change of an unknown kind, a limit whose name another limit
 // has, or a value the schema cannot hold (a time outside the years 1678 to
@@ -439,6 +519,10 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) (err error) {
 			fence = max(fence, c.Lease.Fence)
 		case sema.DeleteLease:
 			_, err = b.stmt(&b.deleteLease, s.deleteLease).Exec(c.ID[:])
+		case sema.PutRun:
+			err = b.putRun(c.Run)
+		case sema.DeleteRun:
+			_, err = b.stmt(&b.deleteRun, s.deleteRun).Exec(c.ID[:])
 		default:
 			return fmt.Errorf("commit: change %d of %d: unknown kind %d", i+1, len(changes), c.Kind)
 		}
@@ -472,6 +556,13 @@ func describe(c *sema.Change) string {
 		return "put lease " + c.Lease.ID.String()
 	case sema.DeleteLease:
 		return "delete lease " + c.ID.String()
+	case sema.PutRun:
+		if c.Run == nil {
+			return "put run (none)"
+		}
+		return "put run " + c.Run.ID.String()
+	case sema.DeleteRun:
+		return "delete run " + c.ID.String()
 	}
 	return fmt.Sprintf("kind %d", c.Kind)
 }
@@ -482,6 +573,7 @@ type batch struct {
 	s                                                  *Store
 	tx                                                 *sql.Tx
 	upsertLimit, deleteLimit, upsertLease, deleteLease *sql.Stmt
+	upsertRun, deleteRun                               *sql.Stmt
 }
 
 func (b *batch) stmt(bound **sql.Stmt, st *sql.Stmt) *sql.Stmt {
@@ -532,6 +624,43 @@ func (b *batch) putLease(l *sema.Lease) error {
 	return err
 }
 
+func (b *batch) putRun(r *sema.Run) error {
+	if r == nil {
+		return errors.New("no run")
+	}
+	kind, err := runKindArg(r.Kind)
+	if err != nil {
+		return err
+	}
+	state, err := runStateArg(r.State)
+	if err != nil {
+		return err
+	}
+	strategy, err := strategyArg(r.CollisionStrategy)
+	if err != nil {
+		return err
+	}
+	tags, err := tagsArg(r.Tags)
+	if err != nil {
+		return err
+	}
+	history, err := historyArg(r.History)
+	if err != nil {
+		return err
+	}
+	created, err := timeArg(r.Created)
+	if err != nil {
+		return fmt.Errorf("created: %w", err)
+	}
+	updated, err := timeArg(r.Updated)
+	if err != nil {
+		return fmt.Errorf("updated: %w", err)
+	}
+	_, err = b.stmt(&b.upsertRun, b.s.upsertRun).Exec(r.ID[:], kind, r.Name, tags, uuidArg(r.ParentID), state, history,
+		strategy, int64(r.LeaseDuration), uuidArg(r.LeaseID), fenceArg(r.Fence), fenceArg(r.WaitSeq), created, updated)
+	return err
+}
+
 // Close closes the database; it waits for a call in progress. Closing again
 // does nothing.
 func (s *Store) Close() error {
@@ -542,7 +671,7 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	var errs []error
-	for _, st := range []*sql.Stmt{s.upsertLimit, s.deleteLimit, s.upsertLease, s.deleteLease, s.setFence} {
+	for _, st := range []*sql.Stmt{s.upsertLimit, s.deleteLimit, s.upsertLease, s.deleteLease, s.setFence, s.upsertRun, s.deleteRun} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

@@ -4,23 +4,24 @@
 //
 // The suite pins down the contract of package store:
 //
-//   - Load returns exactly what was committed: every field of every limit
-//     and lease, times to the nanosecond (returned in UTC), floats bit for
-//     bit, fences over the whole uint64 range, holder strings and metadata
-//     whatever valid UTF-8 they hold (NUL included), and holds in their
-//     order. The order of the
-//     Limits and Leases slices is not specified, and nil and empty slices
-//     and maps are equivalent.
+//   - Load returns exactly what was committed: every field of every limit,
+//     lease and run, times to the nanosecond (returned in UTC), floats bit
+//     for bit, fences over the whole uint64 range, holder strings and
+//     metadata, run names, tags and state messages whatever valid UTF-8
+//     they hold (NUL included), and holds, tags and state histories in
+//     their order. The order of the Limits, Leases and Runs slices is not
+//     specified, and nil and empty slices and maps are equivalent.
 //   - Commit applies its changes in order and atomically: a batch with an
-//     invalid change (a kind that does not exist, or a limit whose name is
-//     already another limit's) returns an error and leaves nothing of the
+//     invalid change (a kind that does not exist, a PutRun without a run,
+//     or a limit whose name is already another limit's) returns an error and leaves nothing of the
 //     batch applied, and the store stays usable.
 //   - A PutLease raises the fencing high-water mark to its Fence; nothing
 //     lowers it: not deleting the lease, not a lower fence later, not a
 //     restart. Every uint64 is a valid fence.
 //   - Deleting what does not exist is not an error. Deleting a limit does
 //     not touch the leases that hold it; the state machine drops such holds
-//     when it restores.
+//     when it restores. Runs, leases and limits are independent records:
+//     deleting one never touches another.
 //   - A Commit whose context is already done applies nothing.
 //   - The state survives closing and opening the same data again.
 //   - After Close, Load and Commit return store.ErrClosed; Close may be
@@ -74,6 +75,9 @@ func Run(t *testing.T, h Harness) {
 		{"LeaseRoundtrip", testLeaseRoundtrip},
 		{"LeaseUpsert", testLeaseUpsert},
 		{"DeleteLease", testDeleteLease},
+		{"RunRoundtrip", testRunRoundtrip},
+		{"RunUpsert", testRunUpsert},
+		{"DeleteRun", testDeleteRun},
 		{"Fence", testFence},
 		{"Order", testOrder},
 		{"Atomic", testAtomic},
@@ -127,10 +131,36 @@ func newLease(fence uint64, limits ...uuid.UUID) sema.Lease {
 	return l
 }
 
+// newRun returns a Running task run with every field set.
+func newRun(name string, parent uuid.UUID) sema.Run {
+	return sema.Run{
+		ID:       uuid.New(),
+		Kind:     sema.KindTask,
+		Name:     name,
+		Tags:     []string{"database", "analytics"},
+		ParentID: parent,
+		State:    sema.Running,
+		History: []sema.StateEntry{
+			{State: sema.Pending, At: base()},
+			{State: sema.AwaitingConcurrencySlot, At: base().Add(time.Nanosecond), Message: `waiting for a slot of tag "database"`},
+			{State: sema.Running, At: base().Add(time.Second + 1)},
+		},
+		CollisionStrategy: sema.Enqueue,
+		LeaseDuration:     60*time.Second + time.Nanosecond,
+		LeaseID:           uuid.New(),
+		Fence:             17,
+		WaitSeq:           3,
+		Created:           base(),
+		Updated:           base().Add(time.Second + 1),
+	}
+}
+
 func putLimit(l sema.Limit) sema.Change { return sema.Change{Kind: sema.PutLimit, Limit: l} }
 func delLimit(id uuid.UUID) sema.Change { return sema.Change{Kind: sema.DeleteLimit, ID: id} }
 func putLease(l sema.Lease) sema.Change { return sema.Change{Kind: sema.PutLease, Lease: l} }
 func delLease(id uuid.UUID) sema.Change { return sema.Change{Kind: sema.DeleteLease, ID: id} }
+func putRun(r sema.Run) sema.Change     { return sema.Change{Kind: sema.PutRun, Run: &r} }
+func delRun(id uuid.UUID) sema.Change   { return sema.Change{Kind: sema.DeleteRun, ID: id} }
 
 func compareUUID(a, b uuid.UUID) int { return strings.Compare(string(a[:]), string(b[:])) }
 
@@ -142,6 +172,7 @@ func stateOpts() cmp.Options {
 		cmpopts.EquateEmpty(),
 		cmpopts.SortSlices(func(a, b sema.Limit) bool { return compareUUID(a.ID, b.ID) < 0 }),
 		cmpopts.SortSlices(func(a, b sema.Lease) bool { return compareUUID(a.ID, b.ID) < 0 }),
+		cmpopts.SortSlices(func(a, b sema.Run) bool { return compareUUID(a.ID, b.ID) < 0 }),
 		cmp.Comparer(func(a, b float64) bool { return math.Float64bits(a) == math.Float64bits(b) }),
 	}
 }
@@ -179,6 +210,13 @@ func checkUTC(t *testing.T, st store.State) {
 	for _, l := range st.Leases {
 		check("lease "+l.ID.String()+" Created", l.Created)
 		check("lease "+l.ID.String()+" Expires", l.Expires)
+	}
+	for _, r := range st.Runs {
+		check("run "+r.ID.String()+" Created", r.Created)
+		check("run "+r.ID.String()+" Updated", r.Updated)
+		for i, e := range r.History {
+			check(fmt.Sprintf("run %s History[%d].At", r.ID, i), e.At)
+		}
 	}
 }
 
@@ -591,7 +629,13 @@ func testAtomic(t *testing.T, h Harness) {
 			return []sema.Change{{Kind: 200, ID: held.ID}, putLease(newLease(100)), delLease(held.ID)}
 		}},
 		{"unknown kind in the middle", func(taken sema.Limit, held sema.Lease) []sema.Change {
-			return []sema.Change{putLease(newLease(100)), delLimit(taken.ID), {Kind: sema.DeleteLease + 1}, putLimit(newLimit("new"))}
+			return []sema.Change{putLease(newLease(100)), delLimit(taken.ID), putRun(newRun("r", uuid.Nil)), {Kind: sema.DeleteRun + 1}, putLimit(newLimit("new"))}
+		}},
+		{"put run without a run", func(taken sema.Limit, held sema.Lease) []sema.Change {
+			return []sema.Change{putRun(newRun("r", uuid.Nil)), delLease(held.ID), {Kind: sema.PutRun}}
+		}},
+		{"runs of a batch that fails later", func(taken sema.Limit, held sema.Lease) []sema.Change {
+			return []sema.Change{putRun(newRun("r1", uuid.Nil)), delRun(uuid.New()), putRun(newRun("r2", uuid.Nil)), putLimit(newLimit(taken.Name))}
 		}},
 		{"name taken by another limit", func(taken sema.Limit, held sema.Lease) []sema.Change {
 			return []sema.Change{putLease(newLease(100)), delLease(held.ID), putLimit(newLimit("new")), putLimit(newLimit(taken.Name))}
@@ -656,8 +700,13 @@ func testNoAliasing(t *testing.T, h Harness) {
 	lim := newLimit("x")
 	lease := newLease(3, lim.ID, uuid.New())
 	lease.Holder.Metadata = map[string]string{"k": "v"}
-	changes := []sema.Change{putLimit(lim), putLease(lease)}
+	run := newRun("r", uuid.Nil)
+	runChange := putRun(run)
+	changes := []sema.Change{putLimit(lim), putLease(lease), runChange}
+	wantRun := run
+	wantRun.Tags, wantRun.History = slices.Clone(run.Tags), slices.Clone(run.History)
 	want := store.State{
+		Runs:   []sema.Run{wantRun},
 		Limits: []sema.Limit{lim},
 		Leases: []sema.Lease{{
 			ID: lease.ID, Holds: slices.Clone(lease.Holds), Slots: lease.Slots, Mode: lease.Mode,
@@ -678,6 +727,10 @@ func testNoAliasing(t *testing.T, h Harness) {
 		got.Leases[i].Holder.Metadata["k"] = "scribbled"
 	}
 	got.Limits[0].Limit = 1234
+	runChange.Run.Tags[0] = "changed"
+	runChange.Run.History[0].Message = "changed"
+	got.Runs[0].Tags[1] = "scribbled"
+	got.Runs[0].History[1].Message = "scribbled"
 
 	wantState(t, s, want)
 }
@@ -719,10 +772,11 @@ func testReopen(t *testing.T, h Harness) {
 		a, b, gone := newLimit("a"), newLimit("b"), newLimit("gone")
 		l1, l2, l3 := newLease(11, a.ID, b.ID), newLease(12, b.ID), newLease(13, a.ID)
 		l1.Holder.Metadata = map[string]string{"x": "y"}
-		commit(t, s, putLimit(a), putLimit(b), putLimit(gone), putLease(l1))
-		commit(t, s, putLease(l2), putLease(l3))
-		commit(t, s, delLimit(gone.ID), delLease(l3.ID))
-		want := store.State{Limits: []sema.Limit{a, b}, Leases: []sema.Lease{l1, l2}, Fence: 13}
+		r1, r2 := newRun("r1", uuid.Nil), newRun("r2", uuid.Nil)
+		commit(t, s, putLimit(a), putLimit(b), putLimit(gone), putLease(l1), putRun(r1))
+		commit(t, s, putLease(l2), putLease(l3), putRun(r2))
+		commit(t, s, delLimit(gone.ID), delLease(l3.ID), delRun(r1.ID))
+		want := store.State{Limits: []sema.Limit{a, b}, Leases: []sema.Lease{l1, l2}, Runs: []sema.Run{r2}, Fence: 13}
 		wantState(t, s, want)
 
 		s = h.Reopen(t, s)
@@ -730,8 +784,10 @@ func testReopen(t *testing.T, h Harness) {
 
 		// Commits go on after a reopen and survive the next one.
 		l4 := newLease(14, a.ID)
-		commit(t, s, putLease(l4), delLease(l1.ID))
+		r3 := newRun("r3", r2.ID)
+		commit(t, s, putLease(l4), delLease(l1.ID), putRun(r3))
 		want.Leases = []sema.Lease{l2, l4}
+		want.Runs = []sema.Run{r2, r3}
 		want.Fence = 14
 		s = h.Reopen(t, s)
 		wantState(t, s, want)
@@ -778,5 +834,153 @@ func testClosed(t *testing.T, h Harness) {
 	}
 	if err := s.Close(); err != nil && !errors.Is(err, store.ErrClosed) {
 		t.Errorf("second Close: got error %v, want nil or store.ErrClosed", err)
+	}
+}
+
+func testRunRoundtrip(t *testing.T, h Harness) {
+	zone := time.FixedZone("UTC+09", 9*3600)
+	tests := []struct {
+		name string
+		run  func() sema.Run
+		want func(sema.Run) sema.Run
+	}{
+		{"every field set", func() sema.Run { return newRun("nightly-etl", uuid.New()) }, nil},
+		{"pending flow run, no parent, no lease", func() sema.Run {
+			return sema.Run{ID: uuid.New(), Kind: sema.KindFlow, State: sema.Pending,
+				History:       []sema.StateEntry{{State: sema.Pending, At: base()}},
+				LeaseDuration: time.Second, Created: base(), Updated: base()}
+		}, nil},
+		{"every state, strategy and kind", func() sema.Run {
+			r := newRun("all", uuid.Nil)
+			r.Kind, r.CollisionStrategy, r.State = sema.KindFlow, sema.CancelNew, sema.Cancelled
+			r.History = nil
+			for i, s := range []sema.RunState{sema.Pending, sema.AwaitingConcurrencySlot, sema.Running,
+				sema.Completed, sema.Failed, sema.Crashed, sema.Cancelled} {
+				r.History = append(r.History, sema.StateEntry{State: s, At: base().Add(time.Duration(i)), Message: s.String()})
+			}
+			return r
+		}, nil},
+		{"text with NUL, control characters and unicode", func() sema.Run {
+			r := newRun("n\x00me \x1b[0m 名前 😀 'q' \"dq\" \\", uuid.Nil)
+			r.Tags = []string{"ü", "emoji-😀", "quote'\"", "back\\slash"}
+			r.History[1].Message = "line\nbreak\ttab\x00nul\u2028"
+			return r
+		}, nil},
+		{"longest history", func() sema.Run {
+			r := newRun("long", uuid.Nil)
+			r.History = nil
+			for i := range sema.MaxRunHistory {
+				r.History = append(r.History, sema.StateEntry{State: sema.Running, At: base().Add(time.Duration(i) * time.Millisecond),
+					Message: strings.Repeat("m", sema.MaxRunMessage)})
+			}
+			return r
+		}, nil},
+		{"many tags keep their order", func() sema.Run {
+			r := newRun("tags", uuid.Nil)
+			r.Tags = nil
+			for i := range sema.MaxRunTags {
+				r.Tags = append(r.Tags, fmt.Sprintf("tag-%03d", sema.MaxRunTags-i))
+			}
+			return r
+		}, nil},
+		{"largest numbers", func() sema.Run {
+			r := newRun("big", uuid.Nil)
+			r.Fence, r.WaitSeq = math.MaxUint64, 1<<63+1
+			r.LeaseDuration = 400 * 24 * time.Hour
+			return r
+		}, nil},
+		{"times in another zone come back in UTC", func() sema.Run {
+			r := newRun("zoned", uuid.Nil)
+			r.Created, r.Updated = r.Created.In(zone), r.Updated.In(zone)
+			for i := range r.History {
+				r.History[i].At = r.History[i].At.In(zone)
+			}
+			return r
+		}, func(r sema.Run) sema.Run {
+			r.Created, r.Updated = r.Created.UTC(), r.Updated.UTC()
+			r.History = slices.Clone(r.History)
+			for i := range r.History {
+				r.History[i].At = r.History[i].At.UTC()
+			}
+			return r
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := h.Open(t)
+			r := tt.run()
+			want := r
+			if tt.want != nil {
+				want = tt.want(r)
+			}
+			commit(t, s, putRun(r))
+			wantState(t, s, store.State{Runs: []sema.Run{want}})
+			wantState(t, h.Reopen(t, s), store.State{Runs: []sema.Run{want}})
+		})
+	}
+}
+
+func testRunUpsert(t *testing.T, h Harness) {
+	r := newRun("r", uuid.Nil)
+	done := r
+	done.State = sema.Completed
+	done.History = append(slices.Clone(r.History), sema.StateEntry{State: sema.Completed, At: base().Add(time.Minute), Message: "ok"})
+	done.Updated = base().Add(time.Minute)
+	renamed := done
+	renamed.Name, renamed.Tags, renamed.ParentID, renamed.LeaseID = "", nil, uuid.Nil, uuid.Nil
+	tests := []struct {
+		name    string
+		batches [][]sema.Change
+		want    []sema.Run
+	}{
+		{"state changed", [][]sema.Change{{putRun(r)}, {putRun(done)}}, []sema.Run{done}},
+		{"changed in one batch", [][]sema.Change{{putRun(r), putRun(done)}}, []sema.Run{done}},
+		{"fields emptied", [][]sema.Change{{putRun(done)}, {putRun(renamed)}}, []sema.Run{renamed}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := h.Open(t)
+			for _, b := range tt.batches {
+				commit(t, s, b...)
+			}
+			wantState(t, s, store.State{Runs: tt.want})
+		})
+	}
+}
+
+func testDeleteRun(t *testing.T, h Harness) {
+	a, b := newRun("a", uuid.Nil), newRun("b", uuid.Nil)
+	child := newRun("child", a.ID)
+	lim := newLimit("tag:database")
+	lease := newLease(5, lim.ID)
+	lease.ID = a.LeaseID
+	tests := []struct {
+		name    string
+		batches [][]sema.Change
+		want    store.State
+	}{
+		{"delete one of two", [][]sema.Change{{putRun(a), putRun(b)}, {delRun(a.ID)}}, store.State{Runs: []sema.Run{b}}},
+		{"delete in the same batch", [][]sema.Change{{putRun(a), putRun(b), delRun(b.ID)}}, store.State{Runs: []sema.Run{a}}},
+		{"delete missing is not an error", [][]sema.Change{{putRun(a)}, {delRun(uuid.New())}}, store.State{Runs: []sema.Run{a}}},
+		{"delete twice", [][]sema.Change{{putRun(a)}, {delRun(a.ID), delRun(a.ID)}, {delRun(a.ID)}}, store.State{}},
+		{"put again after delete", [][]sema.Change{{putRun(a)}, {delRun(a.ID)}, {putRun(a)}}, store.State{Runs: []sema.Run{a}}},
+		{"children, leases and limits are kept", [][]sema.Change{{putLimit(lim), putLease(lease), putRun(a), putRun(child)}, {delRun(a.ID)}},
+			store.State{Limits: []sema.Limit{lim}, Leases: []sema.Lease{lease}, Runs: []sema.Run{child}, Fence: 5}},
+		{"run id is not a lease or limit id", [][]sema.Change{{putRun(a), putLimit(lim), putLease(lease)}, {delLease(a.ID), delLimit(a.ID)}},
+			store.State{Limits: []sema.Limit{lim}, Leases: []sema.Lease{lease}, Runs: []sema.Run{a}, Fence: 5}},
+		{"lease id is not a run id", [][]sema.Change{{putRun(a), putLease(lease)}, {delRun(lease.ID)}},
+			store.State{Leases: []sema.Lease{lease}, Runs: []sema.Run{a}, Fence: 5}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := h.Open(t)
+			for _, b := range tt.batches {
+				commit(t, s, b...)
+			}
+			wantState(t, s, tt.want)
+		})
 	}
 }
