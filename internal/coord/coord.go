@@ -3,7 +3,9 @@
 // durable through a store.Store before it answers (group commit: one writer
 // commits everything that accumulated while the previous commit ran), parks
 // waiting requests until sema grants them, and expires leases from a
-// deadline timer rather than a scan.
+// deadline timer rather than a scan. It also carries task runs and flow runs
+// (whose Running state is a lease on their tags' limits) and Prefect's v1
+// tag-limit operations, and wakes requests that wait for a run to change.
 //
 // Invariants: a grant, renewal or release is acknowledged only after the
 // batch that carries it is committed, and batches are committed in the
@@ -23,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/allot-dev/allot/internal/sema"
 	"github.com/allot-dev/allot/internal/store"
 )
@@ -41,12 +45,24 @@ type Config struct {
 	MaxLeaseDuration time.Duration
 	// SoftFlushInterval is how often Retry-After statistics are written.
 	SoftFlushInterval time.Duration
-	Logger            *slog.Logger
-	Metrics           *Metrics
+	// V1LeaseDuration is the time to live of the leases that Prefect's v1
+	// tag routes take (increment, and reset's slot_override). Their
+	// clients cannot renew, so it is long (Prefect: 100 years); a holder
+	// that never decrements loses its slot after it.
+	V1LeaseDuration time.Duration
+	// RunLeaseDuration is a run's lease duration when it names none
+	// (Prefect's task engine: 60 s).
+	RunLeaseDuration time.Duration
+	// RunRetention is how long a run is kept after it reaches a final
+	// state.
+	RunRetention time.Duration
+	Logger       *slog.Logger
+	Metrics      *Metrics
 }
 
 // DefaultConfig returns the defaults: leases of 300 s by default, from 1 s
-// to a day.
+// to a day; v1 tag leases of an hour; run leases of 60 s; runs kept an hour
+// after they end.
 func DefaultConfig() Config {
 	return Config{
 		Sema:                 sema.DefaultConfig(),
@@ -54,6 +70,9 @@ func DefaultConfig() Config {
 		MinLeaseDuration:     time.Second,
 		MaxLeaseDuration:     24 * time.Hour,
 		SoftFlushInterval:    time.Second,
+		V1LeaseDuration:      time.Hour,
+		RunLeaseDuration:     60 * time.Second,
+		RunRetention:         time.Hour,
 	}
 }
 
@@ -88,6 +107,7 @@ type Coordinator struct {
 	deadline time.Time // what the reaper sleeps until; zero: nothing
 	failed   error
 	subs     map[chan sema.Event]struct{}
+	runWatch map[uuid.UUID][]*runWatcher // WaitRun requests, by run
 }
 
 // New loads st into a new Coordinator. Call Run to start committing and
@@ -106,6 +126,15 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 	if cfg.SoftFlushInterval <= 0 {
 		cfg.SoftFlushInterval = d.SoftFlushInterval
 	}
+	if cfg.V1LeaseDuration <= 0 {
+		cfg.V1LeaseDuration = d.V1LeaseDuration
+	}
+	if cfg.RunLeaseDuration <= 0 {
+		cfg.RunLeaseDuration = d.RunLeaseDuration
+	}
+	if cfg.RunRetention <= 0 {
+		cfg.RunRetention = d.RunRetention
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -119,21 +148,27 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 	m := sema.New(cfg.Sema)
 	m.Restore(state.Limits, state.Leases, state.Fence)
 	c := &Coordinator{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		met:     cfg.Metrics,
-		st:      st,
-		now:     time.Now,
-		kick:    make(chan struct{}, 1),
-		rearm:   make(chan struct{}, 1),
-		m:       m,
-		open:    &batch{done: make(chan struct{})},
-		waiters: make(map[uint64]chan *waitResult),
-		subs:    make(map[chan sema.Event]struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		met:      cfg.Metrics,
+		st:       st,
+		now:      time.Now,
+		kick:     make(chan struct{}, 1),
+		rearm:    make(chan struct{}, 1),
+		m:        m,
+		open:     &batch{done: make(chan struct{})},
+		waiters:  make(map[uint64]chan *waitResult),
+		subs:     make(map[chan sema.Event]struct{}),
+		runWatch: make(map[uuid.UUID][]*runWatcher),
 	}
+	// Runs that were waiting stand in line again; what that grants (or
+	// what expired runs it finds) is committed with the first batch.
+	c.mu.Lock()
+	m.RestoreRuns(c.now(), state.Runs)
+	c.collect()
+	c.mu.Unlock()
 	leases, _ := m.Counts()
-	c.met.leases.Set(float64(leases))
-	c.log.Info("state loaded", "limits", m.LimitCount(), "leases", leases, "fence", state.Fence)
+	c.log.Info("state loaded", "limits", m.LimitCount(), "leases", leases, "runs", m.RunCount(), "fence", state.Fence)
 	return c, nil
 }
 
@@ -256,6 +291,16 @@ func (c *Coordinator) dispatch(e sema.Event) {
 	case sema.Expired:
 		c.met.expiries.Inc()
 		c.log.Info("lease expired", "lease_id", e.Lease.ID, "holder_type", e.Lease.Holder.Type, "holder_id", e.Lease.Holder.ID)
+	case sema.Revoked:
+		c.log.Info("lease revoked", "lease_id", e.Lease.ID, "holder_type", e.Lease.Holder.Type, "holder_id", e.Lease.Holder.ID)
+	case sema.RunChanged:
+		for _, w := range c.runWatch[e.Run.ID] {
+			w.b = c.open
+			select {
+			case w.ch <- struct{}{}:
+			default:
+			}
+		}
 	}
 	for ch := range c.subs {
 		select {
@@ -334,6 +379,8 @@ func (c *Coordinator) reap(ctx context.Context) {
 	}
 }
 
+// flushSoft writes the Retry-After statistics and forgets the runs past
+// their retention, every SoftFlushInterval.
 func (c *Coordinator) flushSoft(ctx context.Context) {
 	t := time.NewTicker(c.cfg.SoftFlushInterval)
 	defer t.Stop()
@@ -345,6 +392,7 @@ func (c *Coordinator) flushSoft(ctx context.Context) {
 			c.mu.Lock()
 			if c.failed == nil {
 				c.m.FlushSoft()
+				c.m.PruneRuns(c.now().Add(-c.cfg.RunRetention))
 				c.collect()
 			}
 			c.mu.Unlock()
@@ -395,7 +443,7 @@ func jitter(mean time.Duration) time.Duration {
 func lockedErr(err error) error {
 	var le *sema.LockedError
 	if errors.As(err, &le) {
-		return &sema.LockedError{RetryAfter: jitter(le.RetryAfter), Blocking: le.Blocking}
+		return &sema.LockedError{RetryAfter: jitter(le.RetryAfter), Blocking: le.Blocking, Full: le.Full}
 	}
 	return err
 }

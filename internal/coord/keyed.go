@@ -1,0 +1,226 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/allot-dev/allot/internal/sema"
+)
+
+// Prefect's v1 tag-limit operations, and allot's label limits that mirror
+// them. A tag limit is the limit "tag:{tag}", a label limit "label:{label}":
+// a run kind's LimitPrefix. They are ordinary limits, so one mechanism
+// enforces both; these operations only find them by their key (the tag or
+// the label) and speak for the holders of that kind (task runs, flow runs).
+
+// KeyRef finds a tag or label limit: by ID when it is not the zero UUID,
+// else by Key, the tag or label itself.
+type KeyRef struct {
+	ID  uuid.UUID
+	Key string
+}
+
+// keyed resolves ref among the limits of kind; a limit with that id but
+// another prefix is not found.
+func keyed(m *sema.Machine, now time.Time, kind sema.RunKind, ref KeyRef, d sema.Detail) (sema.LimitView, error) {
+	if ref.ID != uuid.Nil {
+		v, err := m.LimitByID(now, ref.ID, d)
+		if err == nil && !strings.HasPrefix(v.Name, kind.LimitPrefix()) {
+			return sema.LimitView{}, sema.ErrLimitNotFound
+		}
+		return v, err
+	}
+	return m.LimitByName(now, kind.LimitPrefix()+ref.Key, d)
+}
+
+// keyNames turns keys into limit names, checking each; field names the
+// request field they came from.
+func keyNames(kind sema.RunKind, field string, keys []string) ([]string, error) {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		if err := checkKey(kind, field, k); err != nil {
+			return nil, err
+		}
+		names[i] = kind.LimitPrefix() + k
+	}
+	return names, nil
+}
+
+func checkKey(kind sema.RunKind, field, key string) error {
+	why := ""
+	switch {
+	case key == "":
+		why = "must not be empty"
+	case len(kind.LimitPrefix())+len(key) > sema.MaxNameLength:
+		why = "is too long"
+	default:
+		why = sema.ValidateName(kind.LimitPrefix() + key)
+	}
+	if why != "" {
+		return &sema.InvalidError{Field: field, Detail: "\"" + key + "\" " + why}
+	}
+	return nil
+}
+
+// ReadKeyed reads a tag or label limit with its holders and waiters.
+func (c *Coordinator) ReadKeyed(ctx context.Context, kind sema.RunKind, ref KeyRef) (sema.LimitView, error) {
+	var v sema.LimitView
+	var err error
+	if rerr := c.read(func(m *sema.Machine, now time.Time) { v, err = keyed(m, now, kind, ref, sema.Full) }); rerr != nil {
+		return v, rerr
+	}
+	return v, err
+}
+
+// ListKeyed lists up to n tag or label limits, by name, skipping the first
+// offset: a page of those limits only, whatever other limits exist.
+func (c *Coordinator) ListKeyed(ctx context.Context, kind sema.RunKind, offset, n int) ([]sema.LimitView, error) {
+	return c.ListLimits(ctx, kind.LimitPrefix(), offset, n, sema.Full)
+}
+
+// UpsertKeyed creates the limit of key with limit slots, or sets the limit
+// of the existing one. created reports which.
+func (c *Coordinator) UpsertKeyed(ctx context.Context, kind sema.RunKind, key string, limit int) (v sema.LimitView, created bool, err error) {
+	if err := checkKey(kind, kind.Noun(), key); err != nil {
+		return v, false, err
+	}
+	err = c.do(func(m *sema.Machine, now time.Time) error {
+		name := kind.LimitPrefix() + key
+		cur, err := m.LimitByName(now, name, sema.Summary)
+		switch {
+		case errors.Is(err, sema.ErrLimitNotFound):
+			id, err := uuid.NewRandom()
+			if err != nil {
+				return err
+			}
+			if _, err := m.CreateLimit(now, id, sema.LimitSpec{Name: name, Limit: limit, Active: true}); err != nil {
+				return err
+			}
+			created = true
+			v, err = m.LimitByID(now, id, sema.Full)
+			return err
+		case err != nil:
+			return err
+		}
+		if _, err := m.UpdateLimit(now, cur.ID, sema.LimitPatch{Limit: &limit}); err != nil {
+			return err
+		}
+		v, err = m.LimitByID(now, cur.ID, sema.Full)
+		return err
+	})
+	return v, created, err
+}
+
+// DeleteKeyed deletes a tag or label limit. Leases that hold it keep
+// their other holds (see sema.Machine.DeleteLimit): the runs holding it go
+// on, no longer limited by it.
+func (c *Coordinator) DeleteKeyed(ctx context.Context, kind sema.RunKind, ref KeyRef) error {
+	return c.do(func(m *sema.Machine, now time.Time) error {
+		v, err := keyed(m, now, kind, ref, sema.Summary)
+		if err != nil {
+			return err
+		}
+		return m.DeleteLimit(now, v.ID)
+	})
+}
+
+// ResetResult is what a reset did.
+type ResetResult struct {
+	// Revoked is the number of leases revoked.
+	Revoked int
+	// Granted and Refused are the slot_override holders that got a slot
+	// and those that did not fit.
+	Granted, Refused []string
+}
+
+// ResetKeyed revokes every lease on a tag or label limit (a run that held
+// one is Crashed: its slot is gone), then gives a slot to each holder id in
+// override, in order, as long as one is free and nobody waits for it: the
+// waiters the revocation let in come first. Override leases last
+// V1LeaseDuration.
+func (c *Coordinator) ResetKeyed(ctx context.Context, kind sema.RunKind, ref KeyRef, override []string) (ResetResult, error) {
+	var res ResetResult
+	err := c.do(func(m *sema.Machine, now time.Time) error {
+		v, err := keyed(m, now, kind, ref, sema.Summary)
+		if err != nil {
+			return err
+		}
+		if res.Revoked, err = m.RevokeLimitLeases(now, v.ID, "slot revoked by reset"); err != nil {
+			return err
+		}
+		var seen []string
+		for _, id := range override {
+			if slices.Contains(seen, id) {
+				continue
+			}
+			seen = append(seen, id)
+			leaseID, err := uuid.NewV7()
+			if err != nil {
+				return err
+			}
+			out, err := m.Acquire(now, sema.Request{Names: []string{v.Name}, Slots: 1, LeaseID: leaseID,
+				LeaseDuration: c.cfg.V1LeaseDuration, Holder: sema.Holder{Type: kind.HolderType(), ID: id}})
+			if err != nil || !out.Granted {
+				res.Refused = append(res.Refused, id)
+				continue
+			}
+			res.Granted = append(res.Granted, id)
+		}
+		return nil
+	})
+	return res, err
+}
+
+// IncrementKeyed takes one slot of every existing limit of keys at once
+// for holderID (Prefect's v1 increment), in a lease of V1LeaseDuration, and
+// returns the limits. Keys without a limit are skipped. A full limit fails
+// with a *sema.LockedError whose RetryAfter is the tag wait (Prefect's
+// fixed Retry-After for v1); a limit of 0 with a *sema.NeverError.
+func (c *Coordinator) IncrementKeyed(ctx context.Context, kind sema.RunKind, keys []string, holderID string) ([]sema.LimitRef, error) {
+	names, err := keyNames(kind, "names", keys)
+	if err != nil {
+		return nil, err
+	}
+	leaseID, err := uuid.NewV7()
+	if err != nil {
+		return nil, err
+	}
+	var refs []sema.LimitRef
+	err = c.do(func(m *sema.Machine, now time.Time) error {
+		out, err := m.Acquire(now, sema.Request{Names: names, Slots: 1, LeaseID: leaseID,
+			LeaseDuration: c.cfg.V1LeaseDuration, Holder: sema.Holder{Type: kind.HolderType(), ID: holderID}})
+		refs = out.Limits
+		return err
+	})
+	var le *sema.LockedError
+	if errors.As(err, &le) {
+		c.met.refusals.Inc()
+		wait := c.cfg.Sema.TagMaxWait
+		if wait <= 0 {
+			wait = sema.DefaultConfig().TagMaxWait
+		}
+		return nil, &sema.LockedError{RetryAfter: wait, Blocking: le.Blocking, Full: le.Full}
+	}
+	return refs, err
+}
+
+// DecrementKeyed releases every lease of holderID that holds one of the
+// limits of keys, all its limits included (Prefect's v1 decrement), and
+// returns the existing limits of keys.
+func (c *Coordinator) DecrementKeyed(ctx context.Context, kind sema.RunKind, keys []string, holderID string) ([]sema.LimitRef, error) {
+	names, err := keyNames(kind, "names", keys)
+	if err != nil {
+		return nil, err
+	}
+	var refs []sema.LimitRef
+	err = c.do(func(m *sema.Machine, now time.Time) error {
+		refs, _ = m.ReleaseHolderLeases(now, names, sema.Holder{Type: kind.HolderType(), ID: holderID})
+		return nil
+	})
+	return refs, err
+}
