@@ -233,6 +233,11 @@ func (b *body) number(name string, dst *float64, lo, hi float64, loOpen bool) bo
 
 // strs reads an array of 1 to maxItems strings.
 func (b *body) strs(name string, dst *[]string, maxItems int) bool {
+	return b.strArray(name, dst, 1, maxItems)
+}
+
+// strArray reads an array of minItems to maxItems strings.
+func (b *body) strArray(name string, dst *[]string, minItems, maxItems int) bool {
 	raw, ok := b.take(name)
 	if !ok {
 		return false
@@ -242,8 +247,8 @@ func (b *body) strs(name string, dst *[]string, maxItems int) bool {
 		b.fail(name, "must be an array of strings")
 		return false
 	}
-	if len(items) == 0 || len(items) > maxItems {
-		b.fail(name, fmt.Sprintf("must have from 1 to %d items", maxItems))
+	if len(items) < minItems || len(items) > maxItems {
+		b.fail(name, fmt.Sprintf("must have from %d to %d items", minItems, maxItems))
 		return false
 	}
 	out := make([]string, len(items))

@@ -1,8 +1,10 @@
 // Package httpapi is allot's REST/JSON transport: the Prefect-compatible
-// global concurrency limit routes under /api/v2/concurrency_limits, allot's
-// extensions (lease reads, waiting in line, holders and waiters, server-sent
-// events, health and readiness), Prometheus metrics and the OpenAPI document
-// that describes all of them.
+// global concurrency limit routes under /api/v2/concurrency_limits and tag
+// limit routes under /api/concurrency_limits, allot's extensions (lease
+// reads, waiting in line, holders and waiters, label limits under
+// /api/label_limits, task runs and flow runs under /api/runs, server-sent
+// events, health and readiness), Prometheus metrics and the OpenAPI
+// document that describes all of them.
 //
 // # What it owns
 //
@@ -37,4 +39,14 @@
 //   - Request bodies must be JSON: a Content-Type other than
 //     application/json (or +json) is refused with 415, which also keeps
 //     browser forms on other sites from driving the API.
+//   - Tag limits (v1): a tag that breaks the rules of limit names or a
+//     negative concurrency_limit is 422 (Prefect: 500); the slots taken by
+//     /increment and reset's slot_override are leases that expire after the
+//     coordinator's V1LeaseDuration, an hour by default (Prefect: 100
+//     years); reset revokes the leases (a run that held one is Crashed) and
+//     gives slot_override ids only the slots that are free, after the
+//     waiters, answering which got one (Prefect: null, and slots beyond the
+//     limit); delete leaves the runs holding the limit running; decrement
+//     names limits by their bare tag as increment does; filter pages over
+//     tag limits only.
 package httpapi

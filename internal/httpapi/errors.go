@@ -57,6 +57,9 @@ const (
 	detailNameTaken     = "Data integrity conflict. This usually means a unique or foreign key constraint was violated. See server logs for details."
 	detailLocked        = "Locked"
 	detailUnavailable   = "Service Unavailable"
+	// Prefect's v1 tag routes spell it with a lower-case "limit".
+	detailKeyedNotFound = "Concurrency limit not found"
+	detailRunNotFound   = "Run not found"
 )
 
 // errorRule maps one kind of error to an answer. detail, when empty, is
@@ -70,6 +73,11 @@ type errorRule struct {
 
 func isErr(target error) func(error) bool {
 	return func(err error) bool { return errors.Is(err, target) }
+}
+
+func isTransition(err error) bool {
+	var te *sema.TransitionError
+	return errors.As(err, &te)
 }
 
 func isNever(reason string) func(error) bool {
@@ -87,6 +95,10 @@ var errorTable = [...]errorRule{
 	{isErr(sema.ErrLimitNotFound), http.StatusNotFound, "limit_not_found", detailLimitNotFound},
 	{isErr(sema.ErrLeaseNotFound), http.StatusGone, "lease_not_found", detailLeaseNotFound},
 	{isErr(sema.ErrNameTaken), http.StatusConflict, "name_taken", detailNameTaken},
+	{isErr(sema.ErrRunNotFound), http.StatusNotFound, "run_not_found", detailRunNotFound},
+	{isErr(sema.ErrRunExists), http.StatusConflict, "run_exists", ""},
+	{isErr(sema.ErrRunFinished), http.StatusGone, "run_finished", ""},
+	{isTransition, http.StatusConflict, "invalid_transition", ""},
 	{isNever("slots_exceed_limit"), http.StatusUnprocessableEntity, "slots_exceed_limit", ""},
 	{isNever("no_decay"), http.StatusUnprocessableEntity, "no_decay", ""},
 	{isNever("template"), http.StatusUnprocessableEntity, "template_not_acquirable", ""},
@@ -97,6 +109,19 @@ var errorTable = [...]errorRule{
 	{isErr(context.DeadlineExceeded), http.StatusServiceUnavailable, "unavailable", "request canceled"},
 }
 
+// keyedLockedError is a refusal of Prefect's v1 tag increment, which has
+// its own texts: a full tag is 423 with the tag wait as Retry-After, a tag
+// limited to 0 is 423 without one.
+type keyedLockedError struct {
+	code   string
+	detail string
+	limits []string
+	// retryAfter is nil for a limit that can never be granted.
+	retryAfter *float64
+}
+
+func (e *keyedLockedError) Error() string { return e.detail }
+
 // problemFor builds the problem document for err.
 func problemFor(err error) problem {
 	var (
@@ -104,10 +129,15 @@ func problemFor(err error) problem {
 		ie *sema.InvalidError
 		le *sema.LockedError
 		ne *sema.NeverError
+		ke *keyedLockedError
 	)
 	switch {
 	case errors.As(err, &re):
 		return newProblem(re.Status, re.Code, re.Detail, re.Field)
+	case errors.As(err, &ke):
+		p := newProblem(http.StatusLocked, ke.code, ke.detail, "")
+		p.RetryAfter, p.Limits = ke.retryAfter, ke.limits
+		return p
 	case errors.As(err, &ie):
 		return newProblem(http.StatusUnprocessableEntity, "invalid_field", ie.Detail, ie.Field)
 	case errors.As(err, &le):

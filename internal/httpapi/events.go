@@ -30,6 +30,8 @@ func eventName(k sema.EventKind) string {
 		return "released"
 	case sema.Expired:
 		return "expired"
+	case sema.Revoked:
+		return "revoked"
 	case sema.LimitChanged:
 		return "limit"
 	}
@@ -48,9 +50,9 @@ func toEventJSON(e sema.Event) eventJSON {
 	return out
 }
 
-// events is GET /api/events: grants, releases, expiries and limit changes
-// as server-sent events, until the client goes. A client that does not keep
-// up misses events rather than slowing the server.
+// events is GET /api/events: grants, releases, expiries, revocations and
+// limit changes as server-sent events, until the client goes. A client that
+// does not keep up misses events rather than slowing the server.
 func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{}) // the stream outlives any write timeout

@@ -168,3 +168,48 @@ func FuzzIncrementWithLease(f *testing.F) {
 		}
 	})
 }
+
+func FuzzCreateRun(f *testing.F) {
+	for _, s := range []string{
+		`{"kind":"task","name":"q","tags":["db","api"]}`,
+		`{"kind":"flow","tags":["gpu"],"collision_strategy":"cancel_new","lease_duration":2.5}`,
+		`{"kind":"task","id":"6a0f1e34-77a5-4c2b-9f5f-0d6b0a5b8c11","parent_id":"6a0f1e34-77a5-4c2b-9f5f-0d6b0a5b8c12"}`,
+		`{"kind":"task","tags":["a/b"]}`,
+		`{"kind":"task","tags":["x*"]}`,
+		`{"kind":"task","tags":[""]}`,
+		`{"kind":"job"}`,
+		`{"kind":"task","lease_duration":1e400}`,
+		`{"kind":"task","name":"\u0000\ud800"}`,
+		`{"kind":"task","tags":null,"name":null}`,
+		`{"kind":"task","state":"Running"}`,
+		`[]`,
+	} {
+		f.Add([]byte(s))
+	}
+	c, h := fuzzHandler(f)
+	ctx := context.Background()
+	if _, _, err := c.UpsertKeyed(ctx, sema.KindTask, "db", 1); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, ok := serve(t, h, "POST", "/api/runs/", body)
+		if !ok || r.status != http.StatusCreated {
+			return
+		}
+		run := decode[runDoc](t, r)
+		if run.State != "Pending" || (run.Kind != "task" && run.Kind != "flow") || len(run.StateHistory) != 1 {
+			t.Fatalf("created %s from %q", r.body, body)
+		}
+		kind, _ := sema.ParseRunKind(run.Kind)
+		for _, tag := range run.Tags {
+			if why := sema.ValidateTag(kind, tag); why != "" {
+				t.Fatalf("created a run with tag %q (%s) from %q", tag, why, body)
+			}
+		}
+		for _, state := range []string{"Running", "Completed"} {
+			if r, _ := serve(t, h, "POST", "/api/runs/"+run.ID+"/set_state", []byte(`{"state":"`+state+`"}`)); r.status != http.StatusOK {
+				t.Fatalf("set %s: %d %s", state, r.status, r.body)
+			}
+		}
+	})
+}

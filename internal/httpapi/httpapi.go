@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/allot-dev/allot/internal/coord"
+	"github.com/allot-dev/allot/internal/sema"
 )
 
 // Options configures the handler New returns.
@@ -120,6 +121,9 @@ func (h *handler) routes() *http.ServeMux {
 	} {
 		mux.HandleFunc(r.pattern, r.fn)
 	}
+	newKeyedAPI(h, sema.KindTask).routes(mux)
+	newKeyedAPI(h, sema.KindFlow).routes(mux)
+	h.runRoutes(mux)
 	return mux
 }
 

@@ -51,7 +51,7 @@ func TestOpenAPIDocumentIsValidAndItsYAMLIsTheSame(t *testing.T) {
 	_ = json.Unmarshal(httpapi.OpenAPI(), &raw)
 	schemas := raw["components"].(map[string]any)["schemas"].(map[string]any)
 	for schema, field := range map[string]string{"Limit": "holders", "LeaseGrant": "fencing_token", "IncrementWithLeaseRequest": "timeout_seconds",
-		"Problem": "code", "Holder": "metadata", "FilterRequest": "detail"} {
+		"Problem": "code", "Holder": "metadata", "FilterRequest": "detail", "TagLimit": "holders", "LabelLimit": "waiting"} {
 		desc, _ := schemas[schema].(map[string]any)["properties"].(map[string]any)[field].(map[string]any)["description"].(string)
 		if len(desc) < 15 || desc[:15] != "allot extension" {
 			t.Errorf("%s.%s: description %q does not start with \"allot extension\"", schema, field, desc)
@@ -204,6 +204,105 @@ func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
 		"POST /v2/concurrency_limits/decrement-with-lease 204", "POST /v2/concurrency_limits/leases/{lease_id}/renew 204",
 		"POST /v2/concurrency_limits/leases/{lease_id}/renew 410", "GET /v2/concurrency_limits/leases/{lease_id} 200",
 		"GET /health 200", "GET /ready 200", "GET /openapi.json 200", "GET /openapi.yaml 200", "GET /metrics 200",
+	} {
+		if !c.seen[want] {
+			t.Errorf("never checked %s", want)
+		}
+	}
+}
+
+// TestTagLabelAndRunRoutesMatchTheOpenAPIDocument drives the v1 tag routes,
+// the label routes and the runs routes with real requests and checks both
+// sides against the document.
+func TestTagLabelAndRunRoutesMatchTheOpenAPIDocument(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	doc := loadDoc(t, httpapi.OpenAPI())
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &checker{t: t, router: router, base: b.client.Transport, validRequest: true, seen: map[string]bool{}}
+	b.client = &http.Client{Transport: c}
+
+	for _, base := range []struct{ path, key, holder string }{
+		{v1, "tag", "task_run_id"},
+		{labels, "label", "flow_run_id"},
+	} {
+		l := decode[keyedDoc](t, b.do(t, "POST", base.path+"/", map[string]any{base.key: "db", "concurrency_limit": 1}).want(t, 201))
+		b.do(t, "POST", base.path+"/", map[string]any{base.key: "db", "concurrency_limit": 2}).want(t, 200)
+		b.do(t, "POST", base.path+"/", map[string]any{base.key: "zero", "concurrency_limit": 0}).want(t, 201)
+		b.do(t, "GET", base.path+"/"+l.ID, nil).want(t, 200)
+		b.do(t, "GET", base.path+"/"+base.key+"/db", nil).want(t, 200)
+		b.do(t, "GET", base.path+"/"+base.key+"/nope", nil).want(t, 404)
+		b.do(t, "POST", base.path+"/filter", nil).want(t, 200)
+		b.do(t, "POST", base.path+"/filter", map[string]any{"limit": 10, "offset": 0}).want(t, 200)
+		holder := uuid.NewString()
+		for range 2 {
+			b.do(t, "POST", base.path+"/increment", map[string]any{"names": []string{"db"}, base.holder: holder}).want(t, 200)
+		}
+		b.do(t, "POST", base.path+"/increment", map[string]any{"names": []string{"db"}, base.holder: holder}).want(t, 423)
+		b.do(t, "POST", base.path+"/increment", map[string]any{"names": []string{"zero"}, base.holder: holder}).want(t, 423)
+		b.do(t, "POST", base.path+"/decrement", map[string]any{"names": []string{"db"}, base.holder: holder, "occupancy_seconds": 1.5}).want(t, 200)
+		b.do(t, "POST", base.path+"/"+base.key+"/db/reset", map[string]any{"slot_override": []string{uuid.NewString()}}).want(t, 200)
+		b.do(t, "POST", base.path+"/"+base.key+"/db/reset", nil).want(t, 200)
+		b.do(t, "DELETE", base.path+"/"+base.key+"/zero", nil).want(t, 200)
+		b.do(t, "DELETE", base.path+"/"+l.ID, nil).want(t, 200)
+		b.do(t, "DELETE", base.path+"/"+l.ID, nil).want(t, 404)
+	}
+
+	b.createTag(t, "one", 1)
+	flow := b.newRun(t, map[string]any{"kind": "flow", "name": "nightly", "tags": []string{}, "collision_strategy": "enqueue", "lease_duration": 60})
+	b.setState(t, flow.ID, "Running")
+	task := b.newRun(t, map[string]any{"id": uuid.NewString(), "kind": "task", "tags": []string{"one"}, "parent_id": flow.ID})
+	b.setState(t, task.ID, "Running")
+	waiting := b.newRun(t, map[string]any{"kind": "task", "tags": []string{"one"}})
+	b.do(t, "POST", runsPath+"/"+waiting.ID+"/set_state", map[string]any{"state": "Running", "message": "go"}).want(t, 200)
+	b.do(t, "POST", runsPath+"/", map[string]any{"id": task.ID, "kind": "task"}).want(t, 409)
+	b.do(t, "GET", runsPath+"/"+task.ID, nil).want(t, 200)
+	b.do(t, "GET", runsPath+"/"+uuid.NewString(), nil).want(t, 404)
+	b.do(t, "POST", runsPath+"/filter", nil).want(t, 200)
+	b.do(t, "POST", runsPath+"/filter", map[string]any{"kind": "task", "state": "Running", "tag": "one", "flow_run_id": flow.ID, "limit": 5, "offset": 0}).want(t, 200)
+	b.do(t, "POST", runsPath+"/"+task.ID+"/heartbeat", nil).want(t, 204)
+	b.do(t, "POST", runsPath+"/"+task.ID+"/heartbeat", map[string]any{}).want(t, 204)
+	b.do(t, "GET", runsPath+"/"+waiting.ID+"/wait?state=Running&timeout_seconds=0.01", nil).want(t, 200)
+	b.do(t, "POST", runsPath+"/"+waiting.ID+"/wait", map[string]any{"state": "Completed", "timeout_seconds": 0.01}).want(t, 200)
+	b.do(t, "POST", runsPath+"/"+task.ID+"/set_state", map[string]any{"state": "Completed"}).want(t, 200)
+	b.do(t, "POST", runsPath+"/"+waiting.ID+"/wait", nil).want(t, 200) // its turn came
+	b.do(t, "POST", runsPath+"/"+task.ID+"/set_state", map[string]any{"state": "Failed"}).want(t, 409)
+	b.do(t, "POST", runsPath+"/"+task.ID+"/heartbeat", nil).want(t, 410)
+
+	c.expectValid(false)
+	for _, r := range []struct {
+		method, path string
+		body         any
+		status       int
+	}{
+		{"POST", v1 + "/", map[string]any{"tag": "x", "concurrency_limit": -1}, 422},
+		{"POST", v1 + "/", map[string]any{"tag": "x", "concurrency_limit": 1, "extra": 1}, 422},
+		{"POST", v1 + "/increment", map[string]any{"names": []string{"x"}, "task_run_id": "nope"}, 422},
+		{"POST", v1 + "/tag/one/reset", map[string]any{"slot_override": []string{"nope"}}, 422},
+		{"POST", labels + "/", map[string]any{"tag": "x", "concurrency_limit": 1}, 422},
+		{"POST", runsPath + "/", map[string]any{"kind": "job"}, 422},
+		{"POST", runsPath + "/", map[string]any{"kind": "task", "unknown": 1}, 422},
+		{"POST", runsPath + "/" + task.ID + "/set_state", map[string]any{"state": "Pending"}, 422},
+		{"POST", runsPath + "/filter", map[string]any{"limit": 201}, 422},
+		{"GET", runsPath + "/" + task.ID + "/wait?state=Pending", nil, 422},
+		{"GET", runsPath + "/nope", nil, 422},
+	} {
+		b.do(t, r.method, r.path, r.body).want(t, r.status)
+	}
+
+	for _, want := range []string{
+		"POST /concurrency_limits/ 201", "POST /concurrency_limits/ 200", "GET /concurrency_limits/{id} 200",
+		"GET /concurrency_limits/tag/{tag} 200", "GET /concurrency_limits/tag/{tag} 404", "POST /concurrency_limits/filter 200",
+		"POST /concurrency_limits/increment 200", "POST /concurrency_limits/increment 423", "POST /concurrency_limits/decrement 200",
+		"POST /concurrency_limits/tag/{tag}/reset 200", "DELETE /concurrency_limits/tag/{tag} 200", "DELETE /concurrency_limits/{id} 200",
+		"DELETE /concurrency_limits/{id} 404",
+		"POST /label_limits/ 201", "GET /label_limits/label/{label} 200", "POST /label_limits/increment 423", "POST /label_limits/label/{label}/reset 200",
+		"POST /runs/ 201", "POST /runs/ 409", "GET /runs/{id} 200", "GET /runs/{id} 404", "POST /runs/filter 200",
+		"POST /runs/{id}/set_state 200", "POST /runs/{id}/set_state 409", "POST /runs/{id}/heartbeat 204", "POST /runs/{id}/heartbeat 410",
+		"GET /runs/{id}/wait 200", "POST /runs/{id}/wait 200",
 	} {
 		if !c.seen[want] {
 			t.Errorf("never checked %s", want)
