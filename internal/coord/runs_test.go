@@ -412,10 +412,12 @@ func TestFinishedRunsAreForgottenAfterRetention(t *testing.T) {
 		setState(t, b.c, r.ID, sema.Completed)
 		kept := newRun(t, b.c, sema.RunSpec{}) // Pending runs are kept
 		time.Sleep(coord.DefaultConfig().RunRetention - time.Second)
+		synctest.Wait() // the pruning tick due now has run
 		if _, err := b.c.ReadRun(t.Context(), r.ID); err != nil {
 			t.Fatalf("run within its retention: %v", err)
 		}
 		time.Sleep(2 * time.Second)
+		synctest.Wait()
 		if _, err := b.c.ReadRun(t.Context(), r.ID); !errors.Is(err, sema.ErrRunNotFound) {
 			t.Errorf("run past its retention: %v, want ErrRunNotFound", err)
 		}

@@ -722,7 +722,9 @@ func (m *Machine) Renew(now time.Time, id uuid.UUID, d time.Duration) (Lease, er
 
 func (m *Machine) expire(now time.Time, ll *leaseState) {
 	m.events = append(m.events, Event{Kind: Expired, Lease: ll.Lease, Limits: refs(ll.limits)})
-	m.lostLease(now, ll, "lease expired: no heartbeat for "+strconv.FormatFloat(ll.Duration.Seconds(), 'g', -1, 64)+"s")
+	if ll.run != nil {
+		m.lostLease(now, ll, "lease expired: no heartbeat for "+strconv.FormatFloat(ll.Duration.Seconds(), 'g', -1, 64)+"s")
+	}
 	m.pump(now, m.dropLease(now, ll))
 }
 
