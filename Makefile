@@ -31,3 +31,4 @@ fuzz:
 	$(GO) test ./internal/httpapi -run '^$$' -fuzz FuzzCreateLimit -fuzztime 30s
 	$(GO) test ./internal/httpapi -run '^$$' -fuzz FuzzIncrementWithLease -fuzztime 30s
 	$(GO) test ./internal/httpapi -run '^$$' -fuzz FuzzPatch -fuzztime 30s
+	$(GO) test ./internal/httpapi -run '^$$' -fuzz FuzzCreateRun -fuzztime 30s
