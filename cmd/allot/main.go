@@ -11,6 +11,10 @@ import (
 
 func main() {
 	os.Exit(cli.Main(context.Background(), os.Args[1:], cli.Env{
-		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv,
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Environ: os.Environ,
+		StderrIsTerminal: func() bool {
+			fi, err := os.Stderr.Stat()
+			return err == nil && fi.Mode()&os.ModeCharDevice != 0
+		},
 	}))
 }

@@ -1,10 +1,11 @@
 // Package cli is allot's command line: one cobra command tree built per
 // invocation from the environment it is given (no package-level commands or
 // flags). Commands decode their flags, call the server package or the SDK,
-// and print; they hold no business rules.
+// and print; they hold no business rules. What a limit is, who holds it and
+// who waits is the server's to say; the commands only show it.
 //
 // Exit codes: 0 success, 1 error, 2 usage error, 3 slots not acquired in
-// time.
+// time; allot run passes its command's exit code through.
 package cli
 
 import (
@@ -12,8 +13,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/allot-dev/allot"
 )
 
 // Exit codes.
@@ -30,6 +36,16 @@ type Env struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Getenv func(string) string
+	// Environ is the environment allot run's command starts with (plus
+	// ALLOT_LEASE_ID and ALLOT_FENCING_TOKEN). If nil, the command
+	// inherits allot's environment unchanged.
+	Environ func() []string
+	// StderrIsTerminal reports whether Stderr is a terminal, where allot
+	// run reports who it waits for. Nil means it is not.
+	StderrIsTerminal func() bool
+	// StatusInterval is how often allot run reports while it waits on a
+	// terminal; zero means every 2 s.
+	StatusInterval time.Duration
 }
 
 // usageError marks a mistake in how the command was called.
@@ -38,54 +54,143 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
-// exitError carries a specific exit code.
+// usagef returns a usageError with a formatted message.
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// exitError ends the command with code after printing msg, as it is, on
+// stderr (nothing if msg is empty). Prefect's messages ("Global
+// concurrency limit 'x' not found.") and allot run's outcomes use it.
 type exitError struct {
 	code int
-	err  error
+	msg  string
 }
 
-func (e exitError) Error() string { return e.err.Error() }
-func (e exitError) Unwrap() error { return e.err }
+func (e exitError) Error() string {
+	if e.msg == "" {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.msg
+}
+
+// fail is an exitError with code 1.
+func fail(format string, args ...any) error {
+	return exitError{code: ExitError, msg: fmt.Sprintf(format, args...)}
+}
 
 // Main runs the command line args and returns the process exit code.
 func Main(ctx context.Context, args []string, env Env) int {
-	root := New(env)
+	root, g := build(env)
 	root.SetArgs(args)
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
+	g.close()
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintln(env.Stderr, "Error:", err)
-	var ue usageError
 	var ee exitError
-	switch {
-	case errors.As(err, &ee):
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintln(env.Stderr, ee.msg)
+		}
 		return ee.code
-	case errors.As(err, &ue):
-		fmt.Fprintln(env.Stderr, "Run 'allot --help' for usage.")
+	}
+	fmt.Fprintln(env.Stderr, "Error:", describe(err, g.apiURL))
+	var ue usageError
+	if errors.As(err, &ue) {
+		if cmd == nil {
+			cmd = root
+		}
+		fmt.Fprintf(env.Stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		return ExitUsage
 	}
 	return ExitError
 }
 
-// New builds the command tree.
-func New(env Env) *cobra.Command {
-	root := &cobra.Command{
-		Use:   "allot",
-		Short: "allot limits how many units of work run at once and how often they start",
-		Long: `allot is a coordination server that limits how many units of work run at once
+// describe is the one line an error is shown as: the server's own words
+// for an answer, where the server is for a connection that failed, the
+// error otherwise.
+func describe(err error, apiURL string) string {
+	var ae *allot.APIError
+	if errors.As(err, &ae) {
+		d := ae.Detail
+		if ae.Field != "" && !strings.Contains(d, ae.Field) {
+			d += " (field " + ae.Field + ")"
+		}
+		return d
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Sprintf("cannot reach the allot server at %s: %v", apiURL, ue.Err)
+	}
+	if errors.Is(err, context.Canceled) {
+		return "interrupted"
+	}
+	return err.Error()
+}
+
+const rootLong = `allot is a coordination server that limits how many units of work run at once
 and how often they start, across processes, hosts and languages.
 
-Exit codes: 0 ok, 1 error, 2 usage error, 3 slots not acquired in time.`,
+The commands other than 'server' talk to the server at --api-url
+(ALLOT_API_URL, default http://127.0.0.1:4200/api), sending --api-key
+(ALLOT_API_KEY) as a bearer token.
+
+Exit codes:
+  0    success
+  1    error (the server refused, a limit was not found, a lease was lost, ...)
+  2    usage error (unknown command or flag, bad arguments)
+  3    slots not acquired within --timeout (allot run, allot acquire)
+  N    allot run: the command's own exit code (128+S if signal S killed it)`
+
+// New builds the command tree.
+func New(env Env) *cobra.Command {
+	root, _ := build(env)
+	return root
+}
+
+func build(env Env) (*cobra.Command, *globals) {
+	if env.Getenv == nil {
+		env.Getenv = func(string) string { return "" }
+	}
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "allot",
+		Short:         "allot limits how many units of work run at once and how often they start",
+		Long:          rootLong,
+		Args:          noArgs,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServerCmd(env))
-	return root
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.apiURL, "api-url", envOr(env, allot.EnvURL, allot.DefaultURL), "the allot API's URL (env "+allot.EnvURL+")")
+	pf.StringVar(&g.apiKey, "api-key", "", "API key, sent as a bearer token (env "+allot.EnvAPIKey+")")
+	g.env, g.keyGiven = env, func() bool { return pf.Changed("api-key") }
+	root.AddCommand(
+		newServerCmd(env),
+		newGCLCmd(env, g),
+		newTagCmd(env, g),
+		newRunCmd(env, g),
+		newAcquireCmd(env, g),
+		newReleaseCmd(env, g),
+		newRenewCmd(env, g),
+	)
+	return root, g
+}
+
+// group returns a command that only holds subcommands: run without one it
+// prints its help; with an unknown one it is a usage error.
+func group(use string, aliases []string, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:     use,
+		Aliases: aliases,
+		Short:   short,
+		Args:    noArgs,
+		RunE:    func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
 }
 
 // noArgs is cobra.NoArgs with a usage error.
@@ -94,4 +199,24 @@ func noArgs(cmd *cobra.Command, args []string) error {
 		return usageError{err}
 	}
 	return nil
+}
+
+// exactArgs is cobra.ExactArgs with a usage error.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
+
+// minArgs is cobra.MinimumNArgs with a usage error.
+func minArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.MinimumNArgs(n)(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
 }

@@ -1,0 +1,131 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/allot-dev/allot"
+)
+
+// leaseJSON is what allot acquire -o json prints.
+type leaseJSON struct {
+	LeaseID      string           `json:"lease_id"`
+	FencingToken uint64           `json:"fencing_token"`
+	Expires      time.Time        `json:"expires"`
+	Limits       []allot.LimitRef `json:"limits"`
+}
+
+func newAcquireCmd(env Env, g *globals) *cobra.Command {
+	var (
+		slots         int
+		timeout, dur  time.Duration
+		holder, outFl string
+	)
+	cmd := &cobra.Command{
+		Use:   "acquire NAME...",
+		Short: "Take slots of limits and print the lease id, for scripts that cannot wrap a command",
+		Long: `Take --slots slots of every named limit, all at once or none, waiting in line
+until they are free or --timeout passes (exit 3), and print the lease's id.
+
+allot does not renew the lease: it lives --lease-duration unless 'allot renew
+LEASE_ID' extends it. Give the slots back with 'allot release LEASE_ID'. If
+none of the named limits exist, allot acquire fails (exit 1).`,
+		Example: `  lease=$(allot acquire warehouse --timeout 10m --lease-duration 30m) || exit
+  ./load.sh
+  allot release "$lease"`,
+		Args: minArgs(1),
+		ValidArgsFunction: func(cmd *cobra.Command, _ []string, s string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			return g.limitNames(cmd, "", s)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			asJSON, err := wantJSON(outFl)
+			if err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			opts := []allot.Option{allot.Occupy(slots), allot.LeaseDuration(dur),
+				allot.Holder("process", holderID(holder), nil), allot.Strict()}
+			if cmd.Flags().Changed("timeout") {
+				opts = append(opts, allot.Timeout(timeout))
+			}
+			lease, err := c.Acquire(cmd.Context(), args, opts...)
+			if err != nil {
+				return acquireError(err, args, timeout)
+			}
+			lease.Detach()
+			warnMissing(env, lease, args)
+			if asJSON {
+				return printJSON(env.Stdout, leaseJSON{LeaseID: lease.ID(), FencingToken: lease.FencingToken(),
+					Expires: lease.ExpiresAt().UTC(), Limits: lease.Limits()})
+			}
+			fmt.Fprintln(env.Stdout, lease.ID())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&slots, "slots", 1, "slots of every limit to take")
+	f.DurationVar(&timeout, "timeout", 0, "exit 3 if the slots are not acquired within this time (default: wait as long as it takes)")
+	f.DurationVar(&dur, "lease-duration", allot.DefaultLeaseDuration, "how long the lease lives unless renewed")
+	f.StringVar(&holder, "holder-id", "", "the holder id others see in inspect (default hostname:pid)")
+	outputFlag(cmd, &outFl)
+	return cmd
+}
+
+func newReleaseCmd(env Env, g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "release LEASE_ID",
+		Short: "Give back the slots of a lease",
+		Long: `Give back the slots of a lease taken with 'allot acquire'. As in Prefect, a
+lease that has already expired or been released is not an error.`,
+		Example: `  allot release "$lease"`,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.ReleaseLease(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "Released lease %s.\n", args[0])
+			return nil
+		},
+	}
+}
+
+func newRenewCmd(env Env, g *globals) *cobra.Command {
+	var dur time.Duration
+	cmd := &cobra.Command{
+		Use:   "renew LEASE_ID",
+		Short: "Extend a lease",
+		Long: `Extend a lease taken with 'allot acquire' to --lease-duration from now (by
+default, the duration it was granted with). A lease that expired or was
+released cannot be renewed (exit 1): its slots may be someone else's now.`,
+		Example: `  allot renew "$lease" --lease-duration 30m`,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			err = c.RenewLease(cmd.Context(), id, dur)
+			if errors.Is(err, allot.ErrLeaseNotFound) {
+				return fmt.Errorf("lease %s not found: it expired or was released, and its slots may be held by others now", id)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "Renewed lease %s.\n", id)
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&dur, "lease-duration", 0, "the lease's new duration from now (default: the one it was granted with)")
+	return cmd
+}

@@ -1,0 +1,51 @@
+package allot
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// This file holds the calls on a lease known only by its id, for programs
+// that hand a lease from one process to another (the allot acquire, renew
+// and release commands): a Lease of this process can stop renewing itself
+// (Detach), and another process can renew or release it by id.
+
+// Detach stops the background renewals of the lease without releasing it:
+// the slots stay held until the lease expires, unless RenewLease extends it
+// or ReleaseLease gives it back. It returns once the renewals have stopped.
+// Release still works afterwards. It does nothing to a lease that has ended.
+func (l *Lease) Detach() {
+	if l.stop != nil {
+		l.stop()
+		<-l.exited
+	}
+}
+
+// RenewLease extends the lease id to d from now; d zero keeps the
+// duration it was granted with. A lease the server no longer has (it
+// expired or was released) is an error matching ErrLeaseNotFound.
+func (c *Client) RenewLease(ctx context.Context, id string, d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("renew lease %s: %w: lease duration %s must not be negative", id, ErrInvalid, d)
+	}
+	var body any = struct{}{}
+	if d > 0 {
+		body = renewBody{LeaseDuration: d.Seconds()}
+	}
+	err := c.do(ctx, request{method: http.MethodPost, path: limitsPrefix + "/leases/" + url.PathEscape(id) + "/renew",
+		body: jsonBody(body), accept: []int{http.StatusNoContent, http.StatusOK}}, nil)
+	if err != nil {
+		return fmt.Errorf("renew lease %s: %w", id, err)
+	}
+	return nil
+}
+
+// ReleaseLease gives back the slots of the lease id. As in Prefect, a
+// lease the server does not have (expired, or released before) is not an
+// error.
+func (c *Client) ReleaseLease(ctx context.Context, id string) error {
+	return c.release(ctx, id)
+}
