@@ -1,0 +1,214 @@
+package allot_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/allot-dev/allot"
+)
+
+// increment takes a slot of the limits of keys for the run id through the
+// v1 route under base ("/concurrency_limits" or "/label_limits").
+func increment(t *testing.T, b *testBundle, base, holderField, id string, keys ...string) {
+	t.Helper()
+	body, err := json.Marshal(map[string]any{"names": keys, holderField: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, b.srv.URL()+base+"/increment", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("increment %v: status %d, want 200", keys, resp.StatusCode)
+	}
+}
+
+const (
+	runA = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
+	runB = "5b1d7a1e-6f0e-4c55-9a3e-0c2a0f1e9d11"
+)
+
+func TestTagLimits(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+
+	created, err := b.c.CreateTagLimit(ctx, "database", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.ID == "" || created.Tag != "database" || created.ConcurrencyLimit != 10 || !created.Active {
+		t.Errorf("CreateTagLimit = %+v, want tag database, limit 10, active, an id", created)
+	}
+	// Creating again updates the limit: same id, new number of slots.
+	updated, err := b.c.CreateTagLimit(ctx, "database", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if updated.ID != created.ID || updated.ConcurrencyLimit != 1 {
+		t.Errorf("CreateTagLimit again = id %s limit %d, want id %s limit 1", updated.ID, updated.ConcurrencyLimit, created.ID)
+	}
+	if _, err := b.c.CreateTagLimit(ctx, "analytics", 2); err != nil {
+		t.Fatal(err)
+	}
+	// A limit that is not a tag's is not listed.
+	b.limit(t, allot.LimitSpec{Name: "plain", Limit: 1})
+
+	before := time.Now().Add(-time.Second)
+	increment(t, b, "/concurrency_limits", "task_run_id", runA, "database")
+	got, err := b.c.GetTagLimit(ctx, "database")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{runA}, got.ActiveSlots); diff != "" {
+		t.Errorf("ActiveSlots (-want +got):\n%s", diff)
+	}
+	if len(got.Holders) != 1 {
+		t.Fatalf("got %d holders, want 1", len(got.Holders))
+	}
+	h := got.Holders[0]
+	if h.Holder == nil || h.Holder.ID != runA || h.Since.Before(before) || h.Slots != 1 {
+		t.Errorf("holder = %+v (holder %+v), want run %s holding 1 slot since the increment", h, h.Holder, runA)
+	}
+
+	ls, err := b.c.ListTagLimits(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tags []string
+	for _, l := range ls {
+		tags = append(tags, l.Tag)
+	}
+	if diff := cmp.Diff([]string{"analytics", "database"}, tags); diff != "" {
+		t.Errorf("ListTagLimits tags (-want +got):\n%s", diff)
+	}
+	ls, err = b.c.ListTagLimits(ctx, 1, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 1 || ls[0].Tag != "database" {
+		t.Errorf("ListTagLimits from offset 1 = %d limits, want database only", len(ls))
+	}
+
+	// Reset revokes the holder's lease, then grants the overrides that fit.
+	res, err := b.c.ResetTagLimit(ctx, "database", []string{runB, runA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(&allot.ResetResult{Revoked: 1, Granted: []string{runB}, Refused: []string{runA}}, res); diff != "" {
+		t.Errorf("ResetTagLimit (-want +got):\n%s", diff)
+	}
+	got, err = b.c.GetTagLimit(ctx, "database")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{runB}, got.ActiveSlots); diff != "" {
+		t.Errorf("ActiveSlots after reset (-want +got):\n%s", diff)
+	}
+	res, err = b.c.ResetTagLimit(ctx, "database", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(&allot.ResetResult{Revoked: 1, Granted: []string{}, Refused: []string{}}, res); diff != "" {
+		t.Errorf("ResetTagLimit without overrides (-want +got):\n%s", diff)
+	}
+
+	if err := b.c.DeleteTagLimit(ctx, "database"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.c.GetTagLimit(ctx, "database"); !errors.Is(err, allot.ErrLimitNotFound) {
+		t.Errorf("GetTagLimit after delete: got %v, want ErrLimitNotFound", err)
+	}
+}
+
+func TestTagLimitErrors(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"get missing", func() error { _, err := b.c.GetTagLimit(ctx, "nope"); return err }, allot.ErrLimitNotFound},
+		{"reset missing", func() error { _, err := b.c.ResetTagLimit(ctx, "nope", nil); return err }, allot.ErrLimitNotFound},
+		{"delete missing", func() error { return b.c.DeleteTagLimit(ctx, "nope") }, allot.ErrLimitNotFound},
+		{"delete missing label", func() error { return b.c.DeleteLabelLimit(ctx, "nope") }, allot.ErrNotFound},
+		{"negative limit", func() error { _, err := b.c.CreateTagLimit(ctx, "x", -1); return err }, allot.ErrInvalid},
+		{"override not a uuid", func() error {
+			if _, err := b.c.CreateTagLimit(ctx, "y", 1); err != nil {
+				return err
+			}
+			_, err := b.c.ResetTagLimit(ctx, "y", []string{"not-a-uuid"})
+			return err
+		}, allot.ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); !errors.Is(err, tc.want) {
+				t.Errorf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLabelLimits(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+
+	created, err := b.c.CreateLabelLimit(ctx, "gpu", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.Label != "gpu" || created.ConcurrencyLimit != 2 {
+		t.Errorf("CreateLabelLimit = %+v, want label gpu, limit 2", created)
+	}
+	// A tag limit of the same name is another limit.
+	if _, err := b.c.CreateTagLimit(ctx, "gpu", 5); err != nil {
+		t.Fatal(err)
+	}
+	increment(t, b, "/label_limits", "flow_run_id", runA, "gpu")
+	got, err := b.c.GetLabelLimit(ctx, "gpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{runA}, got.ActiveSlots); diff != "" {
+		t.Errorf("ActiveSlots (-want +got):\n%s", diff)
+	}
+	ls, err := b.c.ListLabelLimits(ctx, 0, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 1 || ls[0].Label != "gpu" || ls[0].ID != created.ID {
+		t.Errorf("ListLabelLimits = %d limits, want gpu only", len(ls))
+	}
+	res, err := b.c.ResetLabelLimit(ctx, "gpu", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Revoked != 1 {
+		t.Errorf("ResetLabelLimit revoked %d, want 1", res.Revoked)
+	}
+	if err := b.c.DeleteLabelLimit(ctx, "gpu"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.c.GetLabelLimit(ctx, "gpu"); !errors.Is(err, allot.ErrNotFound) {
+		t.Errorf("GetLabelLimit after delete: got %v, want ErrNotFound", err)
+	}
+	if tag, err := b.c.GetTagLimit(ctx, "gpu"); err != nil || tag.ConcurrencyLimit != 5 {
+		t.Errorf("GetTagLimit(gpu) after deleting the label limit = %v, %v; want the tag limit of 5", tag, err)
+	}
+}
