@@ -173,6 +173,7 @@ func build(env Env) (*cobra.Command, *globals) {
 		newServerCmd(env),
 		newGCLCmd(env, g),
 		newTagCmd(env, g),
+		newLabelCmd(env, g),
 		newRunCmd(env, g),
 		newAcquireCmd(env, g),
 		newReleaseCmd(env, g),

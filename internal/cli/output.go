@@ -72,7 +72,7 @@ func limitsTable(w io.Writer, first string, ls []*allot.Limit, cut string, now t
 
 // limitDetail prints a limit's fields, its holders and its waiters.
 func limitDetail(w io.Writer, fields [][2]string, l *allot.Limit, now time.Time) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	tw := newFieldWriter(w)
 	for _, f := range fields {
 		fmt.Fprintf(tw, "%s:\t%s\n", f[0], f[1])
 	}
@@ -94,18 +94,26 @@ func limitDetail(w io.Writer, fields [][2]string, l *allot.Limit, now time.Time)
 		}
 	}
 	fmt.Fprintln(w)
-	if len(l.Waiters) == 0 {
+	return waitersTable(w, l.Waiters, now)
+}
+
+// waitersTable prints the requests in line for a limit, first first.
+func waitersTable(w io.Writer, waiters []allot.Waiter, now time.Time) error {
+	if len(waiters) == 0 {
 		fmt.Fprintln(w, "Waiters: none")
 		return nil
 	}
 	fmt.Fprintln(w, "Waiters:")
-	rows := make([][]string, 0, len(l.Waiters))
-	for _, wt := range l.Waiters {
+	rows := make([][]string, 0, len(waiters))
+	for _, wt := range waiters {
 		rows = append(rows, []string{strconv.Itoa(wt.Position), strconv.Itoa(wt.Slots), wt.Mode,
 			holderName(wt.Holder), ago(wt.WaitingSince, now)})
 	}
 	return table(w, "POSITION\tSLOTS\tMODE\tHOLDER\tWAITING SINCE", rows)
 }
+
+// newFieldWriter aligns "Field:\tvalue" lines.
+func newFieldWriter(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 1, ' ', 0) }
 
 // limitFields are the lines of a limit's detail, after the caller's own.
 func limitFields(l *allot.Limit, now time.Time) [][2]string {

@@ -263,21 +263,26 @@ func TestJSONOutput(t *testing.T) {
 		t.Errorf("gcl inspect -o json: got %+v, want limit a of 2 held by lease %s", l, lease.LeaseID)
 	}
 
-	type tagLimit struct {
-		Tag              string `json:"tag"`
-		ConcurrencyLimit int    `json:"concurrency_limit"`
-		Name             string `json:"name"`
-		ID               string `json:"id"`
-	}
-	var tl tagLimit
+	var tl allot.TagLimit
 	decode(ok("concurrency-limit", "inspect", "db", "-o", "json"), &tl)
-	if tl.Tag != "db" || tl.ConcurrencyLimit != 3 || tl.Name != "tag:db" || tl.ID == "" {
-		t.Errorf("concurrency-limit inspect -o json: got %+v, want tag db of 3", tl)
+	if tl.Tag != "db" || tl.ConcurrencyLimit != 3 || tl.ActiveSlots == nil || tl.ID == "" {
+		t.Errorf("concurrency-limit inspect -o json: got %+v, want tag db of 3 with active_slots []", tl)
 	}
-	var tls []tagLimit
+	var tls []allot.TagLimit
 	decode(ok("concurrency-limit", "ls", "-o", "json"), &tls)
 	if len(tls) != 1 || tls[0].Tag != "db" {
 		t.Errorf("concurrency-limit ls -o json: got %+v, want the tag db only", tls)
+	}
+	var empty2 []allot.LabelLimit
+	decode(ok("label-limit", "ls", "-o", "json"), &empty2)
+	if empty2 == nil || len(empty2) != 0 {
+		t.Errorf("label-limit ls -o json of no limits: got %v, want []", empty2)
+	}
+	ok("label-limit", "create", "gpu", "2")
+	var ll allot.LabelLimit
+	decode(ok("label-limit", "inspect", "gpu", "-o", "json"), &ll)
+	if ll.Label != "gpu" || ll.ConcurrencyLimit != 2 || ll.ID == "" {
+		t.Errorf("label-limit inspect -o json: got %+v, want label gpu of 2", ll)
 	}
 }
 

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -16,39 +18,154 @@ import (
 // limited by the limit "tag:database", as in Prefect 3.
 const tagPrefix = "tag:"
 
+// keyedLimit is a tag's or a label's limit as the commands show it; v is
+// the SDK's value, printed by -o json.
+type keyedLimit struct {
+	id, key          string
+	concurrencyLimit int
+	activeSlots      []string
+	active           bool
+	waiting          int
+	holders          []allot.Holding
+	created, updated time.Time
+	v                any
+}
+
+func fromTag(l *allot.TagLimit) keyedLimit {
+	return keyedLimit{id: l.ID, key: l.Tag, concurrencyLimit: l.ConcurrencyLimit, activeSlots: l.ActiveSlots,
+		active: l.Active, waiting: l.Waiting, holders: l.Holders, created: l.Created, updated: l.Updated, v: l}
+}
+
+func fromLabel(l *allot.LabelLimit) keyedLimit {
+	return keyedLimit{id: l.ID, key: l.Label, concurrencyLimit: l.ConcurrencyLimit, activeSlots: l.ActiveSlots,
+		active: l.Active, waiting: l.Waiting, holders: l.Holders, created: l.Created, updated: l.Updated, v: l}
+}
+
+// keyedKind is what differs between the commands of tags' limits (allot
+// concurrency-limit) and labels' limits (allot label-limit): names, texts
+// and the SDK calls.
+type keyedKind struct {
+	cmd     string // the command's name
+	noun    string // "tag" or "label"
+	prefix  string // the prefix of the limit's name: "tag:" or "label:"
+	holder  string // the holder type of the runs that hold it
+	runs    string // "Task Run" or "Flow Run"
+	example string // an example key
+
+	create func(ctx context.Context, c *allot.Client, key string, n int) (keyedLimit, error)
+	get    func(ctx context.Context, c *allot.Client, key string) (keyedLimit, error)
+	list   func(ctx context.Context, c *allot.Client, offset, n int) ([]keyedLimit, error)
+	reset  func(ctx context.Context, c *allot.Client, key string, override []string) (*allot.ResetResult, error)
+	delete func(ctx context.Context, c *allot.Client, key string) error
+}
+
+// pageSize is the most limits one list call asks for.
+const pageSize = 200
+
+func tagKind() keyedKind {
+	return keyedKind{cmd: "concurrency-limit", noun: "tag", prefix: tagPrefix, holder: "task_run", runs: "Task Run", example: "database",
+		create: func(ctx context.Context, c *allot.Client, key string, n int) (keyedLimit, error) {
+			l, err := c.CreateTagLimit(ctx, key, n)
+			if err != nil {
+				return keyedLimit{}, err
+			}
+			return fromTag(l), nil
+		},
+		get: func(ctx context.Context, c *allot.Client, key string) (keyedLimit, error) {
+			l, err := c.GetTagLimit(ctx, key)
+			if err != nil {
+				return keyedLimit{}, err
+			}
+			return fromTag(l), nil
+		},
+		list: func(ctx context.Context, c *allot.Client, offset, n int) ([]keyedLimit, error) {
+			ls, err := c.ListTagLimits(ctx, offset, n)
+			out := make([]keyedLimit, len(ls))
+			for i, l := range ls {
+				out[i] = fromTag(l)
+			}
+			return out, err
+		},
+		reset: func(ctx context.Context, c *allot.Client, key string, override []string) (*allot.ResetResult, error) {
+			return c.ResetTagLimit(ctx, key, override)
+		},
+		delete: func(ctx context.Context, c *allot.Client, key string) error { return c.DeleteTagLimit(ctx, key) },
+	}
+}
+
+func labelKind() keyedKind {
+	return keyedKind{cmd: "label-limit", noun: "label", prefix: "label:", holder: "flow_run", runs: "Flow Run", example: "gpu",
+		create: func(ctx context.Context, c *allot.Client, key string, n int) (keyedLimit, error) {
+			l, err := c.CreateLabelLimit(ctx, key, n)
+			if err != nil {
+				return keyedLimit{}, err
+			}
+			return fromLabel(l), nil
+		},
+		get: func(ctx context.Context, c *allot.Client, key string) (keyedLimit, error) {
+			l, err := c.GetLabelLimit(ctx, key)
+			if err != nil {
+				return keyedLimit{}, err
+			}
+			return fromLabel(l), nil
+		},
+		list: func(ctx context.Context, c *allot.Client, offset, n int) ([]keyedLimit, error) {
+			ls, err := c.ListLabelLimits(ctx, offset, n)
+			out := make([]keyedLimit, len(ls))
+			for i, l := range ls {
+				out[i] = fromLabel(l)
+			}
+			return out, err
+		},
+		reset: func(ctx context.Context, c *allot.Client, key string, override []string) (*allot.ResetResult, error) {
+			return c.ResetLabelLimit(ctx, key, override)
+		},
+		delete: func(ctx context.Context, c *allot.Client, key string) error { return c.DeleteLabelLimit(ctx, key) },
+	}
+}
+
 // newTagCmd is allot concurrency-limit: Prefect's task-level tag limits.
-// A tag's limit is the v2 limit "tag:TAG", managed through the SDK.
 func newTagCmd(env Env, g *globals) *cobra.Command {
-	cmd := group("concurrency-limit", []string{"concurrency-limits"}, "Manage task-level concurrency limits (limits of tags)")
-	cmd.Long = `Manage task-level concurrency limits: the limit of a tag TAG is the global
-concurrency limit named "tag:TAG", which task runs with that tag hold while
-they run.`
-	cmd.AddCommand(tagCreate(env, g), tagList(env, g), tagInspect(env, g), tagReset(env, g), tagDelete(env, g))
+	k := tagKind()
+	cmd := group(k.cmd, []string{"concurrency-limits"}, "Manage task-level concurrency limits (limits of tags)")
+	cmd.Long = `Manage task-level concurrency limits: the limit of a tag TAG bounds how many
+task runs with that tag run at once. It is the global concurrency limit named
+"tag:TAG".`
+	cmd.AddCommand(k.createCmd(env, g), k.listCmd(env, g), k.inspectCmd(env, g), k.resetCmd(env, g), k.deleteCmd(env, g))
 	return cmd
 }
 
-func tagNotFound(tag string) error {
-	return fail("No concurrency limit found for the tag: %s", tag)
+// newLabelCmd is allot label-limit: the limits of flow runs' labels.
+func newLabelCmd(env Env, g *globals) *cobra.Command {
+	k := labelKind()
+	cmd := group(k.cmd, []string{"label-limits"}, "Manage flow-level concurrency limits (limits of labels)")
+	cmd.Long = `Manage flow-level concurrency limits: the limit of a label LABEL bounds how
+many flow runs with that label run at once. It is the global concurrency limit
+named "label:LABEL".`
+	cmd.AddCommand(k.createCmd(env, g), k.listCmd(env, g), k.inspectCmd(env, g), k.deleteCmd(env, g))
+	return cmd
 }
 
-// tagLimit is the JSON of a tag's limit: Prefect's tag and
-// concurrency_limit beside the v2 limit's fields.
-type tagLimit struct {
-	Tag              string `json:"tag"`
-	ConcurrencyLimit int    `json:"concurrency_limit"`
-	*allot.Limit
+// notFound maps a limit not found to Prefect's message.
+func (k keyedKind) notFound(key string, err error) error {
+	if errors.Is(err, allot.ErrNotFound) {
+		return fail("No concurrency limit found for the %s: %s", k.noun, key)
+	}
+	return err
 }
 
-func tagCreate(env Env, g *globals) *cobra.Command {
+func (k keyedKind) upper() string { return strings.ToUpper(k.noun) }
+
+func (k keyedKind) createCmd(env Env, g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "create TAG LIMIT",
-		Short: "Create the limit of a tag, or change its number of slots",
-		Long: `Create the limit of a tag, or, if the tag has one, change its number of
-slots. This limit controls how many task runs with that tag may run at once.`,
-		Example: "  allot concurrency-limit create database 10",
+		Use:   "create " + k.upper() + " LIMIT",
+		Short: "Create the limit of a " + k.noun + ", or change its number of slots",
+		Long: `Create the limit of a ` + k.noun + `, or, if the ` + k.noun + ` has one, change its number of
+slots. This limit controls how many ` + strings.ToLower(k.runs) + `s with that ` + k.noun + ` may run at once.`,
+		Example: "  allot " + k.cmd + " create " + k.example + " 10",
 		Args:    exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tag := args[0]
+			key := args[0]
 			n, err := strconv.Atoi(args[1])
 			if err != nil {
 				return usagef("LIMIT must be a whole number, not %q", args[1])
@@ -57,31 +174,31 @@ slots. This limit controls how many task runs with that tag may run at once.`,
 			if err != nil {
 				return err
 			}
-			if _, err := c.EnsureLimit(cmd.Context(), tagPrefix+tag, n); err != nil {
+			if _, err := k.create(cmd.Context(), c, key, n); err != nil {
 				return err
 			}
 			fmt.Fprintf(env.Stdout, `Created concurrency limit with properties:
-    tag - '%[1]s'
+    %[3]s - '%[1]s'
     concurrency_limit - %[2]d
 
 Delete the concurrency limit:
-    allot concurrency-limit delete '%[1]s'
+    allot %[4]s delete '%[1]s'
 
 Inspect the concurrency limit:
-    allot concurrency-limit inspect '%[1]s'
-`, tag, n)
+    allot %[4]s inspect '%[1]s'
+`, key, n, k.noun, k.cmd)
 			return nil
 		},
 	}
 }
 
-func tagList(env Env, g *globals) *cobra.Command {
+func (k keyedKind) listCmd(env Env, g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
-		Short:   "List the limits of tags with their usage",
-		Example: "  allot concurrency-limit ls",
+		Short:   "List the limits of " + k.noun + "s with the number of runs holding them",
+		Example: "  allot " + k.cmd + " ls",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, err := wantJSON(output)
@@ -92,42 +209,50 @@ func tagList(env Env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ls []*allot.Limit
-			out := []tagLimit{}
-			for l, err := range c.AllLimits(cmd.Context()) {
+			var ls []keyedLimit
+			for offset := 0; ; offset += pageSize {
+				page, err := k.list(cmd.Context(), c, offset, pageSize)
 				if err != nil {
 					return err
 				}
-				if tag, ok := strings.CutPrefix(l.Name, tagPrefix); ok {
-					ls = append(ls, l)
-					out = append(out, tagLimit{Tag: tag, ConcurrencyLimit: l.Limit, Limit: l})
+				ls = append(ls, page...)
+				if len(page) < pageSize {
+					break
 				}
 			}
-			switch {
-			case asJSON:
+			if asJSON {
+				out := make([]any, len(ls))
+				for i, l := range ls {
+					out[i] = l.v
+				}
 				return printJSON(env.Stdout, out)
-			case len(ls) == 0:
+			}
+			if len(ls) == 0 {
 				fmt.Fprintln(env.Stdout, "No concurrency limits found.")
 				return nil
 			}
-			return limitsTable(env.Stdout, "TAG", ls, tagPrefix, time.Now())
+			rows := make([][]string, len(ls))
+			for i, l := range ls {
+				rows[i] = []string{l.key, l.id, strconv.Itoa(l.concurrencyLimit), strconv.Itoa(len(l.activeSlots))}
+			}
+			return table(env.Stdout, k.upper()+"\tID\tCONCURRENCY LIMIT\tACTIVE "+strings.ToUpper(k.runs)+"S", rows)
 		},
 	}
 	outputFlag(cmd, &output)
 	return cmd
 }
 
-func tagInspect(env Env, g *globals) *cobra.Command {
+func (k keyedKind) inspectCmd(env Env, g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
-		Use:   "inspect TAG",
-		Short: "Show the limit of a tag, its holders and its waiters",
-		Example: `  allot concurrency-limit inspect database
-  allot concurrency-limit inspect database -o json`,
+		Use:   "inspect " + k.upper(),
+		Short: "Show the limit of a " + k.noun + ", the " + strings.ToLower(k.runs) + "s holding it and those waiting",
+		Example: "  allot " + k.cmd + " inspect " + k.example + `
+  allot ` + k.cmd + " inspect " + k.example + " -o json",
 		Args:              exactArgs(1),
-		ValidArgsFunction: g.completeLimits(tagPrefix),
+		ValidArgsFunction: g.completeLimits(k.prefix),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tag := args[0]
+			key := args[0]
 			asJSON, err := wantJSON(output)
 			if err != nil {
 				return err
@@ -136,83 +261,143 @@ func tagInspect(env Env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			l, err := c.GetLimit(cmd.Context(), tagPrefix+tag)
-			switch {
-			case errors.Is(err, allot.ErrNotFound):
-				return tagNotFound(tag)
-			case err != nil:
-				return err
-			case asJSON:
-				return printJSON(env.Stdout, tagLimit{Tag: tag, ConcurrencyLimit: l.Limit, Limit: l})
+			l, err := k.get(cmd.Context(), c, key)
+			if err != nil {
+				return k.notFound(key, err)
 			}
-			now := time.Now()
-			fields := append([][2]string{{"Concurrency limit ID", l.ID}, {"Tag", tag}, {"Name", l.Name}}, limitFields(l, now)...)
-			return limitDetail(env.Stdout, fields, l, now)
+			if asJSON {
+				return printJSON(env.Stdout, l.v)
+			}
+			// The line is an allot extension the v1 route only counts;
+			// the limit's v2 view lists it.
+			var waiters []allot.Waiter
+			if l.waiting > 0 {
+				v2, err := c.GetLimit(cmd.Context(), k.prefix+key)
+				if err != nil && !errors.Is(err, allot.ErrNotFound) {
+					return err
+				}
+				if v2 != nil {
+					waiters = v2.Waiters
+				}
+			}
+			return k.detail(env.Stdout, l, waiters, time.Now())
 		},
 	}
 	outputFlag(cmd, &output)
 	return cmd
 }
 
-func tagReset(env Env, g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "reset TAG",
-		Short: "Reset the slots of a tag's limit that no lease holds",
-		Long: `Reset the slots of a tag's limit that no lease holds (its active_slots level)
-to 0. Slots held by leases stay held until their holders release them or the
-leases expire.`,
-		Example:           "  allot concurrency-limit reset database",
+// detail prints a limit, the runs holding it (and other leases, if any)
+// and the line.
+func (k keyedKind) detail(w io.Writer, l keyedLimit, waiters []allot.Waiter, now time.Time) error {
+	held := 0
+	var runs, others [][]string
+	for _, h := range l.holders {
+		held += h.Slots
+		if h.Holder != nil && h.Holder.Kind == k.holder {
+			runs = append(runs, []string{h.Holder.ID, ago(h.Since, now), until(h.Expires, now)})
+			continue
+		}
+		others = append(others, []string{h.LeaseID, holderName(h.Holder), strconv.Itoa(h.Slots), ago(h.Since, now), until(h.Expires, now)})
+	}
+	tw := newFieldWriter(w)
+	for _, f := range [][2]string{
+		{"Concurrency limit ID", l.id},
+		{strings.ToUpper(k.noun[:1]) + k.noun[1:], l.key},
+		{"Concurrency limit", strconv.Itoa(l.concurrencyLimit)},
+		{"Active", strconv.FormatBool(l.active)},
+		{"Active slots", fmt.Sprintf("%d/%d", held, l.concurrencyLimit)},
+		{"Waiting", strconv.Itoa(l.waiting)},
+		{"Created", stamp(l.created, now)},
+		{"Updated", stamp(l.updated, now)},
+	} {
+		fmt.Fprintf(tw, "%s:\t%s\n", f[0], f[1])
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	title := "Active " + k.runs + " IDs"
+	if len(runs) == 0 {
+		fmt.Fprintln(w, title+": none")
+	} else {
+		fmt.Fprintln(w, title+":")
+		if err := table(w, strings.ToUpper(k.runs)+" ID\tSINCE\tEXPIRES", runs); err != nil {
+			return err
+		}
+	}
+	if len(others) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Other leases:")
+		if err := table(w, "LEASE ID\tHOLDER\tSLOTS\tSINCE\tEXPIRES", others); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(w)
+	return waitersTable(w, waiters, now)
+}
+
+func (k keyedKind) resetCmd(env Env, g *globals) *cobra.Command {
+	var override []string
+	cmd := &cobra.Command{
+		Use:   "reset " + k.upper(),
+		Short: "Revoke every lease on the limit of a " + k.noun,
+		Long: `Revoke every lease on the limit of a ` + k.noun + `: the runs holding its slots lose
+them (they are Crashed) and the runs waiting in line take them. Each
+--slot-override run id then gets a slot while one is free.`,
+		Example: "  allot " + k.cmd + " reset " + k.example + `
+  allot ` + k.cmd + " reset " + k.example + " --slot-override 3c90c3cc-0d44-4b50-8888-8dd25736052a",
 		Args:              exactArgs(1),
-		ValidArgsFunction: g.completeLimits(tagPrefix),
+		ValidArgsFunction: g.completeLimits(k.prefix),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tag := args[0]
+			key := args[0]
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			err = c.UpdateLimit(cmd.Context(), tagPrefix+tag, allot.LimitUpdate{ActiveSlots: new(0)})
-			switch {
-			case errors.Is(err, allot.ErrNotFound):
-				return tagNotFound(tag)
-			case err != nil:
-				return err
+			res, err := k.reset(cmd.Context(), c, key, override)
+			if err != nil {
+				return k.notFound(key, err)
 			}
-			fmt.Fprintf(env.Stdout, "Reset concurrency limit set on the tag: %s\n", tag)
-			l, err := c.GetLimit(cmd.Context(), tagPrefix+tag)
-			if err == nil && len(l.Holders) > 0 {
-				fmt.Fprintf(env.Stderr, "Note: %d lease(s) still hold slots of it; they keep them until they are released or expire.\n", len(l.Holders))
+			fmt.Fprintf(env.Stdout, "Reset concurrency limit set on the %s: %s\n", k.noun, key)
+			if res.Revoked > 0 {
+				fmt.Fprintf(env.Stderr, "Revoked %d lease(s) holding it.\n", res.Revoked)
+			}
+			for _, id := range res.Granted {
+				fmt.Fprintf(env.Stdout, "Granted a slot to %s.\n", id)
+			}
+			for _, id := range res.Refused {
+				fmt.Fprintf(env.Stderr, "No free slot for %s.\n", id)
 			}
 			return nil
 		},
 	}
+	cmd.Flags().StringSliceVar(&override, "slot-override", nil, "give this run id a slot after the reset, if one is free (repeatable)")
+	return cmd
 }
 
-func tagDelete(env Env, g *globals) *cobra.Command {
+func (k keyedKind) deleteCmd(env Env, g *globals) *cobra.Command {
 	var yes bool
 	cmd := &cobra.Command{
-		Use:               "delete TAG",
-		Short:             "Delete the limit of a tag",
-		Long:              "Delete the limit of a tag, after asking (unless --yes).",
-		Example:           "  allot concurrency-limit delete database --yes",
+		Use:               "delete " + k.upper(),
+		Short:             "Delete the limit of a " + k.noun,
+		Long:              "Delete the limit of a " + k.noun + ", after asking (unless --yes).",
+		Example:           "  allot " + k.cmd + " delete " + k.example + " --yes",
 		Args:              exactArgs(1),
-		ValidArgsFunction: g.completeLimits(tagPrefix),
+		ValidArgsFunction: g.completeLimits(k.prefix),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tag := args[0]
-			if !yes && !confirm(env, "Are you sure you want to delete concurrency limit with tag '"+tag+"'?") {
+			key := args[0]
+			if !yes && !confirm(env, "Are you sure you want to delete concurrency limit with "+k.noun+" '"+key+"'?") {
 				return fail("Aborted.")
 			}
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			err = c.DeleteLimit(cmd.Context(), tagPrefix+tag)
-			switch {
-			case errors.Is(err, allot.ErrNotFound):
-				return tagNotFound(tag)
-			case err != nil:
-				return err
+			if err := k.delete(cmd.Context(), c, key); err != nil {
+				return k.notFound(key, err)
 			}
-			fmt.Fprintf(env.Stdout, "Deleted concurrency limit set on the tag: %s\n", tag)
+			fmt.Fprintf(env.Stdout, "Deleted concurrency limit set on the %s: %s\n", k.noun, key)
 			return nil
 		},
 	}
