@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,9 +34,8 @@ const (
 
 const runLong = `Run a command while holding slots of limits.
 
-allot run takes SLOTS (default 1) of every --limit and one slot of every --tag's
-limit, all at once or none, waiting in line (first in, first out) until they
-are free or --timeout passes. Then it takes one slot of every --rate limit, and
+allot run takes SLOTS (default 1) of every --limit, all at once or none,
+waiting in line (first in, first out) until they are free or --timeout passes. Then it takes one slot of every --rate limit, and
 runs the command with allot's stdin, stdout and stderr, and with
 ALLOT_LEASE_ID and ALLOT_FENCING_TOKEN in its environment. The lease is renewed
 in the background every third of --lease-duration; when the command exits the
@@ -48,6 +48,14 @@ works from cron and CI.
 A trailing ":N" of digits in --limit NAME:N is the number of slots; a name
 that itself ends in ":digits" is written NAME:digits:1. All limits of one
 allot run take the same number of slots (one request takes one count).
+
+With --tag, the command runs as a task run with those tags: allot creates
+the run and waits until every limited tag has a free slot, then takes the
+--limit and --rate slots, and runs the command with ALLOT_TASK_RUN_ID in its
+environment. The run heartbeats every third of --lease-duration and ends
+Completed or Failed by the command's exit code; if allot dies it is Crashed
+when its lease expires. A run whose slots are revoked (a reset) stops the
+command as a lost lease does.
 
 If none of the named limits exist, allot run warns and runs the command
 without slots, as Prefect does; with --strict it exits 1 instead. A limit that
@@ -94,7 +102,7 @@ func newRunCmd(env Env, g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.SetInterspersed(false) // flags after COMMAND are the command's
 	f.StringArrayVar(&r.limits, "limit", nil, "hold SLOTS (default 1) of the limit NAME while the command runs (repeatable)")
-	f.StringArrayVar(&r.tags, "tag", nil, "hold a slot of the limit of TAG, named tag:TAG (repeatable)")
+	f.StringArrayVar(&r.tags, "tag", nil, "run the command as a task run with this tag, admitted when the tag's limit has a free slot (repeatable)")
 	f.StringArrayVar(&r.rates, "rate", nil, "take one slot of the rate limit NAME before the command starts (repeatable)")
 	f.DurationVar(&r.timeout, "timeout", 0, "exit 3 if the slots are not acquired within this time (default: wait as long as it takes)")
 	f.DurationVar(&r.leaseDur, "lease-duration", allot.DefaultLeaseDuration, "how long the slots stay held if allot dies without releasing them")
@@ -139,10 +147,7 @@ func (r *runner) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	for _, t := range r.tags {
-		names = append(names, tagPrefix+t)
-	}
-	if len(names)+len(r.rates) == 0 {
+	if len(names)+len(r.tags)+len(r.rates) == 0 {
 		return usagef("run needs at least one --limit, --tag or --rate")
 	}
 	c, err := r.g.client()
@@ -152,11 +157,80 @@ func (r *runner) run(ctx context.Context, args []string) error {
 	sigc := make(chan os.Signal, 8)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigc)
+	if len(r.tags) > 0 {
+		return r.runTask(ctx, c, sigc, names, slots, args)
+	}
 	lease, err := r.acquire(ctx, c, sigc, names, slots)
 	if err != nil {
 		return err
 	}
-	return r.exec(ctx, lease, sigc, args)
+	return r.exec(ctx, lease, nil, sigc, args)
+}
+
+// errRunTimeout ends the wait of a task run after --timeout.
+var errRunTimeout = errors.New("not admitted within --timeout")
+
+// runTask runs the command as a task run with the --tag tags (the server
+// admits it when each tag's limit has a free slot), then, inside the run,
+// takes the --limit and --rate slots as allot run does without tags. The
+// run heartbeats while the command runs and ends Completed or Failed by
+// the command's exit code; if allot dies, the run is Crashed when its lease
+// expires.
+func (r *runner) runTask(ctx context.Context, c *allot.Client, sigc <-chan os.Signal, names []string, slots int, args []string) error {
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	started := make(chan struct{})
+	var (
+		wg   sync.WaitGroup
+		once sync.Once
+	)
+	var timeoutC <-chan time.Time
+	if r.hasTimeout {
+		t := time.NewTimer(r.timeout)
+		defer t.Stop()
+		timeoutC = t.C
+	}
+	// Until the run is admitted, a signal or --timeout ends the wait.
+	wg.Go(func() {
+		select {
+		case s := <-sigc:
+			cancel(interrupted{s})
+		case <-timeoutC:
+			cancel(errRunTimeout)
+		case <-started:
+		}
+	})
+	admitted := func() {
+		once.Do(func() {
+			close(started)
+			wg.Wait()
+		})
+	}
+	err := c.RunTask(wctx, filepath.Base(args[0]), func(fctx context.Context) error {
+		admitted()
+		if wctx.Err() != nil {
+			return context.Cause(wctx)
+		}
+		var lease *allot.Lease
+		if len(names)+len(r.rates) > 0 {
+			var err error
+			if lease, err = r.acquire(fctx, c, sigc, names, slots); err != nil {
+				return err
+			}
+		}
+		return r.exec(fctx, lease, fctx, sigc, args)
+	}, allot.RunTags(r.tags...), allot.RunLeaseDuration(r.leaseDur))
+	admitted()
+	var in interrupted
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &in):
+		return exitError{code: signalExit(in.sig), msg: "allot: " + in.Error() + " before the command started"}
+	case errors.Is(err, errRunTimeout):
+		return exitError{code: ExitNotAcquired, msg: "allot: not acquired within " + r.timeout.String()}
+	}
+	return err
 }
 
 // acquire takes the slots and the rate-limit slots, reporting on a
@@ -250,14 +324,23 @@ func warnMissing(env Env, lease *allot.Lease, names []string) {
 	}
 }
 
-// exec runs the command while the lease is held, passing signals on, and
-// returns its outcome.
-func (r *runner) exec(ctx context.Context, lease *allot.Lease, sigc <-chan os.Signal, args []string) error {
+// exec runs the command while the lease (if any) is held and the task run
+// (if runCtx is not nil: the context RunTask gave) runs, passing signals
+// on, and returns its outcome.
+func (r *runner) exec(ctx context.Context, lease *allot.Lease, runCtx context.Context, sigc <-chan os.Signal, args []string) error {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = r.env.Stdin, r.env.Stdout, r.env.Stderr
 	if r.env.Environ != nil {
-		cmd.Env = append(r.env.Environ(), "ALLOT_LEASE_ID="+lease.ID(),
-			"ALLOT_FENCING_TOKEN="+strconv.FormatUint(lease.FencingToken(), 10))
+		cmd.Env = r.env.Environ()
+		if lease != nil {
+			cmd.Env = append(cmd.Env, "ALLOT_LEASE_ID="+lease.ID(),
+				"ALLOT_FENCING_TOKEN="+strconv.FormatUint(lease.FencingToken(), 10))
+		}
+		if runCtx != nil {
+			if id, ok := allot.RunFrom(runCtx); ok {
+				cmd.Env = append(cmd.Env, "ALLOT_TASK_RUN_ID="+id)
+			}
+		}
 	}
 	if err := cmd.Start(); err != nil {
 		r.release(ctx, lease)
@@ -275,7 +358,20 @@ func (r *runner) exec(ctx context.Context, lease *allot.Lease, sigc <-chan os.Si
 		kill    *time.Timer
 		killC   <-chan time.Time
 	)
-	done := lease.Done()
+	var done, runDone <-chan struct{}
+	if lease != nil {
+		done = lease.Done()
+	}
+	if runCtx != nil {
+		runDone = runCtx.Done()
+	}
+	stop := func(err error) {
+		done, runDone = nil, nil
+		lost = err
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		kill = time.NewTimer(killGrace)
+		killC = kill.C
+	}
 loop:
 	for {
 		select {
@@ -284,11 +380,9 @@ loop:
 		case s := <-sigc:
 			_ = cmd.Process.Signal(s)
 		case <-done:
-			done = nil
-			lost = lease.Err()
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			kill = time.NewTimer(killGrace)
-			killC = kill.C
+			stop(lease.Err())
+		case <-runDone:
+			stop(fmt.Errorf("task run: %w", context.Cause(runCtx)))
 		case <-killC:
 			killC = nil
 			_ = cmd.Process.Kill()
@@ -300,9 +394,11 @@ loop:
 	if lost != nil {
 		// The lease is gone or expired: releasing it is a courtesy whose
 		// failure says nothing new.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseWait)
-		_ = lease.Release(rctx)
-		cancel()
+		if lease != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseWait)
+			_ = lease.Release(rctx)
+			cancel()
+		}
 		return exitError{code: ExitError, msg: "allot: " + lost.Error()}
 	}
 	r.release(ctx, lease)
@@ -329,6 +425,9 @@ func exitCode(ps *os.ProcessState, waitErr error) int {
 // release gives the lease back; a failure is only a warning, as the lease
 // expires anyway.
 func (r *runner) release(ctx context.Context, lease *allot.Lease) {
+	if lease == nil {
+		return
+	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseWait)
 	defer cancel()
 	if err := lease.Release(rctx); err != nil {

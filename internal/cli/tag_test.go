@@ -1,9 +1,48 @@
 package cli_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"net/http"
 	"regexp"
+	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
+
+// taskRun is a run as the runs API returns it.
+type taskRun struct {
+	ID    string   `json:"id"`
+	Kind  string   `json:"kind"`
+	Name  string   `json:"name"`
+	Tags  []string `json:"tags"`
+	State string   `json:"state"`
+}
+
+// runs lists the runs with a tag in a state, oldest first.
+func (s *serverProc) runs(t *testing.T, tag, state string) []taskRun {
+	t.Helper()
+	body, err := json.Marshal(map[string]string{"tag": tag, "state": state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, s.url+"/runs/filter", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []taskRun
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("filter runs: status %d, %v", resp.StatusCode, err)
+	}
+	return out
+}
 
 // TestTagInspectAndReset checks that inspect shows the task runs holding
 // a tag's limit and the line waiting for it, and that reset revokes the
@@ -18,7 +57,7 @@ func TestTagInspectAndReset(t *testing.T) {
 	if _, err := srv.c.ResetTagLimit(t.Context(), "db", []string{run}); err != nil {
 		t.Fatal(err)
 	}
-	waiter := start(t, srv.allotCmd(t, "run", "--tag", "db", "--holder-id", "waiter", "--", "true"))
+	waiter := start(t, srv.allotCmd(t, "run", "--tag", "db", "--", "true"))
 	eventually(t, "allot run waits in line", func() bool {
 		l, err := srv.c.GetTagLimit(t.Context(), "db")
 		return err == nil && l.Waiting == 1
@@ -32,7 +71,7 @@ func TestTagInspectAndReset(t *testing.T) {
 		`(?m)^Active slots: +1/1$`,
 		`(?m)^Waiting: +1$`,
 		`(?m)^Active Task Run IDs:\nTASK RUN ID +SINCE +EXPIRES\n` + run + ` +\d+s ago +in `,
-		`(?m)^Waiters:\nPOSITION +SLOTS +MODE +HOLDER +WAITING SINCE\n1 +1 +concurrency +process:waiter +\d+s ago$`,
+		`(?m)^Waiters:\nPOSITION +SLOTS +MODE +HOLDER +WAITING SINCE\n1 +1 +concurrency +task_run:[0-9a-f-]{36} +\d+s ago$`,
 	} {
 		if !regexp.MustCompile(want).MatchString(r.stdout) {
 			t.Errorf("inspect stdout:\n%s\ngot no match for %s", r.stdout, want)
@@ -45,5 +84,53 @@ func TestTagInspectAndReset(t *testing.T) {
 	}
 	if r := waiter.wait(t); r.code != 0 {
 		t.Errorf("allot run after the reset: got exit %d, want 0; stderr: %s", r.code, r.stderr)
+	}
+}
+
+// TestRunTagRecordsTaskRun checks that allot run --tag runs the command as
+// a task run with the tags: Completed or Failed by the exit code, and
+// stopped when a reset revokes its slot.
+func TestRunTagRecordsTaskRun(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t)
+	if _, err := srv.c.CreateTagLimit(t.Context(), "db", 1); err != nil {
+		t.Fatal(err)
+	}
+	r := srv.run(t, "run", "--tag", "db", "--tag", "etl", "--", "sh", "-c", `echo "$ALLOT_TASK_RUN_ID"`)
+	if r.code != 0 {
+		t.Fatalf("allot run: got exit %d, want 0; stderr: %s", r.code, r.stderr)
+	}
+	done := srv.runs(t, "db", "Completed")
+	if len(done) != 1 {
+		t.Fatalf("got %d Completed runs tagged db, want 1", len(done))
+	}
+	want := taskRun{ID: strings.TrimSpace(r.stdout), Kind: "task", Name: "sh", Tags: []string{"db", "etl"}, State: "Completed"}
+	if diff := cmp.Diff(want, done[0]); diff != "" {
+		t.Errorf("the run (-want +got):\n%s", diff)
+	}
+
+	if r := srv.run(t, "run", "--tag", "db", "--", "sh", "-c", "exit 3"); r.code != 3 {
+		t.Errorf("allot run of exit 3: got exit %d, want 3; stderr: %s", r.code, r.stderr)
+	}
+	if failed := srv.runs(t, "db", "Failed"); len(failed) != 1 {
+		t.Errorf("got %d Failed runs tagged db, want 1", len(failed))
+	}
+
+	// A reset revokes the running run's slot: its command is stopped.
+	p := start(t, srv.allotCmd(t, "run", "--tag", "db", "--lease-duration", "3s", "--", "sleep", "30"))
+	eventually(t, "the run holds the slot", func() bool {
+		l, err := srv.c.GetTagLimit(t.Context(), "db")
+		return err == nil && len(l.ActiveSlots) == 1
+	})
+	res, err := srv.c.ResetTagLimit(t.Context(), "db", nil)
+	if err != nil || res.Revoked != 1 {
+		t.Fatalf("reset: got %+v, %v; want 1 lease revoked", res, err)
+	}
+	r = p.wait(t)
+	if r.code != 1 || !strings.Contains(r.stderr, "allot: task run: ") {
+		t.Errorf("allot run after the reset: got exit %d, stderr %q; want 1 and the run lost", r.code, r.stderr)
+	}
+	if crashed := srv.runs(t, "db", "Crashed"); len(crashed) != 1 {
+		t.Errorf("got %d Crashed runs tagged db, want 1", len(crashed))
 	}
 }
