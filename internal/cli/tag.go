@@ -280,7 +280,7 @@ func (k keyedKind) inspectCmd(env Env, g *globals) *cobra.Command {
 					waiters = v2.Waiters
 				}
 			}
-			return k.detail(env.Stdout, l, waiters, time.Now())
+			return k.detail(env.Stdout, l, waiters, k.runNames(cmd.Context(), c, l, waiters), time.Now())
 		},
 	}
 	outputFlag(cmd, &output)
@@ -289,13 +289,41 @@ func (k keyedKind) inspectCmd(env Env, g *globals) *cobra.Command {
 
 // detail prints a limit, the runs holding it (and other leases, if any)
 // and the line.
-func (k keyedKind) detail(w io.Writer, l keyedLimit, waiters []allot.Waiter, now time.Time) error {
+// maxNamed bounds how many runs inspect looks up by name.
+const maxNamed = 100
+
+// runNames reads the names of the runs holding or waiting for the limit,
+// the first maxNamed of them; a run that cannot be read keeps no name.
+func (k keyedKind) runNames(ctx context.Context, c *allot.Client, l keyedLimit, waiters []allot.Waiter) map[string]string {
+	names := map[string]string{}
+	look := func(h *allot.Identity) {
+		if h == nil || h.Kind != k.holder || len(names) >= maxNamed {
+			return
+		}
+		if _, done := names[h.ID]; done {
+			return
+		}
+		names[h.ID] = ""
+		if r, err := c.GetRun(ctx, h.ID); err == nil {
+			names[h.ID] = r.Name
+		}
+	}
+	for _, h := range l.holders {
+		look(h.Holder)
+	}
+	for _, wt := range waiters {
+		look(wt.Holder)
+	}
+	return names
+}
+
+func (k keyedKind) detail(w io.Writer, l keyedLimit, waiters []allot.Waiter, names map[string]string, now time.Time) error {
 	held := 0
 	var runs, others [][]string
 	for _, h := range l.holders {
 		held += h.Slots
 		if h.Holder != nil && h.Holder.Kind == k.holder {
-			runs = append(runs, []string{h.Holder.ID, ago(h.Since, now), until(h.Expires, now)})
+			runs = append(runs, []string{orDash(names[h.Holder.ID]), h.Holder.ID, ago(h.Since, now), until(h.Expires, now)})
 			continue
 		}
 		others = append(others, []string{h.LeaseID, holderName(h.Holder), strconv.Itoa(h.Slots), ago(h.Since, now), until(h.Expires, now)})
@@ -322,7 +350,7 @@ func (k keyedKind) detail(w io.Writer, l keyedLimit, waiters []allot.Waiter, now
 		fmt.Fprintln(w, title+": none")
 	} else {
 		fmt.Fprintln(w, title+":")
-		if err := table(w, strings.ToUpper(k.runs)+" ID\tSINCE\tEXPIRES", runs); err != nil {
+		if err := table(w, "NAME\t"+strings.ToUpper(k.runs)+" ID\tSINCE\tEXPIRES", runs); err != nil {
 			return err
 		}
 	}
@@ -334,7 +362,27 @@ func (k keyedKind) detail(w io.Writer, l keyedLimit, waiters []allot.Waiter, now
 		}
 	}
 	fmt.Fprintln(w)
-	return waitersTable(w, waiters, now)
+	if len(waiters) == 0 {
+		fmt.Fprintln(w, "Waiters: none")
+		return nil
+	}
+	fmt.Fprintln(w, "Waiters:")
+	rows := make([][]string, 0, len(waiters))
+	for _, wt := range waiters {
+		name, holder := "-", holderName(wt.Holder)
+		if wt.Holder != nil && wt.Holder.Kind == k.holder {
+			name, holder = orDash(names[wt.Holder.ID]), wt.Holder.ID
+		}
+		rows = append(rows, []string{strconv.Itoa(wt.Position), name, holder, ago(wt.WaitingSince, now)})
+	}
+	return table(w, "POSITION\tNAME\t"+strings.ToUpper(k.runs)+" ID / HOLDER\tWAITING SINCE", rows)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func (k keyedKind) resetCmd(env Env, g *globals) *cobra.Command {
