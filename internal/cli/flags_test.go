@@ -64,3 +64,28 @@ func TestGlobalFlags(t *testing.T) {
 		t.Errorf("--api-url ftp://x: got exit %d, stderr %q; want exit %d and an error about --api-url", code, stderr.String(), cli.ExitUsage)
 	}
 }
+
+// TestServerFlagsRefuseBadValues checks that allot server refuses bad
+// settings with a usage error before it opens anything.
+func TestServerFlagsRefuseBadValues(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--run-retention", "-1s"},
+		{"--v1-lease-duration", "-5m"},
+		{"--run-lease-duration", "-1s"},
+		{"--default-lease-duration", "-1s"},
+		{"--sync", "sometimes"},
+		{"--log-format", "xml"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			var stdout, stderr syncBuffer
+			code := cli.Main(t.Context(), append([]string{"server", "--addr", "127.0.0.1:0", "--data-dir", dir + "/data"}, args...),
+				cli.Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }})
+			if code != cli.ExitUsage || !strings.Contains(stderr.String(), args[0]) {
+				t.Errorf("got exit %d, stderr %q; want exit %d naming %s", code, stderr.String(), cli.ExitUsage, args[0])
+			}
+		})
+	}
+}

@@ -18,7 +18,7 @@ import (
 func newServerCmd(env Env) *cobra.Command {
 	cfg := server.Config{}
 	var logLevel, logFormat string
-	var leaseDefault time.Duration
+	var leaseDefault, v1Lease, runLease, runRetention time.Duration
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Start the allot server",
@@ -51,8 +51,22 @@ ALLOT_LOG_LEVEL, --log-format as ALLOT_LOG_FORMAT. Flags win.`,
 			}
 			cfg.Logger = slog.New(h)
 			cfg.Coord = coord.DefaultConfig()
-			if leaseDefault > 0 {
-				cfg.Coord.DefaultLeaseDuration = leaseDefault
+			for _, d := range []struct {
+				flag string
+				v    time.Duration
+				dst  *time.Duration
+			}{
+				{"--default-lease-duration", leaseDefault, &cfg.Coord.DefaultLeaseDuration},
+				{"--v1-lease-duration", v1Lease, &cfg.Coord.V1LeaseDuration},
+				{"--run-lease-duration", runLease, &cfg.Coord.RunLeaseDuration},
+				{"--run-retention", runRetention, &cfg.Coord.RunRetention},
+			} {
+				if d.v < 0 {
+					return usageError{fmt.Errorf("%s must not be negative", d.flag)}
+				}
+				if d.v > 0 {
+					*d.dst = d.v
+				}
 			}
 			cfg.Listening = func(a net.Addr) { fmt.Fprintf(env.Stdout, "allot server listening on http://%s/api\n", a) }
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
@@ -68,6 +82,9 @@ ALLOT_LOG_LEVEL, --log-format as ALLOT_LOG_FORMAT. Flags win.`,
 	f.StringVar(&logFormat, "log-format", envOr(env, "ALLOT_LOG_FORMAT", "text"), "log format: text or json")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", envOr(env, "ALLOT_DEBUG_ADDR", ""), "if set, serve Go's pprof profiles on this address (keep it on loopback)")
 	f.DurationVar(&leaseDefault, "default-lease-duration", 0, "lease duration when a request names none (default 5m0s)")
+	f.DurationVar(&v1Lease, "v1-lease-duration", 0, "time to live of leases taken through Prefect's v1 tag routes, whose clients cannot renew (default 1h0m0s)")
+	f.DurationVar(&runLease, "run-lease-duration", 0, "a run's lease duration when it names none; a run that stops heartbeating is Crashed after it (default 1m0s)")
+	f.DurationVar(&runRetention, "run-retention", 0, "how long finished runs are kept (default 1h0m0s)")
 	return cmd
 }
 
