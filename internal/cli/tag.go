@@ -52,76 +52,63 @@ type keyedKind struct {
 	runs    string // "Task Run" or "Flow Run"
 	example string // an example key
 
-	create func(ctx context.Context, c *allot.Client, key string, n int) (keyedLimit, error)
-	get    func(ctx context.Context, c *allot.Client, key string) (keyedLimit, error)
-	list   func(ctx context.Context, c *allot.Client, offset, n int) ([]keyedLimit, error)
-	reset  func(ctx context.Context, c *allot.Client, key string, override []string) (*allot.ResetResult, error)
-	delete func(ctx context.Context, c *allot.Client, key string) error
+	// The SDK's calls, as method expressions: the client comes first.
+	create func(c *allot.Client, ctx context.Context, key string, n int) (keyedLimit, error)
+	get    func(c *allot.Client, ctx context.Context, key string) (keyedLimit, error)
+	list   func(c *allot.Client, ctx context.Context, offset, n int) ([]keyedLimit, error)
+	reset  func(c *allot.Client, ctx context.Context, key string, override []string) (*allot.ResetResult, error)
+	delete func(c *allot.Client, ctx context.Context, key string) error
 }
 
 // pageSize is the most limits one list call asks for.
 const pageSize = 200
 
 func tagKind() keyedKind {
-	return keyedKind{cmd: "concurrency-limit", noun: "tag", prefix: tagPrefix, holder: "task_run", runs: "Task Run", example: "database",
-		create: func(ctx context.Context, c *allot.Client, key string, n int) (keyedLimit, error) {
-			l, err := c.CreateTagLimit(ctx, key, n)
-			if err != nil {
-				return keyedLimit{}, err
-			}
-			return fromTag(l), nil
-		},
-		get: func(ctx context.Context, c *allot.Client, key string) (keyedLimit, error) {
-			l, err := c.GetTagLimit(ctx, key)
-			if err != nil {
-				return keyedLimit{}, err
-			}
-			return fromTag(l), nil
-		},
-		list: func(ctx context.Context, c *allot.Client, offset, n int) ([]keyedLimit, error) {
-			ls, err := c.ListTagLimits(ctx, offset, n)
-			out := make([]keyedLimit, len(ls))
-			for i, l := range ls {
-				out[i] = fromTag(l)
-			}
-			return out, err
-		},
-		reset: func(ctx context.Context, c *allot.Client, key string, override []string) (*allot.ResetResult, error) {
-			return c.ResetTagLimit(ctx, key, override)
-		},
-		delete: func(ctx context.Context, c *allot.Client, key string) error { return c.DeleteTagLimit(ctx, key) },
-	}
+	k := keyedKind{cmd: "concurrency-limit", noun: "tag", prefix: tagPrefix, holder: "task_run", runs: "Task Run", example: "database",
+		reset: (*allot.Client).ResetTagLimit, delete: (*allot.Client).DeleteTagLimit}
+	k.create, k.get, k.list = sdkCalls((*allot.Client).CreateTagLimit, (*allot.Client).GetTagLimit, (*allot.Client).ListTagLimits, fromTag)
+	return k
 }
 
 func labelKind() keyedKind {
-	return keyedKind{cmd: "label-limit", noun: "label", prefix: "label:", holder: "flow_run", runs: "Flow Run", example: "gpu",
-		create: func(ctx context.Context, c *allot.Client, key string, n int) (keyedLimit, error) {
-			l, err := c.CreateLabelLimit(ctx, key, n)
-			if err != nil {
-				return keyedLimit{}, err
-			}
-			return fromLabel(l), nil
+	k := keyedKind{cmd: "label-limit", noun: "label", prefix: "label:", holder: "flow_run", runs: "Flow Run", example: "gpu",
+		reset: (*allot.Client).ResetLabelLimit, delete: (*allot.Client).DeleteLabelLimit}
+	k.create, k.get, k.list = sdkCalls((*allot.Client).CreateLabelLimit, (*allot.Client).GetLabelLimit, (*allot.Client).ListLabelLimits, fromLabel)
+	return k
+}
+
+// sdkCalls adapts the SDK's calls for one kind of limit (T is
+// allot.TagLimit or allot.LabelLimit) to keyedLimit.
+func sdkCalls[T any](
+	create func(*allot.Client, context.Context, string, int) (*T, error),
+	get func(*allot.Client, context.Context, string) (*T, error),
+	list func(*allot.Client, context.Context, int, int) ([]*T, error),
+	from func(*T) keyedLimit,
+) (
+	func(*allot.Client, context.Context, string, int) (keyedLimit, error),
+	func(*allot.Client, context.Context, string) (keyedLimit, error),
+	func(*allot.Client, context.Context, int, int) ([]keyedLimit, error),
+) {
+	one := func(l *T, err error) (keyedLimit, error) {
+		if err != nil {
+			return keyedLimit{}, err
+		}
+		return from(l), nil
+	}
+	return func(c *allot.Client, ctx context.Context, key string, n int) (keyedLimit, error) {
+			return one(create(c, ctx, key, n))
 		},
-		get: func(ctx context.Context, c *allot.Client, key string) (keyedLimit, error) {
-			l, err := c.GetLabelLimit(ctx, key)
-			if err != nil {
-				return keyedLimit{}, err
-			}
-			return fromLabel(l), nil
+		func(c *allot.Client, ctx context.Context, key string) (keyedLimit, error) {
+			return one(get(c, ctx, key))
 		},
-		list: func(ctx context.Context, c *allot.Client, offset, n int) ([]keyedLimit, error) {
-			ls, err := c.ListLabelLimits(ctx, offset, n)
+		func(c *allot.Client, ctx context.Context, offset, n int) ([]keyedLimit, error) {
+			ls, err := list(c, ctx, offset, n)
 			out := make([]keyedLimit, len(ls))
 			for i, l := range ls {
-				out[i] = fromLabel(l)
+				out[i] = from(l)
 			}
 			return out, err
-		},
-		reset: func(ctx context.Context, c *allot.Client, key string, override []string) (*allot.ResetResult, error) {
-			return c.ResetLabelLimit(ctx, key, override)
-		},
-		delete: func(ctx context.Context, c *allot.Client, key string) error { return c.DeleteLabelLimit(ctx, key) },
-	}
+		}
 }
 
 // newTagCmd is allot concurrency-limit: Prefect's task-level tag limits.
@@ -174,7 +161,7 @@ slots. This limit controls how many ` + strings.ToLower(k.runs) + `s with that `
 			if err != nil {
 				return err
 			}
-			if _, err := k.create(cmd.Context(), c, key, n); err != nil {
+			if _, err := k.create(c, cmd.Context(), key, n); err != nil {
 				return err
 			}
 			fmt.Fprintf(env.Stdout, `Created concurrency limit with properties:
@@ -211,7 +198,7 @@ func (k keyedKind) listCmd(env Env, g *globals) *cobra.Command {
 			}
 			var ls []keyedLimit
 			for offset := 0; ; offset += pageSize {
-				page, err := k.list(cmd.Context(), c, offset, pageSize)
+				page, err := k.list(c, cmd.Context(), offset, pageSize)
 				if err != nil {
 					return err
 				}
@@ -261,7 +248,7 @@ func (k keyedKind) inspectCmd(env Env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			l, err := k.get(cmd.Context(), c, key)
+			l, err := k.get(c, cmd.Context(), key)
 			if err != nil {
 				return k.notFound(key, err)
 			}
@@ -403,7 +390,7 @@ them (they are Crashed) and the runs waiting in line take them. Each
 			if err != nil {
 				return err
 			}
-			res, err := k.reset(cmd.Context(), c, key, override)
+			res, err := k.reset(c, cmd.Context(), key, override)
 			if err != nil {
 				return k.notFound(key, err)
 			}
@@ -442,7 +429,7 @@ func (k keyedKind) deleteCmd(env Env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := k.delete(cmd.Context(), c, key); err != nil {
+			if err := k.delete(c, cmd.Context(), key); err != nil {
 				return k.notFound(key, err)
 			}
 			fmt.Fprintf(env.Stdout, "Deleted concurrency limit set on the %s: %s\n", k.noun, key)
