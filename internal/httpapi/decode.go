@@ -20,10 +20,39 @@ import (
 // the first problem it meets and does nothing once one is recorded, so a
 // handler reads every field and checks finish once.
 type body struct {
-	prefix string // "holder." for a nested object
-	m      map[string]json.RawMessage
+	prefix string  // "holder." for a nested object
+	fields []field // the object's members; nil for an absent body
 	known  []string
 	err    error
+
+	fieldBuf [8]field // backing for fields, enough for every route's body
+	knownBuf [8]string
+}
+
+// newBody returns a body for the members of the object data holds, or for
+// none when data is null (isObject false); data must be a whole JSON text.
+// The fast scanner handles what it can; anything else, and every error,
+// comes from encoding/json.
+func newBody(prefix string, data []byte) (b *body, isObject bool, err error) {
+	b = &body{prefix: prefix}
+	b.known = b.knownBuf[:0]
+	fields, isObject, ok := scanObject(data, b.fieldBuf[:0])
+	if ok {
+		b.fields = fields
+		return b, isObject, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, false, err
+	}
+	if m == nil {
+		return b, false, nil
+	}
+	b.fields = make([]field, 0, len(m))
+	for k, v := range m {
+		b.fields = append(b.fields, field{name: []byte(k), raw: v})
+	}
+	return b, true, nil
 }
 
 // readBody reads and parses the request's JSON object. An absent, empty or
@@ -32,7 +61,7 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, optional bool
 	if r.ContentLength > h.maxBody {
 		return nil, tooLarge(h.maxBody)
 	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	data, err := readAll(w, r, h.maxBody)
 	if err != nil {
 		if errors.As(err, new(*http.MaxBytesError)) {
 			return nil, tooLarge(h.maxBody)
@@ -45,16 +74,27 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, optional bool
 			return nil, err
 		}
 	}
-	b := &body{}
+	b, isObject := &body{}, false
 	if len(data) > 0 {
-		if err := json.Unmarshal(data, &b.m); err != nil {
+		if b, isObject, err = newBody("", data); err != nil {
 			return nil, jsonError(err)
 		}
 	}
-	if b.m == nil && !optional {
+	if !isObject && !optional {
 		return nil, &requestError{Status: http.StatusUnprocessableEntity, Code: "invalid_json", Detail: "request body is required: a JSON object"}
 	}
 	return b, nil
+}
+
+// readAll reads a request body of at most limit bytes: in one read of the
+// announced length when there is one, else through http.MaxBytesReader.
+func readAll(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if n := r.ContentLength; n >= 0 && n <= limit {
+		data := make([]byte, n)
+		_, err := io.ReadFull(r.Body, data)
+		return data, err
+	}
+	return io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 }
 
 func tooLarge(n int64) error {
@@ -66,7 +106,7 @@ func tooLarge(n int64) error {
 // means a page on another site cannot post to the API without a CORS
 // preflight.
 func checkMediaType(ct string) error {
-	if ct == "" {
+	if ct == "" || ct == "application/json" {
 		return nil
 	}
 	mt, _, err := mime.ParseMediaType(ct)
@@ -98,11 +138,15 @@ func (b *body) take(name string) (json.RawMessage, bool) {
 	if b.err != nil {
 		return nil, false
 	}
-	raw, ok := b.m[name]
-	if !ok || string(raw) == "null" {
-		return nil, false
+	for _, f := range b.fields {
+		if string(f.name) == name {
+			if string(f.raw) == "null" {
+				return nil, false
+			}
+			return f.raw, true
+		}
 	}
-	return raw, true
+	return nil, false
 }
 
 func (b *body) fail(name, detail string) {
@@ -125,9 +169,9 @@ func (b *body) finish(strict bool) error {
 		return b.err
 	}
 	var unknown []string
-	for k := range b.m {
-		if !slices.Contains(b.known, k) {
-			unknown = append(unknown, k)
+	for _, f := range b.fields {
+		if !slices.Contains(b.known, string(f.name)) {
+			unknown = append(unknown, string(f.name))
 		}
 	}
 	if len(unknown) == 0 {
@@ -143,10 +187,12 @@ func (b *body) str(name string, dst *string) bool {
 	if !ok {
 		return false
 	}
-	if raw[0] != '"' || json.Unmarshal(raw, dst) != nil {
+	s, ok := decodeString(raw)
+	if !ok {
 		b.fail(name, "must be a string")
 		return false
 	}
+	*dst = s
 	return true
 }
 
@@ -180,25 +226,25 @@ func (b *body) integer(name string, dst *int, lo, hi int) bool {
 		b.fail(name, "must be an integer")
 		return false
 	}
-	bad := fmt.Sprintf("must be an integer from %d to %d", lo, hi)
+	bad := func() { b.fail(name, fmt.Sprintf("must be an integer from %d to %d", lo, hi)) }
 	n, err := strconv.ParseInt(string(raw), 10, 64)
 	if err != nil {
 		f, ferr := strconv.ParseFloat(string(raw), 64)
 		switch {
 		case errors.Is(err, strconv.ErrRange) || ferr != nil:
-			b.fail(name, bad)
+			bad()
 			return false
 		case f != math.Trunc(f):
 			b.fail(name, "must be an integer")
 			return false
 		case f < float64(lo) || f > float64(hi):
-			b.fail(name, bad)
+			bad()
 			return false
 		}
 		n = int64(f)
 	}
 	if n < int64(lo) || n > int64(hi) {
-		b.fail(name, bad)
+		bad()
 		return false
 	}
 	*dst = int(n)
@@ -242,21 +288,26 @@ func (b *body) strArray(name string, dst *[]string, minItems, maxItems int) bool
 	if !ok {
 		return false
 	}
-	var items []json.RawMessage
-	if raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
+	out := make([]string, 0, 4)
+	notString := -1 // the first item that is not a string
+	if !scanArray(raw, func(elem []byte) bool {
+		s, ok := decodeString(elem)
+		if !ok && notString < 0 {
+			notString = len(out)
+		}
+		out = append(out, s)
+		return true
+	}) {
 		b.fail(name, "must be an array of strings")
 		return false
 	}
-	if len(items) < minItems || len(items) > maxItems {
+	switch {
+	case len(out) < minItems || len(out) > maxItems:
 		b.fail(name, fmt.Sprintf("must have from %d to %d items", minItems, maxItems))
 		return false
-	}
-	out := make([]string, len(items))
-	for i, it := range items {
-		if it[0] != '"' || json.Unmarshal(it, &out[i]) != nil {
-			b.fail(name, fmt.Sprintf("item %d must be a string", i))
-			return false
-		}
+	case notString >= 0:
+		b.fail(name, fmt.Sprintf("item %d must be a string", notString))
+		return false
 	}
 	*dst = out
 	return true
@@ -268,8 +319,8 @@ func (b *body) object(name string) (*body, bool) {
 	if !ok {
 		return nil, false
 	}
-	c := &body{prefix: b.prefix + name + "."}
-	if raw[0] != '{' || json.Unmarshal(raw, &c.m) != nil {
+	c, isObject, err := newBody(b.prefix+name+".", raw)
+	if err != nil || !isObject {
 		b.fail(name, "must be an object")
 		return nil, false
 	}
@@ -289,19 +340,19 @@ func (b *body) stringMap(name string, dst *map[string]string) bool {
 	if !ok {
 		return false
 	}
-	var m map[string]json.RawMessage
-	if raw[0] != '{' || json.Unmarshal(raw, &m) != nil {
+	m, isObject, err := newBody("", raw)
+	if err != nil || !isObject {
 		b.fail(name, "must be an object of strings")
 		return false
 	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		var s string
-		if v[0] != '"' || json.Unmarshal(v, &s) != nil {
-			b.fail(name, fmt.Sprintf("value of %q must be a string", k))
+	out := make(map[string]string, len(m.fields))
+	for _, f := range m.fields {
+		s, ok := decodeString(f.raw)
+		if !ok {
+			b.fail(name, fmt.Sprintf("value of %q must be a string", f.name))
 			return false
 		}
-		out[k] = s
+		out[string(f.name)] = s
 	}
 	*dst = out
 	return true
