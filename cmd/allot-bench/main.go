@@ -4,8 +4,20 @@
 // memory a held lease and a waiting request cost it (memory), and how much
 // slower it serves pairs while it holds many leases (scale). Each workload
 // prints one line, or one JSON object with -json. -workload all runs
-// throughput and handoff; memory and scale take minutes and run only when
-// named.
+// baseline, throughput and handoff; memory and scale take minutes and run
+// only when named.
+//
+// Machines differ too much in speed for pairs per second alone to mean
+// anything, so the baseline workload measures this machine's yardstick: the
+// requests per second of a bare Go net/http server that decodes and answers
+// small JSON objects, sent by the same client, workers, warm-up and
+// duration as throughput's. That server is allot-bench itself, started
+// again with ALLOT_BENCH_BARE_SERVER set to the address to listen on (such
+// as 127.0.0.1:0): then it serves, prints the address it listens on, and
+// measures nothing. When both ran, the throughput line gives pairs per bare
+// request beside the design's target for that ratio. Throughput and handoff
+// also read the server's CPU time from its /metrics before and after the
+// measured window and give it per pair, when /metrics can be read.
 //
 // It exits 0 when the run completed and the server's answers were safe, 1
 // when the run failed or a safety check (overlaps, fencing, leaked slots)
@@ -28,32 +40,56 @@ import (
 )
 
 func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if addr, ok := os.LookupEnv(bench.BareServerEnv); ok {
+		code := serveBare(ctx, addr, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	if err := raiseFileLimit(); err != nil {
 		fmt.Fprintf(os.Stderr, "allot-bench: %v\n", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Getenv("ALLOT_API_URL"), os.Stdout, os.Stderr)
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "allot-bench: %v\n", err)
+	}
+	code := run(ctx, os.Args[1:], os.Getenv("ALLOT_API_URL"), exe, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
+// serveBare is allot-bench started by the baseline workload as its bare
+// server: it serves on addr until ctx is done and returns the exit code.
+func serveBare(ctx context.Context, addr string, stdout, stderr io.Writer) int {
+	if err := bench.ServeBare(ctx, addr, stdout); err != nil {
+		fmt.Fprintf(stderr, "allot-bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
 // run parses args, runs the benchmark and returns the exit code. envURL is
-// the value of ALLOT_API_URL.
-func run(ctx context.Context, args []string, envURL string, stdout, stderr io.Writer) int {
+// the value of ALLOT_API_URL; exe is this program's executable, which the
+// baseline workload starts as its bare server.
+func run(ctx context.Context, args []string, envURL, exe string, stdout, stderr io.Writer) int {
 	cfg := bench.DefaultConfig()
 	if envURL != "" {
 		cfg.URL = envURL
 	}
+	cfg.Executable = exe
 	fs := flag.NewFlagSet("allot-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: allot-bench [flags]\n\nBenchmarks a running allot server.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "usage: allot-bench [flags]\n\n"+
+			"Benchmarks a running allot server, and measures this machine's yardstick for it: a bare\n"+
+			"Go net/http JSON round trip, served by allot-bench itself in a process of its own\n"+
+			"(%s=<addr> starts it as that server instead).\n\nFlags:\n", bench.BareServerEnv)
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.URL, "url", cfg.URL, "API base URL (ALLOT_API_URL sets the default)")
-	fs.StringVar(&cfg.Workload, "workload", cfg.Workload, "workload to run: throughput, handoff, memory, scale, or all (throughput and handoff)")
-	fs.StringVar(&cfg.MetricsURL, "metrics-url", "", "the server's Prometheus metrics, read by memory (default: /metrics beside the API's /api)")
-	workers := fs.Int("workers", 0, fmt.Sprintf("workers per workload (default %d for throughput, %d for handoff)",
+	fs.StringVar(&cfg.Workload, "workload", cfg.Workload, "workload to run: baseline, throughput, handoff, memory, scale, or all (baseline, throughput and handoff)")
+	fs.StringVar(&cfg.MetricsURL, "metrics-url", "", "the server's Prometheus metrics, read by memory, and by throughput and handoff for the server's CPU time (default: /metrics beside the API's /api)")
+	workers := fs.Int("workers", 0, fmt.Sprintf("workers per workload (default %d for baseline and throughput, %d for handoff)",
 		cfg.ThroughputWorkers, cfg.HandoffWorkers))
 	fs.IntVar(&cfg.Limits, "limits", cfg.Limits, "limits of one slot the throughput workload spreads over")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long each workload is measured")
@@ -74,7 +110,7 @@ func run(ctx context.Context, args []string, envURL string, stdout, stderr io.Wr
 	fs.StringVar(&cfg.Prefix, "prefix", "", "limit name prefix (default bench-<random>)")
 	fs.BoolVar(&cfg.Cleanup, "cleanup", cfg.Cleanup, "delete the limits afterwards")
 	fs.BoolVar(&cfg.JSON, "json", cfg.JSON, "print one JSON object per workload")
-	fs.BoolVar(&cfg.NetHTTP, "nethttp", cfg.NetHTTP, "send acquires and releases through Go's net/http client instead of the lean raw HTTP/1.1 client")
+	fs.BoolVar(&cfg.NetHTTP, "nethttp", cfg.NetHTTP, "send acquires and releases, and the baseline's requests, through Go's net/http client instead of the lean raw HTTP/1.1 client")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

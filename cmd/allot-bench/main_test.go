@@ -2,11 +2,40 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"os"
+	"os/signal"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/allot-dev/allot/internal/bench"
 	"github.com/google/go-cmp/cmp"
 )
+
+// TestMain makes the test binary the bare server when the baseline
+// workload starts it as one, as main does.
+func TestMain(m *testing.M) {
+	if addr, ok := os.LookupEnv(bench.BareServerEnv); ok {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := serveBare(ctx, addr, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// testExecutable returns the test binary, which serves as the bare server
+// (see TestMain).
+func testExecutable(t *testing.T) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatalf("os.Executable: %v", err)
+	}
+	return exe
+}
 
 func TestRun(t *testing.T) {
 	t.Parallel()
@@ -17,6 +46,7 @@ func TestRun(t *testing.T) {
 		name       string
 		args       []string
 		envURL     string
+		exe        string // "none" for none; empty for the test binary
 		wantCode   int
 		wantStderr string
 	}{
@@ -26,7 +56,9 @@ func TestRun(t *testing.T) {
 		{name: "unknown workload", args: []string{"-workload", "latency"}, wantCode: 2, wantStderr: `unknown workload "latency"`},
 		{name: "negative workers", args: []string{"-workers", "-1"}, wantCode: 2, wantStderr: "-workers -1 is negative"},
 		{name: "zero duration", args: []string{"-duration", "0s"}, wantCode: 2, wantStderr: "duration 0s is not positive"},
-		{name: "server down", args: []string{"-url", down, "-prefix", "p"}, wantCode: 1, wantStderr: "throughput: set up: create limit p-t0"},
+		{name: "server down", args: []string{"-url", down, "-prefix", "p"}, wantCode: 1, wantStderr: "reach server: "},
+		{name: "throughput against a server down", args: []string{"-url", down, "-prefix", "p", "-workload", "throughput"}, wantCode: 1, wantStderr: "throughput: set up: create limit p-t0"},
+		{name: "no executable for the baseline", args: []string{"-workload", "baseline"}, exe: "none", wantCode: 2, wantStderr: "no executable to start the baseline's bare server from"},
 		{name: "bad scale sizes", args: []string{"-scale-sizes", "10,lots"}, wantCode: 2, wantStderr: `invalid value "10,lots" for flag -scale-sizes: "lots" is not a whole number`},
 		{name: "nothing to measure", args: []string{"-workload", "memory", "-leases", "0", "-waiters", "0"}, wantCode: 2, wantStderr: "leases 0 and waiters 0"},
 		{name: "memory against a server down", args: []string{"-url", down, "-prefix", "p", "-workload", "memory"}, wantCode: 1, wantStderr: "memory: per lease: set up: create limit p-lease:*"},
@@ -36,8 +68,15 @@ func TestRun(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			exe := tt.exe
+			switch exe {
+			case "":
+				exe = testExecutable(t)
+			case "none":
+				exe = ""
+			}
 			var stdout, stderr bytes.Buffer
-			code := run(t.Context(), tt.args, tt.envURL, &stdout, &stderr)
+			code := run(t.Context(), tt.args, tt.envURL, exe, &stdout, &stderr)
 			if diff := cmp.Diff(tt.wantCode, code); diff != "" {
 				t.Errorf("exit code mismatch (-want +got):\n%s\nstderr:\n%s", diff, stderr.String())
 			}
@@ -48,6 +87,32 @@ func TestRun(t *testing.T) {
 				t.Errorf("got stdout %q, want nothing", stdout.String())
 			}
 		})
+	}
+}
+
+func TestRunBaseline(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	// No allot server is needed: the baseline starts its own.
+	args := []string{"-url", "http://127.0.0.1:1/api", "-workload", "baseline", "-workers", "2", "-duration", "200ms", "-warmup", "0s"}
+	code := run(t.Context(), args, "", testExecutable(t), &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("got exit code %d, want 0; stderr:\n%s", code, stderr.String())
+	}
+	want := regexp.MustCompile(`^baseline: [1-9]\d* requests/s  p50=\S+ p99=\S+  workers=2 \(bare net/http JSON round trip on this machine\)  errors=0\n$`)
+	if !want.MatchString(stdout.String()) {
+		t.Errorf("got stdout %q, want it to match %s", stdout.String(), want)
+	}
+}
+
+func TestServeBare(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	if code := serveBare(t.Context(), "not an address", &stdout, &stderr); code != 1 {
+		t.Errorf("got exit code %d, want 1", code)
+	}
+	if !strings.Contains(stderr.String(), "allot-bench: bare server: ") || stdout.Len() != 0 {
+		t.Errorf("got stdout %q and stderr %q, want only an error on stderr", stdout.String(), stderr.String())
 	}
 }
 

@@ -16,14 +16,24 @@ import (
 
 // Workload names, as Config.Workload takes them.
 const (
+	WorkloadBaseline   = "baseline"
 	WorkloadThroughput = "throughput"
 	WorkloadHandoff    = "handoff"
 	WorkloadMemory     = "memory"
 	WorkloadScale      = "scale"
-	// WorkloadAll runs throughput and handoff; memory and scale take
-	// minutes and are run only by name.
+	// WorkloadAll runs baseline, throughput and handoff; memory and scale
+	// take minutes and are run only by name.
 	WorkloadAll = "all"
 )
+
+// TargetPairsPerBareRequest is the design's throughput target stated
+// relative to the machine it was set on: 15,000 acquire+release pairs per
+// second on a 2-core machine where a bare Go HTTP/1.1 JSON round trip tops
+// out near 67,000 requests per second (the design's Performance section).
+// Machines differ too much for pairs per second alone to say whether the
+// target is met; pairs per second over the baseline's requests per second
+// on the same machine is comparable to this.
+const TargetPairsPerBareRequest = 15_000.0 / 67_000.0
 
 // The design's targets for the memory and scale workloads.
 const (
@@ -41,17 +51,23 @@ const (
 type Config struct {
 	// URL is the API base URL, such as http://127.0.0.1:4200/api.
 	URL string
-	// Workload is WorkloadThroughput, WorkloadHandoff, WorkloadMemory,
-	// WorkloadScale or WorkloadAll.
+	// Workload is WorkloadBaseline, WorkloadThroughput, WorkloadHandoff,
+	// WorkloadMemory, WorkloadScale or WorkloadAll.
 	Workload string
 	// MetricsURL is the server's Prometheus metrics, which the memory
-	// workload reads; empty puts /metrics in place of the /api that ends
-	// URL.
+	// workload reads for the server's memory and the throughput and handoff
+	// workloads for its CPU time; empty puts /metrics in place of the /api
+	// that ends URL.
 	MetricsURL string
-	// ThroughputWorkers is how many workers the throughput workload runs;
-	// also how many requests at a time the memory and scale workloads send
-	// to build up their state, and how many workers the scale workload's
-	// throughput loop runs.
+	// Executable is the program the baseline workload starts as its bare
+	// server, with BareServerEnv set in its environment: allot-bench itself,
+	// whose main calls ServeBare when it finds that variable set. The
+	// baseline workload needs it.
+	Executable string
+	// ThroughputWorkers is how many workers the throughput workload runs,
+	// and the baseline workload too; also how many requests at a time the
+	// memory and scale workloads send to build up their state, and how
+	// many workers the scale workload's throughput loop runs.
 	ThroughputWorkers int
 	// HandoffWorkers is how many workers contend for the one slot of the
 	// handoff workload.
@@ -86,9 +102,10 @@ type Config struct {
 	// JSON writes each result as one JSON object per line instead of a
 	// line for people.
 	JSON bool
-	// NetHTTP sends the workers' acquires and releases through HTTPClient
-	// (Go's net/http client) instead of the lean raw client, which costs the
-	// shared machine far less CPU per request.
+	// NetHTTP sends the workers' acquires and releases, and the baseline's
+	// requests, through HTTPClient (Go's net/http client) instead of the
+	// lean raw client, which costs the shared machine far less CPU per
+	// request.
 	NetHTTP bool
 	// HTTPClient sends the requests; nil uses a client tuned for the number
 	// of workers (HTTP/1.1, keep-alive, one idle connection per worker).
@@ -96,10 +113,11 @@ type Config struct {
 }
 
 // DefaultConfig returns the settings that the design's performance targets
-// are stated for: 32 workers over 64 limits, and 16 workers handing one
-// slot around with 1 ms holds, each measured for 5 s after 1 s of warm-up;
-// the memory of 100,000 held leases and 10,000 waiting requests; throughput
-// with 10 and with 100,000 leases held.
+// are stated for: 32 workers over 64 limits (and 32 sending bare requests
+// for the baseline), and 16 workers handing one slot around with 1 ms
+// holds, each measured for 5 s after 1 s of warm-up; the memory of 100,000
+// held leases and 10,000 waiting requests; throughput with 10 and with
+// 100,000 leases held.
 func DefaultConfig() Config {
 	return Config{
 		URL:               "http://127.0.0.1:4200/api",
@@ -128,13 +146,13 @@ func (cfg Config) Validate() error {
 func (cfg Config) workloads() ([]string, error) {
 	var names []string
 	switch cfg.Workload {
-	case WorkloadThroughput, WorkloadHandoff, WorkloadMemory, WorkloadScale:
+	case WorkloadBaseline, WorkloadThroughput, WorkloadHandoff, WorkloadMemory, WorkloadScale:
 		names = []string{cfg.Workload}
 	case WorkloadAll:
-		names = []string{WorkloadThroughput, WorkloadHandoff}
+		names = []string{WorkloadBaseline, WorkloadThroughput, WorkloadHandoff}
 	default:
-		return nil, fmt.Errorf("unknown workload %q (want %s, %s, %s, %s or %s)",
-			cfg.Workload, WorkloadThroughput, WorkloadHandoff, WorkloadMemory, WorkloadScale, WorkloadAll)
+		return nil, fmt.Errorf("unknown workload %q (want %s, %s, %s, %s, %s or %s)",
+			cfg.Workload, WorkloadBaseline, WorkloadThroughput, WorkloadHandoff, WorkloadMemory, WorkloadScale, WorkloadAll)
 	}
 	var errs []error
 	if cfg.URL == "" {
@@ -148,6 +166,13 @@ func (cfg Config) workloads() ([]string, error) {
 	}
 	for _, n := range names {
 		switch n {
+		case WorkloadBaseline:
+			if cfg.ThroughputWorkers <= 0 {
+				errs = append(errs, fmt.Errorf("baseline workers %d is not positive", cfg.ThroughputWorkers))
+			}
+			if cfg.Executable == "" {
+				errs = append(errs, errors.New("no executable to start the baseline's bare server from"))
+			}
 		case WorkloadThroughput:
 			if cfg.ThroughputWorkers <= 0 {
 				errs = append(errs, fmt.Errorf("throughput workers %d is not positive", cfg.ThroughputWorkers))
@@ -200,10 +225,10 @@ func (cfg Config) workloads() ([]string, error) {
 	return names, nil
 }
 
-// Result is what one workload measured. Exactly one of Throughput,
-// Handoff, Memory and Scale is set, according to Workload; as JSON their
-// fields sit beside the common ones in one flat object, so no two of them
-// may share a JSON name.
+// Result is what one workload measured. Exactly one of Baseline,
+// Throughput, Handoff, Memory and Scale is set, according to Workload; as
+// JSON their fields sit beside the common ones in one flat object, so no
+// two of them may share a JSON name.
 type Result struct {
 	// Workload is the workload's name.
 	Workload string `json:"workload"`
@@ -228,7 +253,15 @@ type Result struct {
 	// LeakedSlots counts the slots still held once every worker had
 	// released what it held; a correct server scores 0.
 	LeakedSlots int `json:"leaked_slots"`
+	// ServerCPUMicrosPerPair is the server's CPU time (user and system, as
+	// its /metrics reports process_cpu_seconds_total) from the start of
+	// the measured window to its end, over the acquire+release pairs
+	// measured in it (throughput's pairs, handoff's grants), in
+	// microseconds. It is nil when not measured: for the other workloads,
+	// and when /metrics could not be read.
+	ServerCPUMicrosPerPair *float64 `json:"server_cpu_us_per_pair,omitempty"`
 
+	*Baseline
 	*Throughput
 	*Handoff
 	*Memory
@@ -256,6 +289,22 @@ type Throughput struct {
 	// acquire took, waiting in line included, in milliseconds.
 	AcquireP50MS float64 `json:"acquire_p50_ms"`
 	AcquireP99MS float64 `json:"acquire_p99_ms"`
+	// PairsPerBareRequest is PairsPerSecond over the requests per second
+	// of the baseline run before it on the same machine, and
+	// TargetPairsPerBareRequest the design's target for it; both are 0 when
+	// no baseline ran.
+	PairsPerBareRequest       float64 `json:"pairs_per_bare_request,omitempty"`
+	TargetPairsPerBareRequest float64 `json:"target_pairs_per_bare_request,omitempty"`
+}
+
+// compareTo sets t's figures relative to the baseline b; a baseline that
+// served nothing leaves them unset.
+func (t *Throughput) compareTo(b *Baseline) {
+	if b == nil || b.RequestsPerSecond <= 0 {
+		return
+	}
+	t.PairsPerBareRequest = t.PairsPerSecond / b.RequestsPerSecond
+	t.TargetPairsPerBareRequest = TargetPairsPerBareRequest
 }
 
 // Handoff is what the handoff workload measured.
@@ -287,15 +336,32 @@ type Handoff struct {
 func (r Result) String() string {
 	var b strings.Builder
 	switch {
+	case r.Baseline != nil:
+		bl := r.Baseline
+		fmt.Fprintf(&b, "%s: %.0f requests/s  p50=%.2fms p99=%.2fms  workers=%d (bare net/http JSON round trip on this machine)  errors=%d",
+			r.Workload, bl.RequestsPerSecond, bl.RequestP50MS, bl.RequestP99MS, r.Workers, r.Errors)
+		if r.FirstError != "" {
+			fmt.Fprintf(&b, "  first_error=%q", r.FirstError)
+		}
+		return b.String()
 	case r.Throughput != nil:
 		t := r.Throughput
-		fmt.Fprintf(&b, "%s: %.0f pairs/s  acquire p50=%.2fms p99=%.2fms  workers=%d limits=%d",
-			r.Workload, t.PairsPerSecond, t.AcquireP50MS, t.AcquireP99MS, r.Workers, t.Limits)
+		fmt.Fprintf(&b, "%s: %.0f pairs/s", r.Workload, t.PairsPerSecond)
+		if t.TargetPairsPerBareRequest > 0 {
+			verdict := "ok"
+			if t.PairsPerBareRequest < t.TargetPairsPerBareRequest {
+				verdict = "MISSED"
+			}
+			fmt.Fprintf(&b, " = %.3f pairs per bare request (target ≥%.3f %s)",
+				t.PairsPerBareRequest, t.TargetPairsPerBareRequest, verdict)
+		}
+		fmt.Fprintf(&b, "  acquire p50=%.2fms p99=%.2fms%s  workers=%d limits=%d",
+			t.AcquireP50MS, t.AcquireP99MS, r.serverCPU(), r.Workers, t.Limits)
 	case r.Handoff != nil:
 		h := r.Handoff
-		fmt.Fprintf(&b, "%s: %.0f grants/s  gap p50=%.2fms p99=%.2fms  wait p99=%.1fms max=%.1fms  jain=%.3f fifo=%.2f  workers=%d hold=%sms",
+		fmt.Fprintf(&b, "%s: %.0f grants/s  gap p50=%.2fms p99=%.2fms  wait p99=%.1fms max=%.1fms  jain=%.3f fifo=%.2f%s  workers=%d hold=%sms",
 			r.Workload, h.GrantsPerSecond, h.GapP50MS, h.GapP99MS, h.WaitP99MS, h.WaitMaxMS,
-			h.Jain, h.FIFO, r.Workers, strconv.FormatFloat(h.HoldMS, 'g', -1, 64))
+			h.Jain, h.FIFO, r.serverCPU(), r.Workers, strconv.FormatFloat(h.HoldMS, 'g', -1, 64))
 	case r.Memory != nil:
 		fmt.Fprintf(&b, "%s:", r.Workload)
 		if p := r.Memory.PerLease; p != nil {
@@ -339,12 +405,24 @@ func (r Result) String() string {
 	return b.String()
 }
 
+// serverCPU formats r's server CPU time per pair as a field of the line
+// String prints, or returns "" if it was not measured.
+func (r Result) serverCPU() string {
+	if r.ServerCPUMicrosPerPair == nil {
+		return ""
+	}
+	return fmt.Sprintf("  server_cpu=%.0fµs/pair", *r.ServerCPUMicrosPerPair)
+}
+
 // Run runs the workloads cfg selects, one after the other, against the
 // server at cfg.URL, writing each result to w as soon as it is known (a line
 // for people, or a JSON object per line if cfg.JSON). A workload that cannot
 // set up its limits, or a cancelled ctx, ends the run with an error and the
 // results so far; failed requests during a workload are counted in its
-// Result instead.
+// Result instead. When the baseline runs before workloads that need the
+// server, Run first checks that the server answers at all, so as not to
+// spend the baseline's seconds on a run that cannot go on. A throughput
+// result that follows a baseline result is compared to it.
 func Run(ctx context.Context, cfg Config, w io.Writer) ([]Result, error) {
 	names, err := cfg.workloads()
 	if err != nil {
@@ -362,13 +440,27 @@ func Run(ctx context.Context, cfg Config, w io.Writer) ([]Result, error) {
 	c := newClient(hc, cfg.URL)
 	c.raw = !cfg.NetHTTP
 	enc := json.NewEncoder(w)
+	if names[0] == WorkloadBaseline && len(names) > 1 {
+		if err := c.reach(ctx, cfg.Prefix+"-t0"); err != nil {
+			return nil, err
+		}
+	}
 
-	var results []Result
+	var (
+		results  []Result
+		baseline *Baseline
+	)
 	for _, name := range names {
 		var r Result
 		switch name {
+		case WorkloadBaseline:
+			r, err = runBaseline(ctx, hc, cfg)
+			baseline = r.Baseline
 		case WorkloadThroughput:
 			r, err = runThroughput(ctx, c, cfg)
+			if err == nil {
+				r.Throughput.compareTo(baseline)
+			}
 		case WorkloadHandoff:
 			r, err = runHandoff(ctx, c, cfg)
 		case WorkloadMemory:
@@ -399,12 +491,13 @@ func runThroughput(ctx context.Context, c *client, cfg Config) (Result, error) {
 	for i := range names {
 		names[i] = fmt.Sprintf("%s-t%d", cfg.Prefix, i)
 	}
-	o, err := runLoad(ctx, c, cfg, names, cfg.ThroughputWorkers, 0)
+	o, err := runLoad(ctx, c, cfg, names, cfg.ThroughputWorkers, 0, cpuMetricsURL(cfg))
 	if err != nil {
 		return Result{}, err
 	}
 	r := o.result(WorkloadThroughput, cfg.ThroughputWorkers, len(names))
 	r.Throughput = o.throughput(len(names))
+	r.ServerCPUMicrosPerPair = o.cpuPer(r.Pairs)
 	return r, nil
 }
 
@@ -433,7 +526,7 @@ func (o *outcome) throughput(nLimits int) *Throughput {
 // limit, each holding it for cfg.Hold.
 func runHandoff(ctx context.Context, c *client, cfg Config) (Result, error) {
 	names := []string{cfg.Prefix + "-h"}
-	o, err := runLoad(ctx, c, cfg, names, cfg.HandoffWorkers, cfg.Hold)
+	o, err := runLoad(ctx, c, cfg, names, cfg.HandoffWorkers, cfg.Hold, cpuMetricsURL(cfg))
 	if err != nil {
 		return Result{}, err
 	}
@@ -464,5 +557,6 @@ func runHandoff(ctx context.Context, c *client, cfg Config) (Result, error) {
 	h.Jain = jain(counts)
 	h.FIFO = fifoFraction(o.attempts, o.window)
 	r.Handoff = h
+	r.ServerCPUMicrosPerPair = o.cpuPer(h.Grants)
 	return r, nil
 }

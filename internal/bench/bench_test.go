@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -53,6 +54,10 @@ type fakeServer struct {
 	token  int64
 	// waitedFrom is the client addresses requests waited in line from.
 	waitedFrom map[string]bool
+	// requests counts the acquires and releases received.
+	requests int
+	// cpuServed is every CPU time /metrics reported, in order.
+	cpuServed []float64
 }
 
 func newFakeServer(mode fakeMode) *fakeServer {
@@ -67,6 +72,9 @@ const (
 	fakeRSSPerWaiter  = 20000
 	fakeHeapPerWaiter = 9000
 	fakeStackPerWait  = 8192
+	// fakeCPUPerRequest is the CPU time, in seconds, that the fake's
+	// /metrics reports for each acquire and release it received.
+	fakeCPUPerRequest = 25e-6
 )
 
 // metrics serves the fake's memory in Prometheus's text format.
@@ -76,12 +84,22 @@ func (f *fakeServer) metrics(w http.ResponseWriter, _ *http.Request) {
 	for _, l := range f.limits {
 		waiters += len(l.queue)
 	}
+	cpu := float64(f.requests) * fakeCPUPerRequest
+	f.cpuServed = append(f.cpuServed, cpu)
 	f.mu.Unlock()
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	fmt.Fprintf(w, "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", 10+2*waiters)
 	fmt.Fprintf(w, "go_memstats_heap_inuse_bytes %g\n", float64(2e7+fakeHeapPerLease*leases+fakeHeapPerWaiter*waiters))
 	fmt.Fprintf(w, "go_memstats_stack_inuse_bytes %g\n", float64(1e6+fakeStackPerWait*waiters))
 	fmt.Fprintf(w, "process_resident_memory_bytes %g\n", float64(5e7+fakeRSSPerLease*leases+fakeRSSPerWaiter*waiters))
+	fmt.Fprintf(w, "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %g\n", cpu)
+}
+
+// served returns the CPU times the fake's /metrics reported, in order.
+func (f *fakeServer) served() []float64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.cpuServed)
 }
 
 // limitLocked returns the limit called name, creating it from the first
@@ -197,6 +215,7 @@ func (f *fakeServer) delete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeServer) acquire(w http.ResponseWriter, r *http.Request) {
+	f.count()
 	var req struct {
 		Names          []string `json:"names"`
 		Slots          int      `json:"slots"`
@@ -290,7 +309,15 @@ func (f *fakeServer) releaseLocked(l *fakeLimit) {
 	l.queue = slices.Delete(l.queue, i, i+1)
 }
 
+// count counts an acquire or release received.
+func (f *fakeServer) count() {
+	f.mu.Lock()
+	f.requests++
+	f.mu.Unlock()
+}
+
 func (f *fakeServer) release(w http.ResponseWriter, r *http.Request) {
+	f.count()
 	var req struct {
 		LeaseID string `json:"lease_id"`
 	}
@@ -340,6 +367,7 @@ func setup(t *testing.T, mode fakeMode) *testBundle {
 	cfg.Duration = 300 * time.Millisecond
 	cfg.Warmup = 50 * time.Millisecond
 	cfg.Prefix = "test"
+	cfg.Executable = testExecutable(t)
 	return &testBundle{fake: fake, cfg: cfg}
 }
 
@@ -352,7 +380,7 @@ func TestRunAgainstFIFOServer(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	t.Logf("output:\n%s", out.String())
-	if got, want := len(results), 2; got != want {
+	if got, want := len(results), 3; got != want {
 		t.Fatalf("got %d results, want %d:\n%s", got, want, out.String())
 	}
 	for _, r := range results {
@@ -365,9 +393,20 @@ func TestRunAgainstFIFOServer(t *testing.T) {
 		}
 	}
 
-	tp := results[0]
+	bl := results[0]
+	if bl.Workload != WorkloadBaseline || bl.Baseline == nil {
+		t.Fatalf("got first result %+v, want baseline", bl)
+	}
+	if bl.Workers != 8 || bl.Requests <= 0 || bl.RequestsPerSecond != float64(bl.Requests)/0.3 {
+		t.Errorf("got workers=%d requests=%d requests/s=%v, want 8, > 0 and requests/0.3", bl.Workers, bl.Requests, bl.RequestsPerSecond)
+	}
+	if bl.ServerCPUMicrosPerPair != nil {
+		t.Errorf("got baseline server CPU %v, want none", *bl.ServerCPUMicrosPerPair)
+	}
+
+	tp := results[1]
 	if tp.Workload != WorkloadThroughput || tp.Throughput == nil {
-		t.Fatalf("got first result %+v, want throughput", tp)
+		t.Fatalf("got second result %+v, want throughput", tp)
 	}
 	if tp.Workers != 8 || tp.Limits != 8 {
 		t.Errorf("got workers=%d limits=%d, want 8 and 8", tp.Workers, tp.Limits)
@@ -378,11 +417,23 @@ func TestRunAgainstFIFOServer(t *testing.T) {
 	if tp.AcquireP50MS <= 0 || tp.AcquireP50MS > tp.AcquireP99MS {
 		t.Errorf("got acquire p50=%vms p99=%vms, want 0 < p50 <= p99", tp.AcquireP50MS, tp.AcquireP99MS)
 	}
-
-	h := results[1]
-	if h.Workload != WorkloadHandoff || h.Handoff == nil {
-		t.Fatalf("got second result %+v, want handoff", h)
+	if want := tp.PairsPerSecond / bl.RequestsPerSecond; tp.PairsPerBareRequest != want || tp.TargetPairsPerBareRequest != TargetPairsPerBareRequest {
+		t.Errorf("got pairs per bare request %v (target %v), want %v (target %v)",
+			tp.PairsPerBareRequest, tp.TargetPairsPerBareRequest, want, TargetPairsPerBareRequest)
 	}
+
+	// Throughput and handoff each read the CPU time twice.
+	cpu := b.fake.served()
+	if len(cpu) != 4 {
+		t.Fatalf("got %d reads of /metrics, want 4", len(cpu))
+	}
+	checkCPU(t, tp, cpu[1]-cpu[0], tp.Pairs)
+
+	h := results[2]
+	if h.Workload != WorkloadHandoff || h.Handoff == nil {
+		t.Fatalf("got third result %+v, want handoff", h)
+	}
+	checkCPU(t, h, cpu[3]-cpu[2], h.Grants)
 	if h.Grants <= 0 || h.GrantsPerSecond <= 0 {
 		t.Errorf("got grants=%d grants/s=%v, want > 0", h.Grants, h.GrantsPerSecond)
 	}
@@ -405,15 +456,41 @@ func TestRunAgainstFIFOServer(t *testing.T) {
 	var prefixes []string
 	for _, l := range lines {
 		prefixes = append(prefixes, l[:strings.Index(l, ":")+1])
-		if !strings.Contains(l, "errors=0 overlaps=0") {
-			t.Errorf("got line %q, want it to report errors=0 overlaps=0", l)
+		want := "errors=0 overlaps=0"
+		if strings.HasPrefix(l, "baseline:") {
+			want = "errors=0"
+		}
+		if !strings.Contains(l, want) {
+			t.Errorf("got line %q, want it to report %s", l, want)
 		}
 	}
-	if diff := cmp.Diff([]string{"throughput:", "handoff:"}, prefixes); diff != "" {
+	if diff := cmp.Diff([]string{"baseline:", "throughput:", "handoff:"}, prefixes); diff != "" {
 		t.Errorf("output lines mismatch (-want +got):\n%s\noutput:\n%s", diff, out.String())
 	}
 	if diff := cmp.Diff([]string(nil), b.fake.limitNames()); diff != "" {
 		t.Errorf("limits left after clean-up (-want +got):\n%s", diff)
+	}
+}
+
+// checkCPU checks that r gives the server's CPU time per pair as seconds
+// over pairs, in microseconds.
+func checkCPU(t *testing.T, r Result, seconds float64, pairs int) {
+	t.Helper()
+	if r.ServerCPUMicrosPerPair == nil {
+		t.Errorf("%s: got no server CPU, want %vs over %d pairs", r.Workload, seconds, pairs)
+		return
+	}
+	got, want := *r.ServerCPUMicrosPerPair, seconds/float64(pairs)*1e6
+	if math.Abs(got-want) > 1e-9*want {
+		t.Errorf("%s: got server CPU %vµs/pair, want %v", r.Workload, got, want)
+	}
+	// Each pair is an acquire and a release; few are cut by the window's
+	// edges.
+	if lo, hi := 1.5*fakeCPUPerRequest*1e6, 2.5*fakeCPUPerRequest*1e6; got < lo || got > hi {
+		t.Errorf("%s: got server CPU %vµs/pair, want about %v", r.Workload, got, 2*fakeCPUPerRequest*1e6)
+	}
+	if line := r.String(); !strings.Contains(line, fmt.Sprintf("server_cpu=%.0fµs/pair", got)) {
+		t.Errorf("%s: got line %q, want it to give server_cpu", r.Workload, line)
 	}
 }
 
@@ -499,7 +576,7 @@ func TestRunJSON(t *testing.T) {
 	slices.Sort(keys)
 	want := []string{
 		"acquire_p50_ms", "acquire_p99_ms", "errors", "fencing_regressions", "leaked_slots",
-		"limits", "overlaps", "pairs", "pairs_per_second", "seconds", "workers", "workload",
+		"limits", "overlaps", "pairs", "pairs_per_second", "seconds", "server_cpu_us_per_pair", "workers", "workload",
 	}
 	if diff := cmp.Diff(want, keys); diff != "" {
 		t.Errorf("JSON keys mismatch (-want +got):\n%s", diff)
@@ -551,8 +628,10 @@ func TestRunFails(t *testing.T) {
 		{name: "unknown workload", edit: func(c *Config) { c.Workload = "nope" }, wantErr: `unknown workload "nope"`},
 		{name: "no workers", edit: func(c *Config) { c.HandoffWorkers = 0 }, wantErr: "handoff workers 0 is not positive"},
 		{name: "no duration", edit: func(c *Config) { c.Duration = 0 }, wantErr: "duration 0s is not positive"},
-		{name: "set-up refused", mode: failCreate, wantErr: "throughput: set up: create limit test-t0: unexpected status 500"},
-		{name: "server gone", edit: func(c *Config) { c.URL = "http://127.0.0.1:1/api" }, wantErr: "throughput: set up: create limit test-t0"},
+		{name: "no executable for the baseline", edit: func(c *Config) { c.Executable = "" }, wantErr: "no executable to start the baseline's bare server from"},
+		{name: "set-up refused", mode: failCreate, edit: func(c *Config) { c.Workload = WorkloadThroughput }, wantErr: "throughput: set up: create limit test-t0: unexpected status 500"},
+		{name: "server gone", edit: func(c *Config) { c.URL = "http://127.0.0.1:1/api" }, wantErr: "reach server: "},
+		{name: "server gone, throughput only", edit: func(c *Config) { c.URL = "http://127.0.0.1:1/api"; c.Workload = WorkloadThroughput }, wantErr: "throughput: set up: create limit test-t0"},
 		{name: "cancelled", ctx: cancelled, wantErr: "context canceled"},
 	}
 	for _, tt := range tests {
@@ -720,9 +799,11 @@ func TestResultJSONNamesUnique(t *testing.T) {
 		}
 	}
 	slices.Sort(want)
+	cpu := 1.0
 	r := Result{
-		FirstError: "x",
-		Throughput: &Throughput{}, Handoff: &Handoff{},
+		FirstError: "x", ServerCPUMicrosPerPair: &cpu,
+		Baseline:   &Baseline{},
+		Throughput: &Throughput{PairsPerBareRequest: 1, TargetPairsPerBareRequest: 1}, Handoff: &Handoff{},
 		Memory: &Memory{PerLease: &MemoryPart{}, PerWaiter: &MemoryPart{}}, Scale: &Scale{},
 	}
 	b, err := json.Marshal(r)

@@ -250,6 +250,19 @@ func (c *client) deleteLimit(ctx context.Context, name string) error {
 	return nil
 }
 
+// reach checks that the server answers HTTP at all, by reading the limit
+// called name: whether it exists does not matter.
+func (c *client) reach(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, shortTimeout)
+	defer cancel()
+	resp, err := c.do(ctx, http.MethodGet, c.limitURL(name), nil)
+	if err != nil {
+		return fmt.Errorf("reach server: %w", err)
+	}
+	finish(resp)
+	return nil
+}
+
 // limitState is the part of a limit's state the workloads check.
 type limitState struct {
 	ActiveSlots int `json:"active_slots"`

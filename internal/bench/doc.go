@@ -4,12 +4,24 @@
 // how quickly a released slot reaches the next waiter, whether waiters are
 // served fairly and in order, how much memory a held lease and a waiting
 // request cost, and whether the cost of an operation grows with the state.
+// Because machines differ too much in speed for those figures alone to mean
+// anything, it also measures the machine's own yardstick.
 //
 // # Workloads
 //
+//   - baseline: the yardstick. The benchmark starts itself again as a bare
+//     Go net/http server in a process of its own (ServeBare, selected by
+//     BareServerEnv), one POST route that decodes an acquire's body and
+//     answers a grant-sized object with encoding/json; the same client and
+//     the same number of workers as throughput send it acquires for the
+//     same warm-up and duration; the result is requests per second and
+//     their latency. The server is killed afterwards, and exits by itself
+//     if the benchmark that started it has gone.
 //   - throughput: many workers acquire and release random limits of one
 //     slot as fast as they can; the result is pairs per second and the
-//     acquire latency.
+//     acquire latency, and, after a baseline in the same run, pairs per
+//     bare request beside the design's target for that ratio
+//     (TargetPairsPerBareRequest).
 //   - handoff: many workers contend for one limit of one slot, each holding
 //     it briefly; the result is grants per second, the idle gap between a
 //     release and the next grant, the wait time, Jain's fairness index and
@@ -30,21 +42,28 @@
 //     holds 10 leases and while it holds 100,000, each on a limit of its
 //     own; the result is the ratio of the two.
 //
+// Throughput and handoff also read the server's CPU time
+// (process_cpu_seconds_total on its /metrics) as the measured window opens
+// and as it closes, and give it per acquire+release pair; when /metrics
+// cannot be read the figure is left out, and the run goes on.
+//
 // The memory and scale workloads build their state with many parallel
 // requests and report how long that took; they release their leases
 // afterwards even if interrupted.
 //
 // # Invariants
 //
-// Every workload also checks the server's answers for safety: from the
-// client's point of view a hold of a one-slot limit lasts from the moment its
-// grant is received to the moment its release is sent, both read from one
-// monotonic clock in this process. A correct server grants the next holder
-// only after the previous release arrived, so no grant may be received inside
-// another hold of the same limit; each such grant is counted as an overlap,
-// and a correct server scores zero. The check is conservative: it can miss a
-// violation that the network hid, but never reports one that did not happen.
+// Every workload that drives allot also checks the server's answers for
+// safety: from the client's point of view a hold of a one-slot limit lasts
+// from the moment its grant is received to the moment its release is sent,
+// both read from one monotonic clock in this process. A correct server
+// grants the next holder only after the previous release arrived, so no
+// grant may be received inside another hold of the same limit; each such
+// grant is counted as an overlap, and a correct server scores zero. The
+// check is conservative: it can miss a violation that the network hid, but
+// never reports one that did not happen.
 //
-// Run owns every goroutine it starts and returns only after they have
-// finished; the limits it creates are deleted afterwards unless told not to.
+// Run owns every goroutine and process it starts and returns only after
+// they have finished; the limits it creates are deleted afterwards unless
+// told not to.
 package bench

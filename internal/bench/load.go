@@ -34,12 +34,24 @@ func (t *tally) merge(u tally) {
 }
 
 // outcome is what a load left behind: every attempt, the measured window,
-// and the errors and leaked slots seen.
+// the errors and leaked slots seen, and the server's CPU time in the window
+// if it was read.
 type outcome struct {
 	attempts []attempt
 	window   window
 	errs     tally
 	leaked   int
+	// cpuSeconds is the server's CPU time in the window; nil if unknown.
+	cpuSeconds *float64
+}
+
+// cpuPer returns the server's CPU time in the window per pair, in
+// microseconds, over pairs pairs; nil if unknown.
+func (o *outcome) cpuPer(pairs int) *float64 {
+	if o.cpuSeconds == nil {
+		return nil
+	}
+	return cpuMicrosPer(*o.cpuSeconds, pairs)
 }
 
 // result returns the fields of a Result common to every workload, the
@@ -71,8 +83,10 @@ func (o *outcome) result(workload string, workers, nLimits int) Result {
 // runLoad creates (or resets) names as limits of one slot, runs workers that
 // acquire a random one of them, hold it for holdFor and release it, through
 // cfg.Warmup and then cfg.Duration, checks that no slot is left held, and
-// deletes the limits if cfg.Cleanup.
-func runLoad(ctx context.Context, c *client, cfg Config, names []string, workers int, holdFor time.Duration) (o outcome, err error) {
+// deletes the limits if cfg.Cleanup. Unless metrics is empty, it reads the
+// server's CPU time from the /metrics there as the measured window opens
+// and as it closes; if it cannot, the outcome's CPU time is unknown.
+func runLoad(ctx context.Context, c *client, cfg Config, names []string, workers int, holdFor time.Duration, metrics string) (o outcome, err error) {
 	if cfg.Cleanup {
 		defer func() {
 			// Clean up even when ctx was cancelled: the limits are ours.
@@ -94,7 +108,13 @@ func runLoad(ctx context.Context, c *client, cfg Config, names []string, workers
 		quoted[i] = quote(name)
 	}
 	o.window = window{from: cfg.Warmup, to: cfg.Warmup + cfg.Duration}
-	o.attempts, o.errs = drive(ctx, c, workers, quoted, holdFor, o.window.to)
+	start := time.Now()
+	var probe sync.WaitGroup
+	if metrics != "" {
+		probe.Go(func() { o.cpuSeconds = cpuInWindow(ctx, c.hc, metrics, start, o.window) })
+	}
+	o.attempts, o.errs = drive(ctx, c, workers, quoted, holdFor, start, o.window.to)
+	probe.Wait()
 	if err := ctx.Err(); err != nil {
 		return outcome{}, err
 	}
@@ -109,16 +129,15 @@ func runLoad(ctx context.Context, c *client, cfg Config, names []string, workers
 	return o, nil
 }
 
-// drive runs workers until stop (an offset from its start) or until ctx is
+// drive runs workers until stop (an offset from start) or until ctx is
 // done. Each worker repeatedly picks one of names (JSON-quoted) at random,
 // acquires a slot of it waiting in line, holds it for holdFor, and releases it;
 // once stop has passed a worker finishes the attempt under way and starts
-// no other. drive returns every attempt, timed from one clock started when
-// the workers were, and the errors they met.
-func drive(ctx context.Context, c *client, workers int, names [][]byte, holdFor, stop time.Duration) ([]attempt, tally) {
+// no other. drive returns every attempt, timed as offsets from start on its
+// monotonic clock, and the errors they met.
+func drive(ctx context.Context, c *client, workers int, names [][]byte, holdFor time.Duration, start time.Time, stop time.Duration) ([]attempt, tally) {
 	perWorker := make([][]attempt, workers)
 	errs := make([]tally, workers)
-	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {

@@ -21,6 +21,8 @@ const (
 	metricHeapInuse  = "go_memstats_heap_inuse_bytes"
 	metricStackInuse = "go_memstats_stack_inuse_bytes"
 	metricGoroutines = "go_goroutines"
+	// metricCPU is the server's CPU time, user and system, in seconds.
+	metricCPU = "process_cpu_seconds_total"
 )
 
 // maxMetricsBytes bounds how much of a /metrics answer is read.
@@ -72,6 +74,19 @@ func metricsURL(api string) (string, error) {
 	u.RawQuery = ""
 	u.Fragment = ""
 	return u.String(), nil
+}
+
+// cpuMetricsURL returns the /metrics the throughput and handoff workloads
+// read the server's CPU time from, or "" if there is none to read.
+func cpuMetricsURL(cfg Config) string {
+	if cfg.MetricsURL != "" {
+		return cfg.MetricsURL
+	}
+	u, err := metricsURL(cfg.URL)
+	if err != nil {
+		return ""
+	}
+	return u
 }
 
 // metricValue returns the value of the sample of the metric called name
@@ -165,6 +180,55 @@ func readMemory(ctx context.Context, hc *http.Client, u string) (MemoryReading, 
 		return MemoryReading{}, fmt.Errorf("read metrics: %w", err)
 	}
 	return m, nil
+}
+
+// readCPU reads the server's CPU time, in seconds, from its /metrics at u.
+func readCPU(ctx context.Context, hc *http.Client, u string) (float64, error) {
+	b, err := readMetrics(ctx, hc, u)
+	if err != nil {
+		return 0, err
+	}
+	v, err := metricValue(b, metricCPU)
+	if err != nil {
+		return 0, fmt.Errorf("read metrics: %w", err)
+	}
+	return v, nil
+}
+
+// cpuInWindow reads the server's CPU time from its /metrics at u as the
+// window w (offsets from start) opens and as it closes, and returns the
+// difference in seconds; nil if either reading failed, ctx was done first,
+// or the counter went backwards (another server answered the second time).
+// Each reading is late by the time the server takes to answer it, which
+// varies much less than the window is long.
+func cpuInWindow(ctx context.Context, hc *http.Client, u string, start time.Time, w window) *float64 {
+	var readings [2]float64
+	for i, at := range []time.Duration{w.from, w.to} {
+		if err := sleep(ctx, time.Until(start.Add(at))); err != nil {
+			return nil
+		}
+		v, err := readCPU(ctx, hc, u)
+		if err != nil {
+			return nil
+		}
+		readings[i] = v
+	}
+	d := readings[1] - readings[0]
+	if d < 0 {
+		return nil
+	}
+	return &d
+}
+
+// cpuMicrosPer returns seconds of CPU time over n operations, in
+// microseconds; nil when there were no operations to share it or the time
+// is negative.
+func cpuMicrosPer(seconds float64, n int) *float64 {
+	if n <= 0 || seconds < 0 {
+		return nil
+	}
+	v := seconds / float64(n) * 1e6
+	return &v
 }
 
 // settledMemory lets the server settle for settle, then reads its memory

@@ -105,7 +105,7 @@ func scaleStep(ctx context.Context, c *client, cfg Config, size int, r *Result) 
 	for i := range names {
 		names[i] = fmt.Sprintf("%s-s%d-t%d", cfg.Prefix, size, i)
 	}
-	o, err := runLoad(ctx, c, cfg, names, cfg.ThroughputWorkers, 0)
+	o, err := runLoad(ctx, c, cfg, names, cfg.ThroughputWorkers, 0, "")
 	if err != nil {
 		return ScaleStep{}, err
 	}
