@@ -32,6 +32,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -111,6 +112,7 @@ func run(ctx context.Context, args []string, envURL, exe string, stdout, stderr 
 	fs.BoolVar(&cfg.Cleanup, "cleanup", cfg.Cleanup, "delete the limits afterwards")
 	fs.BoolVar(&cfg.JSON, "json", cfg.JSON, "print one JSON object per workload")
 	fs.BoolVar(&cfg.NetHTTP, "nethttp", cfg.NetHTTP, "send acquires and releases, and the baseline's requests, through Go's net/http client instead of the lean raw HTTP/1.1 client")
+	cpuProfile := fs.String("cpuprofile", "", "write allot-bench's own CPU profile to this file (to check that the load generator stays cheaper than what it loads)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -135,6 +137,19 @@ func run(ctx context.Context, args []string, envURL, exe string, stdout, stderr 
 		return 2
 	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "allot-bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "allot-bench: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
 	results, err := bench.Run(ctx, cfg, stdout)
 	if err != nil {
 		fmt.Fprintf(stderr, "allot-bench: %v\n", err)

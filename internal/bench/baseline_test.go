@@ -86,7 +86,7 @@ func TestServeBareAnswersTheRawClient(t *testing.T) {
 
 	body := appendAcquireBody(nil, quote("bench-x-t3"), quote("bench-w0"))
 	for token := int64(1); token <= 2; token++ {
-		code, resp, err := rc.post(t.Context(), bareAcquirePath, body)
+		code, resp, err := rc.post(t.Context(), shortTimeout, bareAcquirePath, body)
 		if err != nil {
 			t.Fatalf("POST %s: %v", bareAcquirePath, err)
 		}
@@ -128,7 +128,7 @@ func TestServeBareAnswersTheRawClient(t *testing.T) {
 		{"no names", bareAcquirePath, `{"slots":1}`, 400},
 		{"another path", "/api/v2/concurrency_limits/", `{}`, 404},
 	} {
-		code, resp, err := rc.post(t.Context(), tc.path, []byte(tc.body))
+		code, resp, err := rc.post(t.Context(), shortTimeout, tc.path, []byte(tc.body))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}

@@ -26,6 +26,9 @@ type rawConn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	body []byte // the last response body; reused
+
+	watched context.Context // the context whose end interrupts conn
+	unwatch func() bool     // stops that; nil when nothing is watched
 }
 
 func newRawConn(base string) (*rawConn, error) {
@@ -44,6 +47,10 @@ func newRawConn(base string) (*rawConn, error) {
 }
 
 func (r *rawConn) close() {
+	if r.unwatch != nil {
+		r.unwatch()
+		r.unwatch, r.watched = nil, nil
+	}
 	if r.conn != nil {
 		_ = r.conn.Close()
 		r.conn = nil
@@ -51,9 +58,14 @@ func (r *rawConn) close() {
 }
 
 // post sends body to path and returns the status and the response body,
-// which stays valid until the next call. It dials when it has no
-// connection, and drops the connection on any error.
-func (r *rawConn) post(ctx context.Context, path string, body []byte) (int, []byte, error) {
+// which stays valid until the next call. It gives up after timeout, and at
+// once when ctx is done. It dials when it has no connection, and drops the
+// connection on any error.
+//
+// A request costs no timer or context of its own: the connection's
+// deadline bounds it, and one context.AfterFunc per connection and context
+// interrupts it.
+func (r *rawConn) post(ctx context.Context, timeout time.Duration, path string, body []byte) (int, []byte, error) {
 	if r.conn == nil {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", r.addr)
@@ -64,25 +76,39 @@ func (r *rawConn) post(ctx context.Context, path string, body []byte) (int, []by
 		r.br = bufio.NewReaderSize(c, 4096)
 		r.bw = bufio.NewWriterSize(c, 4096)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = r.conn.SetDeadline(dl)
-	} else {
-		_ = r.conn.SetDeadline(time.Time{})
+	if r.watched != ctx || r.unwatch == nil {
+		r.watch(ctx)
 	}
-	conn := r.conn
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	deadline := time.Now().Add(timeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	_ = r.conn.SetDeadline(deadline)
+	// Checked after the deadline is set: a cancellation from now on
+	// interrupts the exchange, an earlier one is seen here.
+	if err := ctx.Err(); err != nil {
+		r.close()
+		return 0, nil, err
+	}
 	code, err := r.exchange(path, body)
-	if !stop() || err != nil {
+	if err != nil {
 		r.close()
 		if ctx.Err() != nil {
 			return 0, nil, ctx.Err()
 		}
-		if err == nil {
-			err = errors.New("interrupted")
-		}
 		return 0, nil, err
 	}
 	return code, r.body, nil
+}
+
+// watch makes ctx's end interrupt whatever the connection is doing.
+func (r *rawConn) watch(ctx context.Context) {
+	if r.unwatch != nil {
+		r.unwatch()
+	}
+	conn := r.conn
+	r.watched = ctx
+	r.unwatch = context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 }
 
 func (r *rawConn) exchange(path string, body []byte) (int, error) {
