@@ -77,15 +77,26 @@ type Options struct {
 type Store struct {
 	dir string
 	db  *sql.DB
+	// conn is db's one connection, held from Open to Close: it holds the
+	// exclusive lock. Load reads through it with database/sql; Commit
+	// writes through statements prepared on its driver connection (see
+	// stmt), so that a batch costs little more than SQLite's own work.
+	conn *sql.Conn
 
 	// sem is held by the call in progress; it serialises calls and guards
 	// the fields below.
 	sem    chan struct{}
 	closed bool
 	fence  uint64 // meta.fence as of the last commit
+	// Scratch for the leases' columns, reused from lease to lease.
+	holds             []byte
+	leaseID, holdsArg blob
 
-	upsertLimit, deleteLimit, upsertLease, deleteLease, setFence *sql.Stmt
-	upsertRun, deleteRun                                         *sql.Stmt
+	// The statements, prepared on conn's driver connection: use them only
+	// inside conn.Raw.
+	begin, commit, rollback                                      *stmt
+	upsertLimit, deleteLimit, upsertLease, deleteLease, setFence *stmt
+	upsertRun, deleteRun                                         *stmt
 }
 
 var _ store.Store = (*Store)(nil)
@@ -159,6 +170,11 @@ ON CONFLICT (id) DO UPDATE SET
 	deleteRun = `DELETE FROM runs WHERE id = ?`
 
 	setFence = `UPDATE meta SET value = ? WHERE key = 'fence'`
+
+	// begin takes the write lock at once, as the connection's other
+	// transactions do (_txlock=immediate).
+	begin    = `BEGIN IMMEDIATE`
+	commit   = `COMMIT`
 	rollback = `ROLLBACK`
 )
 
@@ -231,7 +247,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	db.SetConnMaxIdleTime(0)
 	s := &Store{dir: dir, db: db, sem: make(chan struct{}, 1)}
 	if err := s.init(ctx); err != nil {
-		_ = db.Close() // the init error is the one to report
+		_ = s.release() // the init error is the one to report
 		if isBusy(err) {
 			err = fmt.Errorf("%w: %w", ErrLocked, err)
 		}
@@ -266,23 +282,31 @@ func (s *Store) init(ctx context.Context) error {
 		return fmt.Errorf("read fence: %w", err)
 	}
 	s.fence = scanFence(v)
-	for _, p := range []struct {
-		stmt  **sql.Stmt
-		query string
-	}{
-		{&s.upsertLimit, upsertLimit},
-		{&s.deleteLimit, deleteLimit},
-		{&s.upsertLease, upsertLease},
-		{&s.deleteLease, deleteLease},
-		{&s.setFence, setFence},
-		{&s.upsertRun, upsertRun},
-		{&s.deleteRun, deleteRun},
-	} {
-		if *p.stmt, err = s.db.PrepareContext(ctx, p.query); err != nil {
-			return fmt.Errorf("prepare: %w", err)
-		}
+	if s.conn, err = s.db.Conn(ctx); err != nil {
+		return fmt.Errorf("connect: %w", err)
 	}
-	return nil
+	return s.conn.Raw(func(c any) error {
+		for _, p := range []struct {
+			stmt  **stmt
+			query string
+		}{
+			{&s.begin, begin},
+			{&s.commit, commit},
+			{&s.rollback, rollback},
+			{&s.upsertLimit, upsertLimit},
+			{&s.deleteLimit, deleteLimit},
+			{&s.upsertLease, upsertLease},
+			{&s.deleteLease, deleteLease},
+			{&s.setFence, setFence},
+			{&s.upsertRun, upsertRun},
+			{&s.deleteRun, deleteRun},
+		} {
+			if *p.stmt, err = prepare(ctx, c, p.query); err != nil {
+				return fmt.Errorf("prepare: %w", err)
+			}
+		}
+		return nil
+	})
 }
 
 func isBusy(err error) bool {
@@ -300,7 +324,7 @@ func (s *Store) synchronous(ctx context.Context) (int, error) {
 	}
 	defer s.unlock()
 	var v int
-	err := s.db.QueryRowContext(ctx, pragmaSynchronous).Scan(&v)
+	err := s.conn.QueryRowContext(ctx, pragmaSynchronous).Scan(&v)
 	return v, err
 }
 
@@ -328,7 +352,7 @@ func (s *Store) Load(ctx context.Context) (store.State, error) {
 	if s.closed {
 		return store.State{}, store.ErrClosed
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.conn.BeginTx(ctx, nil)
 	if err != nil {
 		return store.State{}, fmt.Errorf("load: begin: %w", err)
 	}
@@ -478,7 +502,7 @@ func loadRuns(ctx context.Context, tx *sql.Tx) ([]sema.Run, error) {
 // has, or a value the schema cannot hold (a time outside the years 1678 to
 // 2262, a NaN) fails the whole batch. ctx is checked before each change;
 // once the transaction commits it is not interrupted.
-func (s *Store) Commit(ctx context.Context, changes []sema.Change) (err error) {
+func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 	if err := s.lock(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
@@ -489,19 +513,23 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) (err error) {
 	if len(changes) == 0 {
 		return nil
 	}
-	// The transaction is begun without ctx: a context on it would cost a
-	// goroutine per statement in database/sql and the driver. ctx is checked
-	// between statements instead.
-	tx, err := s.db.BeginTx(context.Background(), nil)
-	if err != nil {
+	return s.conn.Raw(func(any) error { return s.apply(ctx, changes) })
+}
+
+// apply is Commit's transaction; it runs inside conn.Raw. Its statements
+// run without ctx (see stmt.run), which is checked between them instead.
+func (s *Store) apply(ctx context.Context, changes []sema.Change) (err error) {
+	if err := s.begin.run(); err != nil {
 		return fmt.Errorf("commit: begin: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			_ = tx.Rollback() // the error that made us roll back is the one to report
+			// This also ends the transaction a failed COMMIT can leave
+			// open, so that the next Commit can begin; if the COMMIT
+			// ended it, the ROLLBACK fails, which is fine.
+			_ = s.rollback.run() // the error that made us roll back is the one to report
 		}
 	}()
-	b := batch{s: s, tx: tx}
 	fence := s.fence
 	for i := range changes {
 		if err := ctx.Err(); err != nil {
@@ -511,18 +539,18 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) (err error) {
 		var err error
 		switch c.Kind {
 		case sema.PutLimit:
-			err = b.putLimit(&c.Limit)
+			err = s.putLimit(&c.Limit)
 		case sema.DeleteLimit:
-			_, err = b.stmt(&b.deleteLimit, s.deleteLimit).Exec(c.ID[:])
+			err = s.deleteLimit.run(c.ID[:])
 		case sema.PutLease:
-			err = b.putLease(&c.Lease)
+			err = s.putLease(&c.Lease)
 			fence = max(fence, c.Lease.Fence)
 		case sema.DeleteLease:
-			_, err = b.stmt(&b.deleteLease, s.deleteLease).Exec(c.ID[:])
+			err = s.deleteLease.run(s.leaseID.set(c.ID[:]))
 		case sema.PutRun:
-			err = b.putRun(c.Run)
+			err = s.putRun(c.Run)
 		case sema.DeleteRun:
-			_, err = b.stmt(&b.deleteRun, s.deleteRun).Exec(c.ID[:])
+			err = s.deleteRun.run(c.ID[:])
 		default:
 			return fmt.Errorf("commit: change %d of %d: unknown kind %d", i+1, len(changes), c.Kind)
 		}
@@ -531,15 +559,11 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) (err error) {
 		}
 	}
 	if fence != s.fence {
-		if _, err := tx.Stmt(s.setFence).Exec(fenceArg(fence)); err != nil {
+		if err := s.setFence.run(fenceArg(fence)); err != nil {
 			return fmt.Errorf("commit: set fence: %w", err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		// SQLite can leave the transaction open after a failed COMMIT;
-		// end it so that the next Commit can begin. If none is open this
-		// fails, which is fine.
-		_, _ = s.db.ExecContext(context.Background(), rollback)
+	if err := s.commit.run(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	s.fence = fence
@@ -567,23 +591,7 @@ func describe(c *sema.Change) string {
 	return fmt.Sprintf("kind %d", c.Kind)
 }
 
-// batch is one Commit's transaction and the statements bound to it, bound
-// on first use.
-type batch struct {
-	s                                                  *Store
-	tx                                                 *sql.Tx
-	upsertLimit, deleteLimit, upsertLease, deleteLease *sql.Stmt
-	upsertRun, deleteRun                               *sql.Stmt
-}
-
-func (b *batch) stmt(bound **sql.Stmt, st *sql.Stmt) *sql.Stmt {
-	if *bound == nil {
-		*bound = b.tx.Stmt(st)
-	}
-	return *bound
-}
-
-func (b *batch) putLimit(l *sema.Limit) error {
+func (s *Store) putLimit(l *sema.Limit) error {
 	created, err := timeArg(l.Created)
 	if err != nil {
 		return fmt.Errorf("created: %w", err)
@@ -596,12 +604,11 @@ func (b *batch) putLimit(l *sema.Limit) error {
 	if err != nil {
 		return fmt.Errorf("decay_at: %w", err)
 	}
-	_, err = b.stmt(&b.upsertLimit, b.s.upsertLimit).Exec(l.ID[:], l.Name, int64(l.Limit), boolArg(l.Active),
+	return s.upsertLimit.run(l.ID[:], l.Name, int64(l.Limit), boolArg(l.Active),
 		l.SlotDecayPerSecond, l.AvgSlotOccupancySeconds, created, updated, l.Level, l.Denied, decayAt)
-	return err
 }
 
-func (b *batch) putLease(l *sema.Lease) error {
+func (s *Store) putLease(l *sema.Lease) error {
 	mode, err := modeArg(l.Mode)
 	if err != nil {
 		return err
@@ -618,13 +625,12 @@ func (b *batch) putLease(l *sema.Lease) error {
 	if err != nil {
 		return fmt.Errorf("expires: %w", err)
 	}
-	holds := appendHolds(make([]byte, 0, 18*len(l.Holds)), l.Holds)
-	_, err = b.stmt(&b.upsertLease, b.s.upsertLease).Exec(l.ID[:], holds, int64(l.Slots), mode,
+	s.holds = appendHolds(s.holds[:0], l.Holds)
+	return s.upsertLease.run(s.leaseID.set(l.ID[:]), s.holdsArg.set(s.holds), int64(l.Slots), mode,
 		l.Holder.Type, l.Holder.ID, metadata, boolArg(l.Anonymous), created, int64(l.Duration), expires, fenceArg(l.Fence))
-	return err
 }
 
-func (b *batch) putRun(r *sema.Run) error {
+func (s *Store) putRun(r *sema.Run) error {
 	if r == nil {
 		return errors.New("no run")
 	}
@@ -656,9 +662,8 @@ func (b *batch) putRun(r *sema.Run) error {
 	if err != nil {
 		return fmt.Errorf("updated: %w", err)
 	}
-	_, err = b.stmt(&b.upsertRun, b.s.upsertRun).Exec(r.ID[:], kind, r.Name, tags, uuidArg(r.ParentID), state, history,
+	return s.upsertRun.run(r.ID[:], kind, r.Name, tags, uuidArg(r.ParentID), state, history,
 		strategy, int64(r.LeaseDuration), uuidArg(r.LeaseID), fenceArg(r.Fence), fenceArg(r.WaitSeq), created, updated)
-	return err
 }
 
 // Close closes the database; it waits for a call in progress. Closing again
@@ -670,15 +675,23 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	var errs []error
-	for _, st := range []*sql.Stmt{s.upsertLimit, s.deleteLimit, s.upsertLease, s.deleteLease, s.setFence, s.upsertRun, s.deleteRun} {
-		if st != nil {
-			errs = append(errs, st.Close())
-		}
-	}
-	errs = append(errs, s.db.Close())
-	if err := errors.Join(errs...); err != nil {
+	if err := s.release(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
 	return nil
+}
+
+// release closes the statements, the connection and the database, as far as
+// Open got.
+func (s *Store) release() error {
+	var errs []error
+	if s.conn != nil {
+		errs = append(errs, s.conn.Raw(func(any) error {
+			return closeStmts(s.begin, s.commit, s.rollback, s.upsertLimit, s.deleteLimit,
+				s.upsertLease, s.deleteLease, s.setFence, s.upsertRun, s.deleteRun)
+		}))
+		errs = append(errs, s.conn.Close())
+	}
+	errs = append(errs, s.db.Close())
+	return errors.Join(errs...)
 }

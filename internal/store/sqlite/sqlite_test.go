@@ -283,3 +283,52 @@ func BenchmarkCommit(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCommitAcquireRelease measures the batches a busy server commits:
+// each is four new leases (one hold on a limit each) and the deletion of the
+// four the previous batch put, as when many workers acquire and release.
+func BenchmarkCommitAcquireRelease(b *testing.B) {
+	const half = 4
+	for _, sync := range []string{"FULL", "NORMAL"} {
+		b.Run("synchronous="+sync, func(b *testing.B) {
+			s, err := sqlite.Open(b.Context(), b.TempDir(), sqlite.Options{Synchronous: sync})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			limits := make([]uuid.UUID, half)
+			for i := range limits {
+				limits[i] = uuid.New()
+			}
+			now := time.Now()
+			var fence uint64
+			batch := make([]sema.Change, 2*half)
+			put := func() {
+				for i := range half {
+					fence++
+					batch[i] = sema.Change{Kind: sema.PutLease, Lease: sema.Lease{
+						ID: uuid.Must(uuid.NewV7()), Holds: []sema.Hold{{LimitID: limits[i], Slots: 1}}, Slots: 1,
+						Holder:  sema.Holder{Type: "task_run", ID: "3f1a0c1e-6b7d-4e8f-9a0b-1c2d3e4f5a6b"},
+						Created: now, Duration: 30 * time.Second, Expires: now.Add(30 * time.Second), Fence: fence,
+					}}
+				}
+			}
+			// The first batch only puts, so that every later one has leases
+			// to delete.
+			put()
+			if err := s.Commit(b.Context(), batch[:half]); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				for i := range half {
+					batch[half+i] = sema.Change{Kind: sema.DeleteLease, ID: batch[i].Lease.ID}
+				}
+				put()
+				if err := s.Commit(b.Context(), batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
+		})
+	}
+}
