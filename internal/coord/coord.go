@@ -102,7 +102,8 @@ type Coordinator struct {
 	mu       sync.Mutex
 	m        *sema.Machine
 	pending  []sema.Change
-	open     *batch // collects the changes in pending
+	spare    []sema.Change // a committed batch's slice, emptied, for the next
+	open     *batch        // collects the changes in pending
 	waiters  map[uint64]chan *waitResult
 	deadline time.Time // what the reaper sleeps until; zero: nothing
 	failed   error
@@ -220,7 +221,7 @@ func (c *Coordinator) commitOnce() error {
 		c.mu.Unlock()
 		return nil
 	}
-	c.pending = nil
+	c.pending, c.spare = c.spare, nil
 	c.open = &batch{done: make(chan struct{})}
 	c.mu.Unlock()
 
@@ -241,6 +242,14 @@ func (c *Coordinator) commitOnce() error {
 		return err
 	}
 	close(b.done)
+	// The batch's slice collects the one after next: a steady load then
+	// allocates no batches. Only this goroutine commits, so spare needs no
+	// lock until it is handed over above.
+	clear(changes)
+	spare := changes[:0]
+	c.mu.Lock()
+	c.spare = spare
+	c.mu.Unlock()
 	return nil
 }
 

@@ -38,7 +38,9 @@ type Store interface {
 	// Commit applies changes in order, atomically: after a crash either all
 	// of them are visible to Load or none is. It returns only once they are
 	// durable. A PutLease raises the fencing high-water mark to the lease's
-	// Fence. Deleting what does not exist is not an error.
+	// Fence. Deleting what does not exist is not an error. changes is the
+	// caller's again once Commit returns: a backend keeps copies, never
+	// the slice.
 	Commit(ctx context.Context, changes []sema.Change) error
 	// Close releases the store's resources.
 	Close() error
