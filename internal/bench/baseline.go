@@ -56,6 +56,52 @@ type Baseline struct {
 	// took, in milliseconds.
 	RequestP50MS float64 `json:"request_p50_ms"`
 	RequestP99MS float64 `json:"request_p99_ms"`
+	// FsyncP50MS and FsyncP99MS are percentiles of how long this machine's
+	// disk takes to write and fsync 8 KiB in Config.FsyncDir: the floor
+	// under a durable server's latencies, since every grant handed over
+	// waits for one.
+	FsyncP50MS float64 `json:"fsync_p50_ms"`
+	FsyncP99MS float64 `json:"fsync_p99_ms"`
+}
+
+// fsyncSamples is how many writes measureFsync times.
+const fsyncSamples = 1000
+
+// measureFsync times fsyncSamples writes of 8 KiB, each followed by an
+// fsync, at rotating offsets of a 4 MiB file it creates in dir and
+// removes: the pattern of a write-ahead log being reused. It returns the
+// latencies, sorted.
+func measureFsync(ctx context.Context, dir string) ([]time.Duration, error) {
+	f, err := os.CreateTemp(dir, "allot-bench-fsync-*")
+	if err != nil {
+		return nil, fmt.Errorf("fsync probe: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	const size, chunk = 4 << 20, 8 << 10
+	if _, err := f.Write(make([]byte, size)); err != nil {
+		return nil, fmt.Errorf("fsync probe: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return nil, fmt.Errorf("fsync probe: %w", err)
+	}
+	page := make([]byte, chunk)
+	lat := make([]time.Duration, 0, fsyncSamples)
+	for i := range fsyncSamples {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		if _, err := f.WriteAt(page, int64(i*chunk%size)); err != nil {
+			return nil, fmt.Errorf("fsync probe: %w", err)
+		}
+		if err := f.Sync(); err != nil {
+			return nil, fmt.Errorf("fsync probe: %w", err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	return lat, nil
 }
 
 // bareRequest is what the bare server decodes: the body of an acquire.
@@ -187,10 +233,10 @@ func startBare(ctx context.Context, exe string) (addr string, stop func(), err e
 	if err := cmd.Start(); err != nil {
 		return "", nil, fmt.Errorf("start bare server: %w", err)
 	}
-	stop = func() {
+	stop = sync.OnceFunc(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-	}
+	})
 	// The read ends when a line arrives or the process exits, whichever
 	// comes first; every path below waits for it.
 	lines := make(chan string, 1)
@@ -274,11 +320,18 @@ func runBaseline(ctx context.Context, hc *http.Client, cfg Config) (Result, erro
 		}
 	}
 	slices.Sort(lat)
+	stop() // the disk is timed on a quiet machine
+	syncs, err := measureFsync(ctx, cfg.FsyncDir)
+	if err != nil {
+		return Result{}, err
+	}
 	r.Baseline = &Baseline{
 		Requests:          len(lat),
 		RequestsPerSecond: float64(len(lat)) / r.Seconds,
 		RequestP50MS:      ms(percentile(lat, 50)),
 		RequestP99MS:      ms(percentile(lat, 99)),
+		FsyncP50MS:        ms(percentile(syncs, 50)),
+		FsyncP99MS:        ms(percentile(syncs, 99)),
 	}
 	return r, nil
 }

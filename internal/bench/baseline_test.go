@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -160,12 +161,13 @@ func TestRunBaseline(t *testing.T) {
 		}
 		r := results[0]
 		if r.Errors != 0 || r.Workers != 4 || r.Seconds != 0.2 || r.Requests <= 0 ||
-			r.RequestsPerSecond != float64(r.Requests)/0.2 || r.RequestP50MS <= 0 || r.RequestP50MS > r.RequestP99MS {
-			t.Errorf("got %+v %+v, want no errors, 4 workers, 0.2 s, requests > 0 at requests/0.2 per second, 0 < p50 <= p99",
+			r.RequestsPerSecond != float64(r.Requests)/0.2 || r.RequestP50MS <= 0 || r.RequestP50MS > r.RequestP99MS ||
+			r.FsyncP50MS <= 0 || r.FsyncP50MS > r.FsyncP99MS {
+			t.Errorf("got %+v %+v, want no errors, 4 workers, 0.2 s, requests > 0 at requests/0.2 per second, 0 < p50 <= p99 for requests and fsyncs",
 				r, *r.Baseline)
 		}
 		if !asJSON {
-			want := regexp.MustCompile(`^baseline: \d+ requests/s  p50=\d+\.\d\dms p99=\d+\.\d\dms  workers=4 \(bare net/http JSON round trip on this machine\)  errors=0\n$`)
+			want := regexp.MustCompile(`^baseline: \d+ requests/s  p50=\d+\.\d\dms p99=\d+\.\d\dms  workers=4 \(bare net/http JSON round trip on this machine\)  fsync p50=\d+\.\d\dms p99=\d+\.\d\dms \(this disk, 8 KiB\)  errors=0\n$`)
 			if !want.MatchString(out.String()) {
 				t.Errorf("got output %q, want it to match %s", out.String(), want)
 			}
@@ -321,3 +323,21 @@ func TestRunWithoutMetricsOmitsServerCPU(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestMeasureFsync(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	lat, err := measureFsync(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lat) != fsyncSamples || !slices.IsSorted(lat) || lat[0] <= 0 {
+		t.Fatalf("got %d latencies (sorted %v, first %v), want %d positive ones, sorted", len(lat), slices.IsSorted(lat), lat[0], fsyncSamples)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("the probe left %d files behind", len(left))
+	}
+	if _, err := measureFsync(t.Context(), filepath.Join(dir, "missing")); err == nil {
+		t.Errorf("a missing directory: got no error")
+	}
+}

@@ -64,6 +64,10 @@ type Config struct {
 	// whose main calls ServeBare when it finds that variable set. The
 	// baseline workload needs it.
 	Executable string
+	// FsyncDir is where the baseline workload times the disk's fsyncs;
+	// empty is the system's temporary directory. Point it at the disk that
+	// holds the server's data directory.
+	FsyncDir string
 	// ThroughputWorkers is how many workers the throughput workload runs,
 	// and the baseline workload too; also how many requests at a time the
 	// memory and scale workloads send to build up their state, and how
@@ -338,8 +342,8 @@ func (r Result) String() string {
 	switch {
 	case r.Baseline != nil:
 		bl := r.Baseline
-		fmt.Fprintf(&b, "%s: %.0f requests/s  p50=%.2fms p99=%.2fms  workers=%d (bare net/http JSON round trip on this machine)  errors=%d",
-			r.Workload, bl.RequestsPerSecond, bl.RequestP50MS, bl.RequestP99MS, r.Workers, r.Errors)
+		fmt.Fprintf(&b, "%s: %.0f requests/s  p50=%.2fms p99=%.2fms  workers=%d (bare net/http JSON round trip on this machine)  fsync p50=%.2fms p99=%.2fms (this disk, 8 KiB)  errors=%d",
+			r.Workload, bl.RequestsPerSecond, bl.RequestP50MS, bl.RequestP99MS, r.Workers, bl.FsyncP50MS, bl.FsyncP99MS, r.Errors)
 		if r.FirstError != "" {
 			fmt.Fprintf(&b, "  first_error=%q", r.FirstError)
 		}
