@@ -183,8 +183,17 @@ func TestOperationsRoutes(t *testing.T) {
 	}
 	b.create(t, map[string]any{"name": "l", "limit": 1})
 	b.do(t, "POST", v2+"/increment", map[string]any{"names": []string{"l"}, "slots": 1}).want(t, 200)
+	b.do(t, "POST", v2+"/increment", map[string]any{"names": []string{"l"}, "slots": 1}).want(t, http.StatusLocked)
+	b.do(t, "GET", "/api/nope", nil).want(t, 404)
+	b.do(t, "GET", "/api/nope", nil).want(t, 404)
 	m := b.do(t, "GET", "/metrics", nil).want(t, 200)
-	for _, want := range []string{"allot_grants_total 1", `allot_http_requests_total{code="201",route="POST /api/v2/concurrency_limits/{$}"} 1`} {
+	for _, want := range []string{"allot_grants_total 1",
+		`allot_http_requests_total{code="201",route="POST /api/v2/concurrency_limits/{$}"} 1`,
+		`allot_http_requests_total{code="200",route="POST /api/v2/concurrency_limits/increment"} 1`,
+		`allot_http_requests_total{code="423",route="POST /api/v2/concurrency_limits/increment"} 1`,
+		`allot_http_requests_total{code="404",route="unmatched"} 2`,
+		`allot_http_request_seconds_count{route="POST /api/v2/concurrency_limits/increment"} 2`,
+	} {
 		if !strings.Contains(string(m.body), want) {
 			t.Errorf("metrics lack %q:\n%s", want, m.body)
 		}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,7 @@ type handler struct {
 	openapiYAML    []byte
 	requests       *prometheus.CounterVec
 	requestSeconds *prometheus.HistogramVec
+	metrics        sync.Map // routeCode → *routeMetrics
 }
 
 // New returns the HTTP handler of allot's API, served from c.
@@ -153,7 +155,7 @@ func (h *handler) register(reg *prometheus.Registry) {
 func (h *handler) middleware(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &statusWriter{ResponseWriter: w, r: r}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -168,69 +170,78 @@ func (h *handler) middleware(mux *http.ServeMux) http.Handler {
 			if route == "" {
 				route = "unmatched"
 			}
-			h.requests.WithLabelValues(route, strconv.Itoa(sw.status())).Inc()
-			h.requestSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
+			m := h.metricsFor(route, sw.status())
+			m.requests.Inc()
+			m.seconds.Observe(time.Since(start).Seconds())
 		}()
-		if _, pattern := mux.Handler(r); pattern == "" {
-			h.unmatched(sw, r, mux)
-			return
-		}
 		mux.ServeHTTP(sw, r)
 	})
 }
 
-// unmatched answers a request no route takes: 404, 405 (with Allow) or the
-// mux's redirect, as problems where they are errors.
-func (h *handler) unmatched(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) {
-	rec := &headerRecorder{header: http.Header{}}
-	mh, _ := mux.Handler(r)
-	mh.ServeHTTP(rec, r)
-	switch rec.code {
-	case http.StatusMethodNotAllowed:
-		w.Header().Set("Allow", rec.header.Get("Allow"))
-		writeProblemDoc(w, newProblem(http.StatusMethodNotAllowed, "method_not_allowed",
-			r.Method+" is not allowed here; allowed: "+rec.header.Get("Allow"), ""))
-	case http.StatusMovedPermanently, http.StatusPermanentRedirect, http.StatusTemporaryRedirect, http.StatusFound:
-		mh.ServeHTTP(w, r)
-	default:
-		writeProblemDoc(w, newProblem(http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path, ""))
-	}
+// routeMetrics are the metrics of one route and status code, resolved once:
+// resolving them by label values costs a hash and a lock per request.
+type routeMetrics struct {
+	requests prometheus.Counter
+	seconds  prometheus.Observer
 }
 
-// headerRecorder captures what the mux's own error handlers write.
-type headerRecorder struct {
-	header http.Header
-	code   int
+type routeCode struct {
+	route string
+	code  int
 }
 
-func (r *headerRecorder) Header() http.Header { return r.header }
-func (r *headerRecorder) Write(p []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
+func (h *handler) metricsFor(route string, code int) *routeMetrics {
+	k := routeCode{route, code}
+	if m, ok := h.metrics.Load(k); ok {
+		return m.(*routeMetrics)
 	}
-	return len(p), nil
-}
-func (r *headerRecorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
+	m, _ := h.metrics.LoadOrStore(k, &routeMetrics{
+		requests: h.requests.WithLabelValues(route, strconv.Itoa(code)),
+		seconds:  h.requestSeconds.WithLabelValues(route),
+	})
+	return m.(*routeMetrics)
 }
 
-// statusWriter remembers the status written.
+// statusWriter remembers the status written, and turns the mux's own
+// plain-text answers to a request no route takes (404, and 405 with Allow)
+// into problems. The mux leaves such a request's Pattern empty; its
+// redirects pass through.
 type statusWriter struct {
 	http.ResponseWriter
-	code  int
-	wrote bool
+	r       *http.Request
+	code    int
+	wrote   bool
+	swallow bool // the mux's text after a problem replaced it
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if !w.wrote {
-		w.code, w.wrote = code, true
+	if w.wrote {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.code, w.wrote = code, true
+	if w.r.Pattern == "" && (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) {
+		w.swallow = true
+		writeProblemDoc(w.ResponseWriter, w.unmatched(code))
+		return
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// unmatched is the problem for a request that no route takes.
+func (w *statusWriter) unmatched(code int) problem {
+	r := w.r
+	if code == http.StatusMethodNotAllowed {
+		return newProblem(http.StatusMethodNotAllowed, "method_not_allowed",
+			r.Method+" is not allowed here; allowed: "+w.Header().Get("Allow"), "")
+	}
+	return newProblem(http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path, "")
+}
+
 func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.swallow {
+		return len(p), nil
+	}
 	if !w.wrote {
 		w.code, w.wrote = http.StatusOK, true
 	}
