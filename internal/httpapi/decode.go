@@ -86,10 +86,15 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, optional bool
 	return b, nil
 }
 
+// maxPreallocate is the largest announced body readAll allocates before it
+// arrives: a client that announces a megabyte and sends nothing pins no
+// more than this.
+const maxPreallocate = 16 << 10
+
 // readAll reads a request body of at most limit bytes: in one read of the
-// announced length when there is one, else through http.MaxBytesReader.
+// announced length when it is small, else through http.MaxBytesReader.
 func readAll(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	if n := r.ContentLength; n >= 0 && n <= limit {
+	if n := r.ContentLength; n >= 0 && n <= min(limit, maxPreallocate) {
 		data := make([]byte, n)
 		_, err := io.ReadFull(r.Body, data)
 		return data, err
@@ -288,29 +293,45 @@ func (b *body) strArray(name string, dst *[]string, minItems, maxItems int) bool
 	if !ok {
 		return false
 	}
-	out := make([]string, 0, 4)
-	notString := -1 // the first item that is not a string
-	if !scanArray(raw, func(elem []byte) bool {
-		s, ok := decodeString(elem)
-		if !ok && notString < 0 {
-			notString = len(out)
-		}
-		out = append(out, s)
-		return true
-	}) {
+	items, ok := arrayItems(raw)
+	if !ok {
 		b.fail(name, "must be an array of strings")
 		return false
 	}
-	switch {
-	case len(out) < minItems || len(out) > maxItems:
+	if len(items) < minItems || len(items) > maxItems {
 		b.fail(name, fmt.Sprintf("must have from %d to %d items", minItems, maxItems))
 		return false
-	case notString >= 0:
-		b.fail(name, fmt.Sprintf("item %d must be a string", notString))
-		return false
+	}
+	out := make([]string, len(items))
+	for i, it := range items {
+		s, ok := decodeString(it)
+		if !ok {
+			b.fail(name, fmt.Sprintf("item %d must be a string", i))
+			return false
+		}
+		out[i] = s
 	}
 	*dst = out
 	return true
+}
+
+// arrayItems splits a JSON array into its elements' raw texts: by the fast
+// scanner when it can, else (elements nested deeper than it follows) by
+// encoding/json.
+func arrayItems(raw []byte) ([][]byte, bool) {
+	items := make([][]byte, 0, 4)
+	if scanArray(raw, func(elem []byte) bool { items = append(items, elem); return true }) {
+		return items, true
+	}
+	var all []json.RawMessage
+	if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &all) != nil {
+		return nil, false
+	}
+	items = items[:0]
+	for _, it := range all {
+		items = append(items, it)
+	}
+	return items, true
 }
 
 // object reads a nested JSON object.

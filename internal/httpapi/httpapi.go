@@ -204,8 +204,9 @@ func (h *handler) metricsFor(route string, code int) *routeMetrics {
 
 // statusWriter remembers the status written, and turns the mux's own
 // plain-text answers to a request no route takes (404, and 405 with Allow)
-// into problems. The mux leaves such a request's Pattern empty; its
-// redirects pass through.
+// into problems. The mux leaves such a request's Pattern empty (as it has
+// since Go 1.22's patterns, which every route here needs); its redirects
+// pass through.
 type statusWriter struct {
 	http.ResponseWriter
 	r       *http.Request

@@ -141,14 +141,15 @@ type jsonAppender interface {
 	appendJSON(b []byte) []byte
 }
 
-// jsonContentType is the Content-Type header's value, shared by every
-// answer rather than allocated for each.
-var jsonContentType = []string{"application/json"}
-
+// bufPool holds the buffers hand-written answers are built in.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
+// maxPooledBuf is the largest buffer put back in bufPool: one huge answer
+// does not pin its buffer for good.
+const maxPooledBuf = 64 << 10
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header()["Content-Type"] = jsonContentType
+	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	a, ok := v.(jsonAppender)
 	if !ok {
@@ -158,8 +159,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	bp := bufPool.Get().(*[]byte)
 	b := append(a.appendJSON((*bp)[:0]), '\n')
 	_, _ = w.Write(b)
-	*bp = b
-	bufPool.Put(bp)
+	if cap(b) <= maxPooledBuf {
+		*bp = b
+		bufPool.Put(bp)
+	}
 }
 
 func (g grantJSON) appendJSON(b []byte) []byte {

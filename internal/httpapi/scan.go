@@ -16,12 +16,18 @@ type field struct {
 // deeper one is left to encoding/json, whose limit and message apply.
 const maxScanDepth = 32
 
+// maxScanFields is how many members the fast scanner collects, each looked
+// up by a linear search; an object with more (no route's body has) is left
+// to encoding/json, whose map keeps a huge one linear.
+const maxScanFields = 32
+
 // scanObject splits data, a whole JSON text, into the members of the
 // object it holds, in one pass and without reflection: what
 // json.Unmarshal into a map[string]json.RawMessage yields, the last of
 // duplicate names winning. A JSON null yields no fields and isObject
 // false. ok is false when data is anything else or is not valid JSON, or
-// nests deeper than maxScanDepth; the caller then asks encoding/json,
+// nests deeper than maxScanDepth, or has more than maxScanFields members;
+// the caller then asks encoding/json,
 // whose errors are the ones users see. The raw values alias data.
 func scanObject(data []byte, fields []field) (out []field, isObject, ok bool) {
 	i := skipSpace(data, 0)
@@ -67,7 +73,9 @@ func scanMembers(data []byte, i int, fields []field) ([]field, int, bool) {
 		if i, ok = scanValue(data, i, 1); !ok {
 			return fields, 0, false
 		}
-		fields = setField(fields, name, data[start:i])
+		if fields = setField(fields, name, data[start:i]); len(fields) > maxScanFields {
+			return fields, 0, false
+		}
 		i = skipSpace(data, i)
 		if i >= len(data) {
 			return fields, 0, false

@@ -3,30 +3,51 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
 
-// scanSeeds are request bodies and near-misses: every route's usual
-// bodies, escapes, odd spacing, duplicates, nesting and broken JSON.
-var scanSeeds = []string{
+// fastBodies are bodies the fast scanner takes: every route's usual
+// bodies, escapes, odd spacing, duplicates and nesting.
+var fastBodies = []string{
 	`{"names":["bench-1"],"slots":1,"mode":"concurrency","lease_duration":30,"holder":{"type":"process","id":"w1"}}`,
 	`{"lease_id":"0196b1b4-5c1e-7a3b-8f00-000000000001"}`,
 	`{}`, `null`, ` { } `, `{"a":null}`, `{"a":1,"a":2}`, `{"a":{"b":[1,2,{"c":"d"}]}}`,
 	`{"na\u006des":["x\ty"],"h":{"metadata":{"k":"\ud83d\ude00"}}}`,
 	"{\"a\":\"\xff\xfe\"}", "{\"\xff\":1}", `{"a":-0.5e-3,"b":1E+2,"c":0}`,
 	`{"a":[]}`, `{"a":[ ]}`, `{"a":true,"b":false}`, "\t\n{\r\"a\" : [ 1 , 2 ] }\n",
+}
+
+// slowBodies are left to encoding/json: not objects, broken JSON, nesting
+// deeper than the scanner follows, more members than it collects.
+var slowBodies = []string{
 	`[1]`, `"s"`, `1`, `true`, `{"a":1,}`, `{"a":01}`, `{"a":1.}`, `{"a":.5}`, `{"a":-}`,
 	`{"a":"\x"}`, `{"a":"\u12"}`, "{\"a\":\"\x01\"}", `{"a":tru}`, `{"a":nul}`, `{"a" 1}`, `{a:1}`,
 	`{"a":1}}`, `{"a":1} x`, `{"a":[1,]}`, `{"a":[1 2]}`, `{"a":{"b"}}`, `{`, `nullx`, ``, ` `,
 	`{"a":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`,
+	manyMembers(maxScanFields + 1),
+}
+
+// manyMembers is an object of n distinct members.
+func manyMembers(n int) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"k%d":%d`, i, i)
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 // FuzzScanObject checks the fast scanner against encoding/json: whatever
 // it accepts, encoding/json accepts too and splits into the same members;
 // whatever it refuses is left to encoding/json, so it can only cost speed.
 func FuzzScanObject(f *testing.F) {
-	for _, s := range scanSeeds {
+	for _, s := range append(fastBodies, slowBodies...) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -53,28 +74,34 @@ func FuzzScanObject(f *testing.F) {
 	})
 }
 
-// FuzzDecodeString checks decodeString and scanArray against encoding/json.
+// FuzzDecodeString checks decodeString and arrayItems against
+// encoding/json both ways: they have no fallback of their own, so they must
+// take exactly what it takes and read it as it does.
 func FuzzDecodeString(f *testing.F) {
-	for _, s := range []string{`"plain"`, `"a\"b"`, `"\u00e9\n"`, "\"\xff\"", `"\ud800"`, `["a","b\\"]`, `[1,"x",null]`, `[]`} {
+	for _, s := range []string{`"plain"`, `"a\"b"`, `"\u00e9\n"`, "\"\xff\"", `"\ud800"`, `["a","b\\"]`, `[1,"x",null]`, `[]`,
+		`[` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `]`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		if s, ok := decodeString(raw); ok {
-			var want string
-			if err := json.Unmarshal(raw, &want); err != nil || s != want {
-				t.Fatalf("%q: decoded %q, encoding/json %q (%v)", raw, s, want, err)
-			}
+		// Values reach them as the scanner or encoding/json cut them out
+		// of a body: without surrounding space, and never null.
+		if len(raw) == 0 || skipSpace(raw, 0) > 0 || skipSpace(raw[len(raw)-1:], 0) > 0 || string(raw) == "null" {
+			return
 		}
-		var elems [][]byte
-		if scanArray(raw, func(e []byte) bool { elems = append(elems, e); return true }) {
-			var want []json.RawMessage
-			if err := json.Unmarshal(raw, &want); err != nil || len(want) != len(elems) {
-				t.Fatalf("%q: scanned %q, encoding/json %q (%v)", raw, elems, want, err)
-			}
-			for i := range want {
-				if !bytes.Equal(want[i], elems[i]) {
-					t.Fatalf("%q: element %d is %q, encoding/json %q", raw, i, elems[i], want[i])
-				}
+		s, ok := decodeString(raw)
+		var want string
+		if err := json.Unmarshal(raw, &want); (err == nil) != ok || s != want {
+			t.Fatalf("%q: decoded %q (%v), encoding/json %q (%v)", raw, s, ok, want, err)
+		}
+		elems, ok := arrayItems(raw)
+		var wantElems []json.RawMessage
+		err := json.Unmarshal(raw, &wantElems)
+		if (err == nil) != ok || len(wantElems) != len(elems) {
+			t.Fatalf("%q: split into %q (%v), encoding/json %q (%v)", raw, elems, ok, wantElems, err)
+		}
+		for i := range wantElems {
+			if !bytes.Equal(wantElems[i], elems[i]) {
+				t.Fatalf("%q: element %d is %q, encoding/json %q", raw, i, elems[i], wantElems[i])
 			}
 		}
 	})
@@ -83,20 +110,33 @@ func FuzzDecodeString(f *testing.F) {
 // The bodies clients send every request take the fast path; only broken,
 // non-object or very deeply nested ones go to encoding/json.
 func TestScanObjectFastPath(t *testing.T) {
-	for _, s := range scanSeeds[:16] {
+	for _, s := range fastBodies {
 		if _, _, ok := scanObject([]byte(s), nil); !ok {
 			t.Errorf("%q: fast scanner gave up", s)
 		}
 	}
-	for _, s := range scanSeeds[16:] {
+	for _, s := range slowBodies {
 		if _, _, ok := scanObject([]byte(s), nil); ok {
-			t.Errorf("%q: fast scanner accepted it; it is not a well-formed object within the depth limit", s)
+			t.Errorf("%.80q: fast scanner accepted it; it is not a well-formed object within its limits", s)
 		}
 	}
 }
 
+// A body of very many members is read by encoding/json, whose map keeps
+// it linear, rather than by the scanner's linear search of members.
+func TestManyMembersFallBack(t *testing.T) {
+	b, isObject, err := newBody("", []byte(manyMembers(100_000)))
+	if err != nil || !isObject || len(b.fields) != 100_000 {
+		t.Fatalf("got %d fields, object %v, %v; want 100000 fields", len(b.fields), isObject, err)
+	}
+	var n int
+	if !b.integer("k99999", &n, 0, 1e6) || n != 99_999 {
+		t.Errorf("k99999 = %d (err %v), want 99999", n, b.err)
+	}
+}
+
 func BenchmarkReadAcquireBody(b *testing.B) {
-	data := []byte(scanSeeds[0])
+	data := []byte(fastBodies[0])
 	b.ReportAllocs()
 	for b.Loop() {
 		body, _, err := newBody("", data)
