@@ -27,7 +27,7 @@ type rawConn struct {
 	bw   *bufio.Writer
 	body []byte // the last response body; reused
 
-	watched context.Context // the context whose end interrupts conn
+	watched <-chan struct{} // Done of the context whose end interrupts conn
 	unwatch func() bool     // stops that; nil when nothing is watched
 }
 
@@ -49,8 +49,8 @@ func newRawConn(base string) (*rawConn, error) {
 func (r *rawConn) close() {
 	if r.unwatch != nil {
 		r.unwatch()
-		r.unwatch, r.watched = nil, nil
 	}
+	r.unwatch, r.watched = nil, nil
 	if r.conn != nil {
 		_ = r.conn.Close()
 		r.conn = nil
@@ -58,16 +58,19 @@ func (r *rawConn) close() {
 }
 
 // post sends body to path and returns the status and the response body,
-// which stays valid until the next call. It gives up after timeout, and at
-// once when ctx is done. It dials when it has no connection, and drops the
-// connection on any error.
+// which stays valid until the next call. It gives up after timeout (the
+// dial included), and at once when ctx is done. It dials when it has no
+// connection, and drops the connection on any error.
 //
 // A request costs no timer or context of its own: the connection's
-// deadline bounds it, and one context.AfterFunc per connection and context
-// interrupts it.
+// deadline bounds it, and one context.AfterFunc per connection interrupts
+// it when ctx ends.
 func (r *rawConn) post(ctx context.Context, timeout time.Duration, path string, body []byte) (int, []byte, error) {
+	if r.conn != nil && r.watched != ctx.Done() {
+		r.close() // watched for another context: start afresh
+	}
 	if r.conn == nil {
-		var d net.Dialer
+		d := net.Dialer{Timeout: timeout}
 		c, err := d.DialContext(ctx, "tcp", r.addr)
 		if err != nil {
 			return 0, nil, err
@@ -75,8 +78,6 @@ func (r *rawConn) post(ctx context.Context, timeout time.Duration, path string, 
 		r.conn = c
 		r.br = bufio.NewReaderSize(c, 4096)
 		r.bw = bufio.NewWriterSize(c, 4096)
-	}
-	if r.watched != ctx || r.unwatch == nil {
 		r.watch(ctx)
 	}
 	deadline := time.Now().Add(timeout)
@@ -101,13 +102,15 @@ func (r *rawConn) post(ctx context.Context, timeout time.Duration, path string, 
 	return code, r.body, nil
 }
 
-// watch makes ctx's end interrupt whatever the connection is doing.
+// watch makes ctx's end interrupt whatever the new connection is doing. A
+// connection is watched for one context all its life, so that a watcher
+// that fired cannot cut short a later request.
 func (r *rawConn) watch(ctx context.Context) {
-	if r.unwatch != nil {
-		r.unwatch()
+	r.watched = ctx.Done()
+	if r.watched == nil {
+		return // ctx never ends
 	}
 	conn := r.conn
-	r.watched = ctx
 	r.unwatch = context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 }
 

@@ -266,16 +266,20 @@ func (c *Coordinator) commitOnce() error {
 		return err
 	}
 	close(b.done)
-	// The batch's slice collects the one after next: a steady load then
-	// allocates no batches. Only this goroutine commits, so spare needs no
-	// lock until it is handed over above.
-	clear(changes)
-	spare := changes[:0]
-	c.mu.Lock()
-	c.spare = spare
-	c.mu.Unlock()
+	// The batch's slice collects the one after next, so a steady load
+	// allocates no batches; an outsized one (a mass expiry) is let go
+	// rather than kept for good.
+	if cap(changes) <= maxSpareChanges {
+		clear(changes)
+		c.mu.Lock()
+		c.spare = changes[:0]
+		c.mu.Unlock()
+	}
 	return nil
 }
+
+// maxSpareChanges is the largest batch slice kept for reuse.
+const maxSpareChanges = 1024
 
 // collect moves what the machine recorded into the open batch and acts on
 // its events. It must be called with mu held; it returns the batch that
