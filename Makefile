@@ -22,7 +22,8 @@ build:
 	$(GO) build -o allot-bench ./cmd/allot-bench
 
 # The server benchmark: starts a durable server in a temporary directory,
-# runs both workloads against it over loopback HTTP, stops it.
+# runs the baseline, throughput and handoff workloads against it over
+# loopback HTTP, stops it.
 bench: build
 	./scripts/bench.sh
 
