@@ -99,7 +99,7 @@ func TestRunBaseline(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("got exit code %d, want 0; stderr:\n%s", code, stderr.String())
 	}
-	want := regexp.MustCompile(`^baseline: [1-9]\d* requests/s  p50=\S+ p99=\S+  workers=2 \(bare net/http JSON round trip on this machine\)  fsync p50=\S+ p99=\S+ \(this disk, 8 KiB\)  errors=0\n$`)
+	want := regexp.MustCompile(`^baseline: [1-9]\d* requests/s  p50=\S+ p99=\S+  workers=2 \(bare net/http JSON round trip on this machine\)  idle round trip p50=\S+ p99=\S+  fsync p50=\S+ p99=\S+ \(this disk, 8 KiB\)  errors=0\n$`)
 	if !want.MatchString(stdout.String()) {
 		t.Errorf("got stdout %q, want it to match %s", stdout.String(), want)
 	}

@@ -56,12 +56,53 @@ type Baseline struct {
 	// took, in milliseconds.
 	RequestP50MS float64 `json:"request_p50_ms"`
 	RequestP99MS float64 `json:"request_p99_ms"`
+	// IdleP50MS and IdleP99MS are percentiles of one bare round trip on an
+	// otherwise idle machine, one every millisecond from one worker: the
+	// floor under the handoff workload's gap, which is a request in and
+	// an answer out at about that pace.
+	IdleP50MS float64 `json:"idle_p50_ms"`
+	IdleP99MS float64 `json:"idle_p99_ms"`
 	// FsyncP50MS and FsyncP99MS are percentiles of how long this machine's
 	// disk takes to write and fsync 8 KiB in Config.FsyncDir: the floor
 	// under a durable server's latencies, since every grant handed over
 	// waits for one.
 	FsyncP50MS float64 `json:"fsync_p50_ms"`
 	FsyncP99MS float64 `json:"fsync_p99_ms"`
+}
+
+// idleSamples is how many round trips the baseline times on an idle
+// machine, at most, and idleEvery their pace.
+const (
+	idleSamples = 2000
+	idleEvery   = time.Millisecond
+)
+
+// idleCount is how many idle round trips a baseline measured for d times:
+// idleSamples, or fewer to take at most half of d.
+func idleCount(d time.Duration) int {
+	return max(1, min(idleSamples, int(d/idleEvery/2)))
+}
+
+// idleRoundTrips times n acquires of the bare server, one at a time, one
+// every idleEvery, over one connection, and returns their latencies,
+// sorted.
+func idleRoundTrips(ctx context.Context, c *client, name []byte, n int) ([]time.Duration, error) {
+	p := c.worker()
+	defer p.close()
+	body := appendAcquireBody(nil, name, quote("bench-idle"))
+	lat := make([]time.Duration, 0, n)
+	for range n {
+		if err := sleep(ctx, idleEvery); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		if _, err := p.acquire(ctx, body); err != nil {
+			return nil, fmt.Errorf("idle round trip: %w", err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	return lat, nil
 }
 
 // fsyncSamples is how many writes measureFsync times.
@@ -320,6 +361,10 @@ func runBaseline(ctx context.Context, hc *http.Client, cfg Config) (Result, erro
 		}
 	}
 	slices.Sort(lat)
+	idle, err := idleRoundTrips(ctx, c, names[0], idleCount(cfg.Duration))
+	if err != nil {
+		return Result{}, err
+	}
 	stop() // the disk is timed on a quiet machine
 	syncs, err := measureFsync(ctx, cfg.FsyncDir)
 	if err != nil {
@@ -330,6 +375,8 @@ func runBaseline(ctx context.Context, hc *http.Client, cfg Config) (Result, erro
 		RequestsPerSecond: float64(len(lat)) / r.Seconds,
 		RequestP50MS:      ms(percentile(lat, 50)),
 		RequestP99MS:      ms(percentile(lat, 99)),
+		IdleP50MS:         ms(percentile(idle, 50)),
+		IdleP99MS:         ms(percentile(idle, 99)),
 		FsyncP50MS:        ms(percentile(syncs, 50)),
 		FsyncP99MS:        ms(percentile(syncs, 99)),
 	}

@@ -162,12 +162,12 @@ func TestRunBaseline(t *testing.T) {
 		r := results[0]
 		if r.Errors != 0 || r.Workers != 4 || r.Seconds != 0.2 || r.Requests <= 0 ||
 			r.RequestsPerSecond != float64(r.Requests)/0.2 || r.RequestP50MS <= 0 || r.RequestP50MS > r.RequestP99MS ||
-			r.FsyncP50MS <= 0 || r.FsyncP50MS > r.FsyncP99MS {
+			r.FsyncP50MS <= 0 || r.FsyncP50MS > r.FsyncP99MS || r.IdleP50MS <= 0 || r.IdleP50MS > r.IdleP99MS {
 			t.Errorf("got %+v %+v, want no errors, 4 workers, 0.2 s, requests > 0 at requests/0.2 per second, 0 < p50 <= p99 for requests and fsyncs",
 				r, *r.Baseline)
 		}
 		if !asJSON {
-			want := regexp.MustCompile(`^baseline: \d+ requests/s  p50=\d+\.\d\dms p99=\d+\.\d\dms  workers=4 \(bare net/http JSON round trip on this machine\)  fsync p50=\d+\.\d\dms p99=\d+\.\d\dms \(this disk, 8 KiB\)  errors=0\n$`)
+			want := regexp.MustCompile(`^baseline: \d+ requests/s  p50=\d+\.\d\dms p99=\d+\.\d\dms  workers=4 \(bare net/http JSON round trip on this machine\)  idle round trip p50=\d+\.\d\dms p99=\d+\.\d\dms  fsync p50=\d+\.\d\dms p99=\d+\.\d\dms \(this disk, 8 KiB\)  errors=0\n$`)
 			if !want.MatchString(out.String()) {
 				t.Errorf("got output %q, want it to match %s", out.String(), want)
 			}
@@ -339,5 +339,17 @@ func TestMeasureFsync(t *testing.T) {
 	}
 	if _, err := measureFsync(t.Context(), filepath.Join(dir, "missing")); err == nil {
 		t.Errorf("a missing directory: got no error")
+	}
+}
+
+func TestIdleCount(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		d    time.Duration
+		want int
+	}{{5 * time.Second, idleSamples}, {200 * time.Millisecond, 100}, {0, 1}} {
+		if got := idleCount(tt.d); got != tt.want {
+			t.Errorf("idleCount(%v) = %d, want %d", tt.d, got, tt.want)
+		}
 	}
 }

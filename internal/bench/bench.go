@@ -342,8 +342,8 @@ func (r Result) String() string {
 	switch {
 	case r.Baseline != nil:
 		bl := r.Baseline
-		fmt.Fprintf(&b, "%s: %.0f requests/s  p50=%.2fms p99=%.2fms  workers=%d (bare net/http JSON round trip on this machine)  fsync p50=%.2fms p99=%.2fms (this disk, 8 KiB)  errors=%d",
-			r.Workload, bl.RequestsPerSecond, bl.RequestP50MS, bl.RequestP99MS, r.Workers, bl.FsyncP50MS, bl.FsyncP99MS, r.Errors)
+		fmt.Fprintf(&b, "%s: %.0f requests/s  p50=%.2fms p99=%.2fms  workers=%d (bare net/http JSON round trip on this machine)  idle round trip p50=%.2fms p99=%.2fms  fsync p50=%.2fms p99=%.2fms (this disk, 8 KiB)  errors=%d",
+			r.Workload, bl.RequestsPerSecond, bl.RequestP50MS, bl.RequestP99MS, r.Workers, bl.IdleP50MS, bl.IdleP99MS, bl.FsyncP50MS, bl.FsyncP99MS, r.Errors)
 		if r.FirstError != "" {
 			fmt.Fprintf(&b, "  first_error=%q", r.FirstError)
 		}

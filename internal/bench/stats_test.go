@@ -308,14 +308,14 @@ func TestResultString(t *testing.T) {
 		{
 			name: "baseline",
 			result: Result{Workload: WorkloadBaseline, Workers: 32,
-				Baseline: &Baseline{RequestsPerSecond: 41234.4, RequestP50MS: 0.7, RequestP99MS: 2.345, FsyncP50MS: 0.171, FsyncP99MS: 0.9}},
-			want: "baseline: 41234 requests/s  p50=0.70ms p99=2.35ms  workers=32 (bare net/http JSON round trip on this machine)  fsync p50=0.17ms p99=0.90ms (this disk, 8 KiB)  errors=0",
+				Baseline: &Baseline{RequestsPerSecond: 41234.4, RequestP50MS: 0.7, RequestP99MS: 2.345, IdleP50MS: 0.306, IdleP99MS: 3.2, FsyncP50MS: 0.171, FsyncP99MS: 0.9}},
+			want: "baseline: 41234 requests/s  p50=0.70ms p99=2.35ms  workers=32 (bare net/http JSON round trip on this machine)  idle round trip p50=0.31ms p99=3.20ms  fsync p50=0.17ms p99=0.90ms (this disk, 8 KiB)  errors=0",
 		},
 		{
 			name: "baseline with errors",
 			result: Result{Workload: WorkloadBaseline, Workers: 2, Errors: 3, FirstError: "acquire: EOF",
 				Baseline: &Baseline{RequestsPerSecond: 10}},
-			want: `baseline: 10 requests/s  p50=0.00ms p99=0.00ms  workers=2 (bare net/http JSON round trip on this machine)  fsync p50=0.00ms p99=0.00ms (this disk, 8 KiB)  errors=3  first_error="acquire: EOF"`,
+			want: `baseline: 10 requests/s  p50=0.00ms p99=0.00ms  workers=2 (bare net/http JSON round trip on this machine)  idle round trip p50=0.00ms p99=0.00ms  fsync p50=0.00ms p99=0.00ms (this disk, 8 KiB)  errors=3  first_error="acquire: EOF"`,
 		},
 		{
 			name: "throughput alone",
