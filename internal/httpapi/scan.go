@@ -25,10 +25,10 @@ const maxScanFields = 32
 // object it holds, in one pass and without reflection: what
 // json.Unmarshal into a map[string]json.RawMessage yields, the last of
 // duplicate names winning. A JSON null yields no fields and isObject
-// false. ok is false when data is anything else or is not valid JSON, or
-// nests deeper than maxScanDepth, or has more than maxScanFields members;
-// the caller then asks encoding/json,
-// whose errors are the ones users see. The raw values alias data.
+// false. ok is false when data is anything else or is not valid JSON,
+// nests deeper than maxScanDepth or has more than maxScanFields members;
+// the caller then asks encoding/json, whose errors are the ones users see.
+// The raw values alias data.
 func scanObject(data []byte, fields []field) (out []field, isObject, ok bool) {
 	i := skipSpace(data, 0)
 	if hasLiteral(data, i, "null") {
