@@ -15,8 +15,12 @@
 //     answers a grant-sized object with encoding/json; the same client and
 //     the same number of workers as throughput send it acquires for the
 //     same warm-up and duration; the result is requests per second and
-//     their latency. The server is killed afterwards, and exits by itself
-//     if the benchmark that started it has gone.
+//     their latency. Then one client sends it one request a millisecond on
+//     the otherwise idle machine: the idle round trip, the floor under the
+//     handoff workload's gap. The server is killed afterwards, and exits by
+//     itself if the benchmark that started it has gone. Last, the disk's
+//     latency to write and fsync 8 KiB, which every durable grant waits for
+//     once.
 //   - throughput: many workers acquire and release random limits of one
 //     slot as fast as they can; the result is pairs per second and the
 //     acquire latency, and, after a baseline in the same run, pairs per
