@@ -353,3 +353,16 @@ func TestIdleCount(t *testing.T) {
 		}
 	}
 }
+
+func TestHandoffCompareTo(t *testing.T) {
+	t.Parallel()
+	h := &Handoff{GapP99MS: 5}
+	h.compareTo(nil)
+	if h.IdleRoundTripP99MS != 0 {
+		t.Errorf("no baseline: got floor %v, want 0", h.IdleRoundTripP99MS)
+	}
+	h.compareTo(&Baseline{IdleP99MS: 2.4})
+	if h.IdleRoundTripP99MS != 2.4 {
+		t.Errorf("got floor %v, want the baseline's idle p99 2.4", h.IdleRoundTripP99MS)
+	}
+}

@@ -334,6 +334,17 @@ type Handoff struct {
 	// FIFO is the fraction of grants that went to the worker that had
 	// waited longest; about 1 for a first-in-first-out server.
 	FIFO float64 `json:"fifo"`
+	// IdleRoundTripP99MS is the baseline's idle round trip p99 from the
+	// same run, the floor under GapP99MS on this machine; 0 when no
+	// baseline ran.
+	IdleRoundTripP99MS float64 `json:"idle_round_trip_p99_ms,omitempty"`
+}
+
+// compareTo records the baseline b's floor under h's gap.
+func (h *Handoff) compareTo(b *Baseline) {
+	if b != nil {
+		h.IdleRoundTripP99MS = b.IdleP99MS
+	}
 }
 
 // String formats r as the one line the benchmark prints for people.
@@ -363,9 +374,12 @@ func (r Result) String() string {
 			t.AcquireP50MS, t.AcquireP99MS, r.serverCPU(), r.Workers, t.Limits)
 	case r.Handoff != nil:
 		h := r.Handoff
-		fmt.Fprintf(&b, "%s: %.0f grants/s  gap p50=%.2fms p99=%.2fms  wait p99=%.1fms max=%.1fms  jain=%.3f fifo=%.2f%s  workers=%d hold=%sms",
-			r.Workload, h.GrantsPerSecond, h.GapP50MS, h.GapP99MS, h.WaitP99MS, h.WaitMaxMS,
-			h.Jain, h.FIFO, r.serverCPU(), r.Workers, strconv.FormatFloat(h.HoldMS, 'g', -1, 64))
+		fmt.Fprintf(&b, "%s: %.0f grants/s  gap p50=%.2fms p99=%.2fms", r.Workload, h.GrantsPerSecond, h.GapP50MS, h.GapP99MS)
+		if h.IdleRoundTripP99MS > 0 {
+			fmt.Fprintf(&b, " (idle round trip p99=%.2fms)", h.IdleRoundTripP99MS)
+		}
+		fmt.Fprintf(&b, "  wait p99=%.1fms max=%.1fms  jain=%.3f fifo=%.2f%s  workers=%d hold=%sms",
+			h.WaitP99MS, h.WaitMaxMS, h.Jain, h.FIFO, r.serverCPU(), r.Workers, strconv.FormatFloat(h.HoldMS, 'g', -1, 64))
 	case r.Memory != nil:
 		fmt.Fprintf(&b, "%s:", r.Workload)
 		if p := r.Memory.PerLease; p != nil {
@@ -467,6 +481,9 @@ func Run(ctx context.Context, cfg Config, w io.Writer) ([]Result, error) {
 			}
 		case WorkloadHandoff:
 			r, err = runHandoff(ctx, c, cfg)
+			if err == nil {
+				r.Handoff.compareTo(baseline)
+			}
 		case WorkloadMemory:
 			r, err = runMemory(ctx, c, cfg)
 		case WorkloadScale:

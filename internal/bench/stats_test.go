@@ -344,6 +344,12 @@ func TestResultString(t *testing.T) {
 			want: "handoff: 680 grants/s  gap p50=0.46ms p99=0.95ms  wait p99=27.7ms max=29.2ms  jain=1.000 fifo=1.00  server_cpu=88µs/pair  workers=16 hold=1ms  errors=0 overlaps=0",
 		},
 		{
+			name: "handoff beside the idle round trip",
+			result: Result{Workload: WorkloadHandoff, Workers: 16,
+				Handoff: &Handoff{HoldMS: 1, GrantsPerSecond: 420, GapP50MS: 0.9, GapP99MS: 5.3, WaitP99MS: 58, WaitMaxMS: 62, Jain: 1, FIFO: 1, IdleRoundTripP99MS: 2.4}},
+			want: "handoff: 420 grants/s  gap p50=0.90ms p99=5.30ms (idle round trip p99=2.40ms)  wait p99=58.0ms max=62.0ms  jain=1.000 fifo=1.00  workers=16 hold=1ms  errors=0 overlaps=0",
+		},
+		{
 			name:   "scale without a ratio",
 			result: Result{Workload: WorkloadScale, Workers: 1, Scale: &Scale{LoadLimits: 2}},
 			want:   "scale:  small/large=0.00 (target ≤1.3 n/a)  workers=1 limits=2  errors=0 overlaps=0",
