@@ -803,7 +803,7 @@ func TestResultJSONNamesUnique(t *testing.T) {
 	r := Result{
 		FirstError: "x", ServerCPUMicrosPerPair: &cpu,
 		Baseline:   &Baseline{},
-		Throughput: &Throughput{PairsPerBareRequest: 1, TargetPairsPerBareRequest: 1}, Handoff: &Handoff{},
+		Throughput: &Throughput{PairsPerBareRequest: 1, TargetPairsPerBareRequest: 1}, Handoff: &Handoff{IdleRoundTripP99MS: 1},
 		Memory: &Memory{PerLease: &MemoryPart{}, PerWaiter: &MemoryPart{}}, Scale: &Scale{},
 	}
 	b, err := json.Marshal(r)
