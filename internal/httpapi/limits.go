@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"math"
 	"net/http"
 
 	"github.com/allot-dev/allot/internal/sema"
@@ -53,16 +52,8 @@ func (h *handler) filterLimits(w http.ResponseWriter, r *http.Request) {
 		h.writeProblem(w, r, err)
 		return
 	}
-	limit, offset, detail := maxFilterLimit, 0, "summary"
-	if b.integer("limit", &limit, math.MinInt64, math.MaxInt64) {
-		switch {
-		case limit < 0:
-			b.fail("limit", "Invalid limit: must be greater than or equal to 0.")
-		case limit > maxFilterLimit:
-			b.fail("limit", "Invalid limit: must be less than or equal to 200.")
-		}
-	}
-	b.integer("offset", &offset, 0, 1<<31-1)
+	limit, offset := readPage(b)
+	detail := "summary"
 	if b.str("detail", &detail) && detail != "summary" && detail != "full" {
 		b.fail("detail", `must be "summary" or "full"`)
 	}
