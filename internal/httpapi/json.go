@@ -19,9 +19,7 @@ const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
 // stamp is a time as the API writes it.
 type stamp time.Time
 
-func (s stamp) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + time.Time(s).UTC().Format(timeLayout) + `"`), nil
-}
+func (s stamp) MarshalJSON() ([]byte, error) { return appendStamp(nil, s), nil }
 
 // limitJSON is a limit as every read returns it: Prefect's full
 // ConcurrencyLimitV2 plus allot's extensions.
