@@ -110,6 +110,12 @@ type Coordinator struct {
 	failed   error
 	subs     map[chan sema.Event]struct{}
 	runWatch map[uuid.UUID][]*runWatcher // WaitRun requests, by run
+	// WatchLease requests by lease, and the leases that ended lately:
+	// endedOrder is a ring of endedMemory ids, endedNext its oldest.
+	leaseWatch map[uuid.UUID][]*leaseWatcher
+	ended      map[uuid.UUID]LeaseStatus
+	endedOrder []uuid.UUID
+	endedNext  int
 }
 
 // New loads st into a new Coordinator. Call Run to start committing and
@@ -162,6 +168,9 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 		waiters:  make(map[uint64]chan *waitResult),
 		subs:     make(map[chan sema.Event]struct{}),
 		runWatch: make(map[uuid.UUID][]*runWatcher),
+
+		leaseWatch: make(map[uuid.UUID][]*leaseWatcher),
+		ended:      make(map[uuid.UUID]LeaseStatus),
 	}
 	// Runs that were waiting stand in line again; what that grants (or
 	// what expired runs it finds) is committed with the first batch.
@@ -325,11 +334,14 @@ func (c *Coordinator) dispatch(e sema.Event) {
 		}
 	case sema.Released:
 		c.met.releases.Inc()
+		c.leaseEnded(e)
 	case sema.Expired:
 		c.met.expiries.Inc()
 		c.log.Info("lease expired", "lease_id", e.Lease.ID, "holder_type", e.Lease.Holder.Type, "holder_id", e.Lease.Holder.ID)
+		c.leaseEnded(e)
 	case sema.Revoked:
-		c.log.Info("lease revoked", "lease_id", e.Lease.ID, "holder_type", e.Lease.Holder.Type, "holder_id", e.Lease.Holder.ID)
+		c.log.Info("lease revoked", "lease_id", e.Lease.ID, "holder_type", e.Lease.Holder.Type, "holder_id", e.Lease.Holder.ID, "reason", e.Reason)
+		c.leaseEnded(e)
 	case sema.RunChanged:
 		for _, w := range c.runWatch[e.Run.ID] {
 			w.b = c.open

@@ -693,7 +693,7 @@ func (m *Machine) release(now time.Time, ll *leaseState, why string) bool {
 		m.expire(now, ll)
 		return false
 	}
-	m.events = append(m.events, Event{Kind: Released, Lease: ll.Lease, Limits: refs(ll.limits)})
+	m.events = append(m.events, Event{Kind: Released, Lease: ll.Lease, Limits: refs(ll.limits), Reason: why})
 	m.lostLease(now, ll, why)
 	m.pump(now, m.dropLease(now, ll))
 	return true
@@ -721,10 +721,9 @@ func (m *Machine) Renew(now time.Time, id uuid.UUID, d time.Duration) (Lease, er
 }
 
 func (m *Machine) expire(now time.Time, ll *leaseState) {
-	m.events = append(m.events, Event{Kind: Expired, Lease: ll.Lease, Limits: refs(ll.limits)})
-	if ll.run != nil {
-		m.lostLease(now, ll, "lease expired: no heartbeat for "+strconv.FormatFloat(ll.Duration.Seconds(), 'g', -1, 64)+"s")
-	}
+	why := "lease expired: no heartbeat for " + strconv.FormatFloat(ll.Duration.Seconds(), 'g', -1, 64) + "s"
+	m.events = append(m.events, Event{Kind: Expired, Lease: ll.Lease, Limits: refs(ll.limits), Reason: why})
+	m.lostLease(now, ll, why)
 	m.pump(now, m.dropLease(now, ll))
 }
 

@@ -535,7 +535,7 @@ func (m *Machine) finish(now time.Time, r *runState, s RunState, message string)
 	}
 	if ll := r.lease; ll != nil {
 		r.lease, ll.run = nil, nil
-		m.events = append(m.events, Event{Kind: Released, Lease: ll.Lease, Limits: refs(ll.limits)})
+		m.events = append(m.events, Event{Kind: Released, Lease: ll.Lease, Limits: refs(ll.limits), Reason: "its run ended " + s.String()})
 		work = append(work, m.dropLease(now, ll)...)
 	}
 	m.transition(now, r, s, message)
@@ -715,12 +715,31 @@ func (m *Machine) RevokeLimitLeases(now time.Time, limitID uuid.UUID, reason str
 	slices.SortFunc(lls, compareLease)
 	var work []*limitState
 	for _, ll := range lls {
-		m.events = append(m.events, Event{Kind: Revoked, Lease: ll.Lease, Limits: refs(ll.limits)})
+		m.events = append(m.events, Event{Kind: Revoked, Lease: ll.Lease, Limits: refs(ll.limits), Reason: reason})
 		m.lostLease(now, ll, reason)
 		work = append(work, m.dropLease(now, ll)...)
 	}
 	m.pump(now, work)
 	return len(lls), nil
+}
+
+// RevokeLease takes one lease away (an operator's revoke): its slots go
+// back to the next waiters, and a run that held it is Crashed with reason
+// as its message, as a reset does. A lease past its expiry is expired
+// instead. It fails with ErrLeaseNotFound for a lease that is not held.
+func (m *Machine) RevokeLease(now time.Time, id uuid.UUID, reason string) (Lease, error) {
+	ll := m.leases[id]
+	if ll == nil {
+		return Lease{}, ErrLeaseNotFound
+	}
+	if !now.Before(ll.Expires) {
+		m.expire(now, ll)
+		return Lease{}, ErrLeaseNotFound
+	}
+	m.events = append(m.events, Event{Kind: Revoked, Lease: ll.Lease, Limits: refs(ll.limits), Reason: reason})
+	m.lostLease(now, ll, reason)
+	m.pump(now, m.dropLease(now, ll))
+	return ll.Lease, nil
 }
 
 // ReleaseHolderLeases releases every lease of holder that holds one of the

@@ -742,6 +742,47 @@ func TestRevokeLimitLeases(t *testing.T) {
 	}
 }
 
+func TestRevokeLease(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.create(t0, "tag:db", 1)
+	run := b.task(t0, uuid.Nil, "db")
+	b.start(t0, run.ID, Running)
+	waiter := b.task(t0, uuid.Nil, "db")
+	b.start(t0, waiter.ID, AwaitingConcurrencySlot)
+	b.events()
+	held, _ := b.m.Run(run.ID)
+	l, err := b.m.RevokeLease(at(time.Second), held.LeaseID, "revoked by an operator")
+	if err != nil || l.ID != held.LeaseID {
+		t.Fatalf("RevokeLease = %v, %v; want the run's lease", l.ID, err)
+	}
+	got, _ := b.m.Run(run.ID)
+	if got.State != Crashed || got.History[len(got.History)-1].Message != "revoked by an operator" {
+		t.Errorf("run with a revoked lease: %v %q, want Crashed with the reason", got.State, got.History[len(got.History)-1].Message)
+	}
+	if s := b.state(waiter.ID); s != Running {
+		t.Errorf("waiter: %v, want Running with the freed slot", s)
+	}
+	es := b.events()
+	i := slices.IndexFunc(es, func(e Event) bool { return e.Kind == Revoked })
+	if i < 0 || es[i].Lease.ID != held.LeaseID || es[i].Reason != "revoked by an operator" {
+		t.Errorf("events %v, want Revoked of the run's lease with the reason", eventKinds(es))
+	}
+	if _, err := b.m.RevokeLease(at(time.Second), held.LeaseID, ""); !errors.Is(err, ErrLeaseNotFound) {
+		t.Errorf("second revoke: %v, want ErrLeaseNotFound", err)
+	}
+	// A lease past its expiry is expired, not revoked.
+	b.create(t0, "other", 1)
+	plain := b.mustGrant(at(time.Second), b.req(1, "other"))
+	b.events()
+	if _, err := b.m.RevokeLease(plain.Expires, plain.ID, ""); !errors.Is(err, ErrLeaseNotFound) {
+		t.Errorf("revoke after expiry: %v, want ErrLeaseNotFound", err)
+	}
+	if kinds := eventKinds(b.events()); !slices.Contains(kinds, Expired) || slices.Contains(kinds, Revoked) {
+		t.Errorf("events of a revoke after expiry %v, want Expired only", kinds)
+	}
+}
+
 func TestReleaseHolderLeases(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -135,7 +135,7 @@ const (
 	// LimitChanged: a limit was created, updated or deleted.
 	LimitChanged
 	// Revoked: a lease was taken away by an operator (a reset of its
-	// limit) and its slots were returned.
+	// limit, or a revoke of the lease) and its slots were returned.
 	Revoked
 	// RunChanged: a run was created or changed state.
 	RunChanged
@@ -151,6 +151,9 @@ type Event struct {
 	Err      error // WaiterFailed
 	Deleted  bool  // LimitChanged
 	Run      *Run  // RunChanged: a snapshot of the run
+	// Reason says why a lease ended (Released, Expired, Revoked): the
+	// operator's reason, or the run's message.
+	Reason string
 }
 
 // LimitRef names a limit in answers.

@@ -133,5 +133,16 @@ func (m *Machine) Lease(now time.Time, id uuid.UUID) (Lease, []LimitRef, error) 
 	return ll.Lease, refs(ll.limits), nil
 }
 
+// Holds reports whether the machine still holds the lease, past its expiry
+// or not, and its expiry: a lease past its expiry is held until it is
+// expired (by Tick, or by a renewal or release that finds it so).
+func (m *Machine) Holds(id uuid.UUID) (time.Time, bool) {
+	ll := m.leases[id]
+	if ll == nil {
+		return time.Time{}, false
+	}
+	return ll.Expires, true
+}
+
 // Counts returns the number of live leases and queued waiters.
 func (m *Machine) Counts() (leases, waiters int) { return len(m.leases), len(m.waiters) }
