@@ -111,6 +111,8 @@ func (h *handler) routes() *http.ServeMux {
 		{"POST " + v2 + "/decrement", h.decrement},
 		{"POST " + v2 + "/decrement-with-lease", h.decrementWithLease},
 		{"POST " + v2 + "/leases/{lease_id}/renew", h.renewLease},
+		{"GET " + v2 + "/leases/{lease_id}/watch", h.watchLease},
+		{"POST " + v2 + "/leases/{lease_id}/revoke", h.revokeLease},
 		{"GET " + v2 + "/leases/{lease_id}", h.readLease},
 		{"GET " + v2 + "/{id_or_name}", h.readLimit},
 		{"PATCH " + v2 + "/{id_or_name}", h.updateLimit},

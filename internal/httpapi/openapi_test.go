@@ -156,7 +156,13 @@ func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
 	b.do(t, "GET", v2+"/leases/"+g.LeaseID, nil).want(t, 200)
 	b.do(t, "POST", v2+"/leases/"+g.LeaseID+"/renew", map[string]any{"lease_duration": 120}).want(t, 204)
 	b.do(t, "POST", v2+"/leases/"+g.LeaseID+"/renew", nil).want(t, 204)
+	b.do(t, "GET", v2+"/leases/"+g.LeaseID+"/watch?timeout_seconds=0", nil).want(t, 200)
 	b.do(t, "POST", v2+"/decrement-with-lease", map[string]any{"lease_id": g.LeaseID}).want(t, 204)
+	b.do(t, "GET", v2+"/leases/"+g.LeaseID+"/watch", nil).want(t, 200)
+	b.do(t, "GET", v2+"/leases/"+uuid.NewString()+"/watch?timeout_seconds=1", nil).want(t, 200)
+	held := decode[grantDoc](t, b.do(t, "POST", v2+"/increment-with-lease", map[string]any{"names": []string{"db"}, "slots": 1}).want(t, 200))
+	b.do(t, "POST", v2+"/leases/"+held.LeaseID+"/revoke", map[string]any{"reason": "maintenance"}).want(t, 200)
+	b.do(t, "POST", v2+"/leases/"+held.LeaseID+"/revoke", nil).want(t, 410)
 	b.do(t, "GET", v2+"/leases/"+g.LeaseID, nil).want(t, 410)
 	b.do(t, "POST", v2+"/leases/"+g.LeaseID+"/renew", map[string]any{"lease_duration": 120}).want(t, 410)
 	b.do(t, "POST", v2+"/decrement", map[string]any{"names": []string{"db", "api"}, "slots": 1, "occupancy_seconds": 1.5}).want(t, 200)
@@ -193,6 +199,9 @@ func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
 		{"POST", v2 + "/decrement", map[string]any{"names": []string{"api"}, "slots": 1, "occupancy_seconds": 0}, 422},
 		{"POST", v2 + "/decrement-with-lease", map[string]any{"lease_id": "nope"}, 422},
 		{"POST", v2 + "/leases/nope/renew", map[string]any{}, 422},
+		{"GET", v2 + "/leases/" + g.LeaseID + "/watch?timeout_seconds=301", nil, 422},
+		{"GET", v2 + "/leases/nope/watch", nil, 422},
+		{"POST", v2 + "/leases/" + g.LeaseID + "/revoke", map[string]any{"why": "x"}, 422},
 	} {
 		b.do(t, r.method, r.path, r.body).want(t, r.status)
 	}
@@ -203,6 +212,8 @@ func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
 		"POST /v2/concurrency_limits/increment 423", "POST /v2/concurrency_limits/increment-with-lease 200", "POST /v2/concurrency_limits/decrement 200",
 		"POST /v2/concurrency_limits/decrement-with-lease 204", "POST /v2/concurrency_limits/leases/{lease_id}/renew 204",
 		"POST /v2/concurrency_limits/leases/{lease_id}/renew 410", "GET /v2/concurrency_limits/leases/{lease_id} 200",
+		"GET /v2/concurrency_limits/leases/{lease_id}/watch 200", "POST /v2/concurrency_limits/leases/{lease_id}/revoke 200",
+		"POST /v2/concurrency_limits/leases/{lease_id}/revoke 410",
 		"GET /health 200", "GET /ready 200", "GET /openapi.json 200", "GET /openapi.yaml 200", "GET /metrics 200",
 	} {
 		if !c.seen[want] {
