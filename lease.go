@@ -44,8 +44,8 @@ type Lease struct {
 	strict bool
 	onLost func(error)
 
-	stop   context.CancelFunc // ends keepAlive; nil if it never ran
-	exited chan struct{}      // closed when keepAlive has returned
+	stop   context.CancelFunc // ends keepAlive and watch; nil if they never ran
+	exited chan struct{}      // closed when keepAlive and watch have returned
 
 	mu        sync.Mutex
 	renewedAt time.Time // when the last successful renewal (or the acquisition) was sent
@@ -146,11 +146,15 @@ func (l *Lease) end(err error) bool {
 	return true
 }
 
-// lose ends the lease as lost, cancelling Concurrency's function.
+// lose ends the lease as lost, cancelling Concurrency's function, and
+// stops the renewals and the watch.
 func (l *Lease) lose(cause error) {
 	err := fmt.Errorf("%w: %w", ErrLeaseLost, cause)
 	if !l.end(err) {
 		return
+	}
+	if l.stop != nil {
+		l.stop()
 	}
 	l.c.log.Warn("allot: lease lost; its slots may be held by others now", "lease_id", l.id, "err", cause)
 	if l.onLost != nil {
@@ -188,7 +192,6 @@ type renewBody struct {
 // it (410), when it expires unrenewed, or in strict mode when a renewal
 // fails.
 func (l *Lease) keepAlive(ctx context.Context) {
-	defer close(l.exited)
 	interval := l.dur / 3
 	failures := 0
 	var lastErr error
@@ -231,11 +234,23 @@ func (l *Lease) keepAlive(ctx context.Context) {
 	}
 }
 
-// start begins the background renewals.
+// start begins the background renewals and the watch: one long poll the
+// server answers the moment the lease ends, so that a revoked or expired
+// lease is lost at once rather than at the next renewal.
 func (l *Lease) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	l.stop = cancel
-	go l.keepAlive(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { l.keepAlive(ctx) })
+	wg.Go(func() {
+		if ended := l.c.watchLease(ctx, l.id); ended != nil {
+			l.lose(ended)
+		}
+	})
+	go func() {
+		wg.Wait()
+		close(l.exited)
+	}()
 }
 
 // release is POST /decrement-with-lease.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -136,6 +137,7 @@ func RunFrom(ctx context.Context) (id string, ok bool) {
 type run struct {
 	ID           string       `json:"id"`
 	State        string       `json:"state"`
+	LeaseID      string       `json:"lease_id"`
 	StateHistory []stateEntry `json:"state_history"`
 }
 
@@ -247,12 +249,19 @@ func (c *Client) runFunc(ctx context.Context, kind, name string, fn func(ctx con
 	fctx, cancel := context.WithCancelCause(context.WithValue(ctx, runKey{}, r.ID))
 	defer cancel(nil)
 	hctx, stop := context.WithCancel(context.Background())
-	beating := make(chan error, 1)
+	beating, watching := make(chan error, 1), make(chan error, 1)
 	go func() { beating <- c.heartbeat(hctx, r.ID, s.leaseDuration/3, cancel) }()
-	lost := func() error {
+	go func() { watching <- c.watchRun(hctx, r.ID, r.LeaseID, cancel) }()
+	// lost stops the heartbeats and the watch and says whether either
+	// found the run over.
+	lost := sync.OnceValue(func() error {
 		stop()
-		return <-beating
-	}
+		herr, werr := <-beating, <-watching
+		if werr != nil {
+			return werr
+		}
+		return herr
+	})
 
 	returned := false
 	defer func() {
@@ -289,6 +298,11 @@ func (c *Client) runFunc(ctx context.Context, kind, name string, fn func(ctx con
 		state, msg = StateFailed, fnErr.Error()
 	}
 	if serr := c.finishRun(ctx, r.ID, state, msg); serr != nil {
+		if errors.Is(serr, ErrConflict) {
+			// The server ended the run first (a reset revoked its slot,
+			// its lease expired): the run was lost before fn returned.
+			return errors.Join(fnErr, fmt.Errorf("%s: %w: the run was already over on the server: %w", op, ErrLeaseLost, serr))
+		}
 		return errors.Join(fnErr, fmt.Errorf("%s: %w", op, serr))
 	}
 	return fnErr
@@ -350,6 +364,25 @@ func (c *Client) heartbeat(ctx context.Context, id string, interval time.Duratio
 	return nil
 }
 
+// watchRun watches the lease of a Running run (see Client.watchLease)
+// until ctx is done. If the server says the lease ended — a reset revoked
+// it, it expired, or the run was ended elsewhere — it calls lose with an
+// error matching ErrLeaseLost and returns that error. It returns nil when
+// ctx is done, and at once for a run that holds no lease.
+func (c *Client) watchRun(ctx context.Context, id, leaseID string, lose func(error)) error {
+	if leaseID == "" {
+		return nil
+	}
+	ended := c.watchLease(ctx, leaseID)
+	if ended == nil {
+		return nil
+	}
+	lostErr := fmt.Errorf("%w: %w", ErrLeaseLost, ended)
+	c.log.Warn("allot: run is over on the server; its slots may be held by others now", "run_id", id, "err", ended)
+	lose(lostErr)
+	return lostErr
+}
+
 // finishRun moves the run to a final state, even when ctx is done.
 func (c *Client) finishRun(ctx context.Context, id, state, msg string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
@@ -357,7 +390,10 @@ func (c *Client) finishRun(ctx context.Context, id, state, msg string) error {
 	err := c.do(ctx, request{method: http.MethodPost, path: runPath(id) + "/set_state",
 		body: jsonBody(setStateBody{State: state, Message: truncate(msg, maxStateMessage)}), accept: []int{http.StatusOK}}, nil)
 	if err != nil {
-		c.log.Warn("allot: could not end the run", "run_id", id, "state", state, "err", err)
+		if !errors.Is(err, ErrConflict) {
+			// A 409 is a run the server ended first; the caller says so.
+			c.log.Warn("allot: could not end the run", "run_id", id, "state", state, "err", err)
+		}
 		return fmt.Errorf("set state %s: %w", state, err)
 	}
 	return nil
