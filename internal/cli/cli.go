@@ -178,6 +178,7 @@ func build(env Env) (*cobra.Command, *globals) {
 		newAcquireCmd(env, g),
 		newReleaseCmd(env, g),
 		newRenewCmd(env, g),
+		newRevokeCmd(env, g),
 	)
 	return root, g
 }

@@ -129,3 +129,37 @@ released cannot be renewed (exit 1): its slots may be someone else's now.`,
 	cmd.Flags().DurationVar(&dur, "lease-duration", 0, "the lease's new duration from now (default: the one it was granted with)")
 	return cmd
 }
+
+func newRevokeCmd(env Env, g *globals) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "revoke LEASE_ID",
+		Short: "Take a lease away from its holder",
+		Long: `Take a lease away from its holder, as an operator: its slots go to the next
+waiters at once, and its holder hears of it within about a second: allot run
+stops its command (SIGTERM, SIGKILL after 10 s) and exits 4, an SDK lease is
+lost and its function's context cancelled, and a task run that held it is
+Crashed with --reason as its message. A lease that is not held (it expired
+or was released) is an error (exit 1).`,
+		Example: `  allot revoke 0197a000-0000-7000-8000-000000000001 --reason "stuck job"`,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			err = c.RevokeLease(cmd.Context(), id, reason)
+			if errors.Is(err, allot.ErrLeaseNotFound) {
+				return fmt.Errorf("lease %s not found: it expired or was released", id)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "Revoked lease %s.\n", id)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, shown to the holder (default \"revoked by an operator\")")
+	return cmd
+}
