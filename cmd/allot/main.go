@@ -10,7 +10,9 @@ import (
 )
 
 func main() {
+	self, _ := os.Executable() // "": no guard for allot run's command
 	os.Exit(cli.Main(context.Background(), os.Args[1:], cli.Env{
+		Self:  self,
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Environ: os.Environ,
 		StderrIsTerminal: func() bool {
 			fi, err := os.Stderr.Stat()

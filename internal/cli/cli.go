@@ -28,6 +28,9 @@ const (
 	ExitError       = 1
 	ExitUsage       = 2
 	ExitNotAcquired = 3
+	// ExitLeaseLost: the lease (or the task run) was lost or revoked while
+	// the command ran, and allot stopped the command.
+	ExitLeaseLost = 4
 )
 
 // Env is what a command may touch of the outside world.
@@ -46,6 +49,10 @@ type Env struct {
 	// StatusInterval is how often allot run reports while it waits on a
 	// terminal; zero means every 2 s.
 	StatusInterval time.Duration
+	// Self is the allot executable. On Linux allot run starts it as the
+	// guard of its command's process group, which stops the group if allot
+	// dies; empty starts no guard (the command alone dies with allot).
+	Self string
 }
 
 // usageError marks a mistake in how the command was called.
@@ -179,6 +186,7 @@ func build(env Env) (*cobra.Command, *globals) {
 		newReleaseCmd(env, g),
 		newRenewCmd(env, g),
 		newRevokeCmd(env, g),
+		newGuardCmd(),
 	)
 	return root, g
 }

@@ -61,17 +61,25 @@ If none of the named limits exist, allot run warns and runs the command
 without slots, as Prefect does; with --strict it exits 1 instead. A limit that
 is missing among others that exist is warned about and skipped.
 
-If the lease is lost while the command runs (the server no longer has it, or
-it could not be renewed before it expired), allot sends the command SIGTERM,
-then SIGKILL 10 s later if it is still running, prints "allot: lease lost:
-WHY" and exits 1, whatever the command's own exit code: its work may have
-overlapped with the next holder's. If the command exits before allot learns
-of the loss, its exit code stands.
+If the lease is lost while the command runs — an operator revoked it ('allot
+revoke', or a reset of a tag limit for --tag), it expired, or it could not be
+renewed in time — allot learns of it within about a second (it keeps a watch
+open on the server beside the renewals), sends the command's process group
+SIGTERM, then SIGKILL 10 s later if it is still running, prints one line
+("allot: lease ID was revoked (WHY); the command was stopped") and exits 4,
+whatever the command's own exit code: its work may have overlapped with the
+next holder's. If the command exits before allot learns of the loss, its exit
+code stands.
 
-Exit codes: the command's; 1 if the lease was lost or allot failed; 2 usage
-error; 3 not acquired within --timeout; 126 the command could not be
-executed, 127 it was not found; 128+S if signal S interrupted allot while it
-waited.`
+On Linux the command runs in a process group of its own, which is stopped
+with it (SIGTERM, then SIGKILL) if allot dies, even by SIGKILL. Elsewhere a
+command whose allot was killed runs on, and its slots come back when the
+lease expires.
+
+Exit codes: the command's; 1 if allot failed; 2 usage error; 3 not acquired
+within --timeout; 4 the lease (or the task run) was lost or revoked while the
+command ran; 126 the command could not be executed, 127 it was not found;
+128+S if signal S interrupted allot while it waited.`
 
 // runner is one allot run.
 type runner struct {
@@ -230,6 +238,11 @@ func (r *runner) runTask(ctx context.Context, c *allot.Client, sigc <-chan os.Si
 	case errors.Is(err, errRunTimeout):
 		return exitError{code: ExitNotAcquired, msg: "allot: not acquired within " + r.timeout.String()}
 	}
+	var ee exitError
+	if !errors.As(err, &ee) && errors.Is(err, allot.ErrLeaseLost) {
+		// The command finished, but the server had ended the run first.
+		return exitError{code: ExitLeaseLost, msg: lostLine(err) + "; the command had finished"}
+	}
 	return err
 }
 
@@ -342,7 +355,8 @@ func (r *runner) exec(ctx context.Context, lease *allot.Lease, runCtx context.Co
 			}
 		}
 	}
-	if err := cmd.Start(); err != nil {
+	ch, err := startChild(cmd, r.env, r.env.Self, killGrace)
+	if err != nil {
 		r.release(ctx, lease)
 		code := 126
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
@@ -368,7 +382,7 @@ func (r *runner) exec(ctx context.Context, lease *allot.Lease, runCtx context.Co
 	stop := func(err error) {
 		done, runDone = nil, nil
 		lost = err
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+		ch.signal(syscall.SIGTERM)
 		kill = time.NewTimer(killGrace)
 		killC = kill.C
 	}
@@ -378,16 +392,17 @@ loop:
 		case waitErr = <-exited:
 			break loop
 		case s := <-sigc:
-			_ = cmd.Process.Signal(s)
+			ch.signal(s)
 		case <-done:
 			stop(lease.Err())
 		case <-runDone:
-			stop(fmt.Errorf("task run: %w", context.Cause(runCtx)))
+			stop(context.Cause(runCtx))
 		case <-killC:
 			killC = nil
-			_ = cmd.Process.Kill()
+			ch.signal(syscall.SIGKILL)
 		}
 	}
+	ch.exited()
 	if kill != nil {
 		kill.Stop()
 	}
@@ -399,13 +414,27 @@ loop:
 			_ = lease.Release(rctx)
 			cancel()
 		}
-		return exitError{code: ExitError, msg: "allot: " + lost.Error()}
+		return exitError{code: ExitLeaseLost, msg: lostLine(lost) + "; the command was stopped"}
 	}
 	r.release(ctx, lease)
 	if code := exitCode(cmd.ProcessState, waitErr); code != 0 {
 		return exitError{code: code}
 	}
 	return nil
+}
+
+// lostLine is allot run's one line for a lease or task run lost while the
+// command ran: how the server ended it, as the watch told, or why the
+// renewals (heartbeats) failed.
+func lostLine(err error) string {
+	var ended *allot.LeaseEndedError
+	if errors.As(err, &ended) {
+		return "allot: " + ended.Error()
+	}
+	if err == nil {
+		return "allot: lease lost"
+	}
+	return "allot: " + err.Error()
 }
 
 // exitCode is a finished command's exit code, 128+S if signal S killed it.
