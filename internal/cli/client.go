@@ -94,7 +94,8 @@ func (g *globals) limitNames(cmd *cobra.Command, prefix, toComplete string) ([]c
 }
 
 // lineHandler prints the SDK's warnings and errors on w, one line each:
-// the message, then the error if the record has one.
+// the message, then the error if the record has one; but not the SDK's
+// word of a lost lease or run, which allot run reports itself.
 type lineHandler struct {
 	w  io.Writer
 	mu *sync.Mutex
@@ -104,6 +105,11 @@ func (h *lineHandler) Enabled(_ context.Context, l slog.Level) bool { return l >
 
 func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
 	msg := r.Message
+	if strings.HasPrefix(msg, "allot: lease lost;") || strings.HasPrefix(msg, "allot: run is over on the server;") {
+		// The SDK's word of a lost lease or run: allot run says it
+		// itself, in one line, with what it did about it.
+		return nil
+	}
 	r.Attrs(func(a slog.Attr) bool {
 		if a.Key == "err" {
 			msg += ": " + a.Value.String()

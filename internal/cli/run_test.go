@@ -184,7 +184,7 @@ func TestRunInterruptedWhileWaiting(t *testing.T) {
 
 // TestRunLeaseLost stops the server under a running command: the lease
 // cannot be renewed, so it is lost; allot terminates the command and
-// exits 1.
+// exits 4.
 func TestRunLeaseLost(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t)
@@ -196,11 +196,11 @@ func TestRunLeaseLost(t *testing.T) {
 	eventually(t, "the command runs", func() bool { _, err := os.Stat(ready); return err == nil })
 	srv.stop()
 	r := run.wait(t)
-	if r.code != 1 {
-		t.Errorf("allot run: got exit %d, want 1", r.code)
+	if r.code != 4 {
+		t.Errorf("allot run: got exit %d, want 4", r.code)
 	}
-	if !strings.Contains(r.stderr, "\nallot: lease lost: ") {
-		t.Errorf("stderr: got %q, want a line \"allot: lease lost: …\"", r.stderr)
+	if !strings.Contains(r.stderr, "\nallot: lease lost: ") || !strings.HasSuffix(r.stderr, "; the command was stopped\n") {
+		t.Errorf("stderr: got %q, want a last line \"allot: lease lost: …; the command was stopped\"", r.stderr)
 	}
 	if b, err := os.ReadFile(got); err != nil || string(b) != "TERM\n" {
 		t.Errorf("the command's record of SIGTERM: got %q (%v), want %q", b, err, "TERM\n")
