@@ -5,7 +5,8 @@
 // who waits is the server's to say; the commands only show it.
 //
 // Exit codes: 0 success, 1 error, 2 usage error, 3 slots not acquired in
-// time; allot run passes its command's exit code through.
+// time, 4 the lease was lost or revoked while allot run's command ran;
+// allot run passes its command's exit code through.
 package cli
 
 import (
@@ -146,9 +147,11 @@ The commands other than 'server' talk to the server at --api-url
 
 Exit codes:
   0    success
-  1    error (the server refused, a limit was not found, a lease was lost, ...)
+  1    error (the server refused, a limit was not found, ...)
   2    usage error (unknown command or flag, bad arguments)
   3    slots not acquired within --timeout (allot run, allot acquire)
+  4    allot run: the lease (or task run) was lost or revoked while the
+       command ran, and allot stopped the command
   N    allot run: the command's own exit code (128+S if signal S killed it)`
 
 // New builds the command tree.

@@ -129,8 +129,8 @@ func TestRunTagRecordsTaskRun(t *testing.T) {
 		t.Fatalf("reset: got %+v, %v; want 1 lease revoked", res, err)
 	}
 	r = p.wait(t)
-	if r.code != 1 || !strings.Contains(r.stderr, "allot: task run: ") {
-		t.Errorf("allot run after the reset: got exit %d, stderr %q; want 1 and the run lost", r.code, r.stderr)
+	if r.code != 4 || !strings.HasSuffix(r.stderr, " was revoked (slot revoked by reset); the command was stopped\n") {
+		t.Errorf("allot run after the reset: got exit %d, stderr %q; want 4 and the run's lease revoked", r.code, r.stderr)
 	}
 	if crashed := srv.runs(t, "db", "Crashed"); len(crashed) != 1 {
 		t.Errorf("got %d Crashed runs tagged db, want 1", len(crashed))
