@@ -44,8 +44,10 @@ type Lease struct {
 	strict bool
 	onLost func(error)
 
-	stop   context.CancelFunc // ends keepAlive and watch; nil if they never ran
-	exited chan struct{}      // closed when keepAlive and watch have returned
+	stop    context.CancelFunc // ends keepAlive; nil if it never ran
+	exited  chan struct{}      // closed when keepAlive has returned
+	unwatch context.CancelFunc // ends the watch; nil if it never ran
+	watched chan struct{}      // closed when the watch has returned
 
 	mu        sync.Mutex
 	renewedAt time.Time // when the last successful renewal (or the acquisition) was sent
@@ -130,8 +132,39 @@ func (l *Lease) Release(ctx context.Context) error {
 	if l.id != "" && !gone {
 		err = l.c.release(ctx, l.id)
 	}
+	if l.unwatch != nil {
+		if err == nil {
+			// The server answers the watch "released" the moment the
+			// release is committed: let it, so that its connection is
+			// kept for the next request rather than cut.
+			t := time.NewTimer(watchLinger)
+			select {
+			case <-l.watched:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+		l.unwatch()
+		<-l.watched
+	}
 	l.end(ErrReleased)
 	return err
+}
+
+// watchLinger bounds how long Release waits for the watch to hear of the
+// release before it cuts it.
+const watchLinger = time.Second
+
+// halt stops the renewals and the watch and waits until they returned.
+func (l *Lease) halt() {
+	if l.stop != nil {
+		l.stop()
+		<-l.exited
+	}
+	if l.unwatch != nil {
+		l.unwatch()
+		<-l.watched
+	}
 }
 
 // end ends the lease with err, unless it already ended.
@@ -155,6 +188,7 @@ func (l *Lease) lose(cause error) {
 	}
 	if l.stop != nil {
 		l.stop()
+		l.unwatch()
 	}
 	l.c.log.Warn("allot: lease lost; its slots may be held by others now", "lease_id", l.id, "err", cause)
 	if l.onLost != nil {
@@ -239,17 +273,25 @@ func (l *Lease) keepAlive(ctx context.Context) {
 // lease is lost at once rather than at the next renewal.
 func (l *Lease) start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	l.stop = cancel
-	var wg sync.WaitGroup
-	wg.Go(func() { l.keepAlive(ctx) })
-	wg.Go(func() {
-		if ended := l.c.watchLease(ctx, l.id); ended != nil {
+	wctx, wcancel := context.WithCancel(context.Background())
+	l.stop, l.unwatch = cancel, wcancel
+	l.exited, l.watched = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(l.exited)
+		l.keepAlive(ctx)
+	}()
+	go func() {
+		defer close(l.watched)
+		ended := l.c.watchLease(wctx, l.id)
+		if ended == nil {
+			return
+		}
+		l.mu.Lock()
+		ours := l.released && ended.State == "released"
+		l.mu.Unlock()
+		if !ours {
 			l.lose(ended)
 		}
-	})
-	go func() {
-		wg.Wait()
-		close(l.exited)
 	}()
 }
 
@@ -358,7 +400,6 @@ func (c *Client) acquire(ctx context.Context, names []string, s settings, try bo
 	l.id, l.limits, l.fence = g.LeaseID, g.Limits, g.FencingToken
 	l.renewedAt = sent.Add(time.Duration(g.WaitedSeconds * float64(time.Second)))
 	l.expires = l.renewedAt.Add(l.dur)
-	l.exited = make(chan struct{})
 	l.start()
 	return l, nil
 }

@@ -18,10 +18,7 @@ import (
 // or ReleaseLease gives it back. It returns once the renewals have stopped.
 // Release still works afterwards. It does nothing to a lease that has ended.
 func (l *Lease) Detach() {
-	if l.stop != nil {
-		l.stop()
-		<-l.exited
-	}
+	l.halt()
 }
 
 // RenewLease extends the lease id to d from now; d zero keeps the
