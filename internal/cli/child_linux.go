@@ -31,27 +31,31 @@ import (
 // stays until the command has exited.
 //
 // When allot runs in the foreground of a terminal and its stdin is that
-// terminal, the command's group is made the terminal's foreground group
-// while it runs (so it can read the terminal, and Ctrl-C reaches it once,
-// from the terminal), and allot's is made the foreground again after.
+// terminal (a person at a shell), the command stays in allot's process
+// group instead, so that job control works as for any command: it can read
+// the terminal, Ctrl-Z stops both and fg continues both, and Ctrl-C, which
+// the terminal sends to the whole group, reaches the command once (allot
+// does not pass SIGINT on then). Killing allot kills the command (by its
+// parent-death signal) but not what the command started.
 
 // guardCmd is the hidden subcommand a guard runs.
 const guardCmd = "__guard"
 
 // childSys is the Linux part of a child.
 type childSys struct {
-	guard   *exec.Cmd
-	tty     int // the terminal given to the command's group; -1: none
-	release chan struct{}
-	done    chan struct{}
+	guard *exec.Cmd
+	// interactive: the command is in allot's process group, in the
+	// foreground of a terminal.
+	interactive bool
+	release     chan struct{}
+	done        chan struct{}
 }
 
 func (s *childSys) start(c *child, env Env, self string, grace time.Duration) error {
-	s.tty = -1
 	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if fd, ok := foregroundTTY(env.Stdin); ok {
-		attr.Foreground, attr.Ctty = true, fd
-		s.tty = fd
+	if foregroundTTY(env.Stdin) {
+		s.interactive = true
+		attr.Setpgid, self = false, ""
 	}
 	c.cmd.SysProcAttr = attr
 	s.release, s.done = make(chan struct{}), make(chan struct{})
@@ -125,10 +129,15 @@ func (s *childSys) stopGuard() {
 	}
 }
 
-// signal sends sig to the command's whole process group.
+// signal sends sig to the command's whole process group; in a terminal,
+// to the command alone, and SIGINT not at all (the terminal sent it to the
+// command too).
 func (s *childSys) signal(c *child, sig os.Signal) {
 	n, ok := sig.(syscall.Signal)
-	if !ok {
+	if s.interactive && sig == syscall.SIGINT {
+		return
+	}
+	if !ok || s.interactive {
 		_ = c.cmd.Process.Signal(sig)
 		return
 	}
@@ -141,36 +150,22 @@ func (s *childSys) signal(c *child, sig os.Signal) {
 
 func (s *childSys) exited(c *child) {
 	s.stopGuard()
-	if s.tty >= 0 {
-		setForeground(s.tty, syscall.Getpgrp())
-	}
 	close(s.release)
 	<-s.done
 }
 
-// foregroundTTY returns stdin's descriptor if it is a terminal whose
-// foreground process group is allot's.
-func foregroundTTY(stdin io.Reader) (int, bool) {
+// foregroundTTY reports whether stdin is a terminal whose foreground
+// process group is allot's.
+func foregroundTTY(stdin io.Reader) bool {
 	f, ok := stdin.(*os.File)
 	if !ok || f == nil {
-		return -1, false
+		return false
 	}
-	fd := int(f.Fd())
 	var pgrp int32
-	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), syscall.TIOCGPGRP, uintptr(unsafe.Pointer(&pgrp))); e != 0 {
-		return -1, false
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TIOCGPGRP, uintptr(unsafe.Pointer(&pgrp))); e != 0 {
+		return false
 	}
-	return fd, int(pgrp) == syscall.Getpgrp()
-}
-
-// setForeground makes pgrp the foreground process group of the terminal
-// fd. allot is in the background then: SIGTTOU is ignored meanwhile so
-// that the call is not stopped.
-func setForeground(fd, pgrp int) {
-	signal.Ignore(syscall.SIGTTOU)
-	defer signal.Reset(syscall.SIGTTOU)
-	p := int32(pgrp)
-	_, _, _ = syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), syscall.TIOCSPGRP, uintptr(unsafe.Pointer(&p)))
+	return int(pgrp) == syscall.Getpgrp()
 }
 
 // runGuard is 'allot __guard PARENT GRACE': it leads the process group of

@@ -72,9 +72,10 @@ next holder's. If the command exits before allot learns of the loss, its exit
 code stands.
 
 On Linux the command runs in a process group of its own, which is stopped
-with it (SIGTERM, then SIGKILL) if allot dies, even by SIGKILL. Elsewhere a
-command whose allot was killed runs on, and its slots come back when the
-lease expires.
+(SIGTERM, then SIGKILL) if allot dies, even by SIGKILL; run from a terminal
+(stdin), it stays in allot's group for job control, and dies with allot.
+Elsewhere a command whose allot was killed runs on, and its slots come back
+when the lease expires.
 
 Exit codes: the command's; 1 if allot failed; 2 usage error; 3 not acquired
 within --timeout; 4 the lease (or the task run) was lost or revoked while the
