@@ -20,8 +20,10 @@ var (
 	// ErrLeaseNotFound matches a 410: the lease expired or was released.
 	ErrLeaseNotFound = errors.New("lease not found")
 	// ErrLeaseLost is the error of a lease that ended without being
-	// released: its renewal was refused (410), it was not renewed before
-	// it expired, or (in strict mode) a renewal failed.
+	// released: the lease watch said the server ended it (revoked,
+	// expired; a *LeaseEndedError says how), its renewal was refused (410),
+	// it was not renewed before it expired, or (in strict mode) a renewal
+	// failed.
 	ErrLeaseLost = errors.New("lease lost")
 	// ErrReleased is what Lease.Err returns after Release.
 	ErrReleased = errors.New("lease released")

@@ -331,7 +331,8 @@ type grant struct {
 // the moment the slots are granted; nothing polls.
 //
 // The lease is renewed in the background at a third of its LeaseDuration
-// until Release; Done closes if it is lost. Always call Release: until then
+// until Release, and watched: Done closes if it is lost, within about a
+// second of the server revoking or expiring it. Always call Release: until then
 // the lease is renewed, by a goroutine of its own, for ever. If none of the named limits
 // exist, Acquire logs a warning and returns a lease that holds nothing, or
 // with Strict fails with ErrLimitNotFound. No names at all is a lease that

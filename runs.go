@@ -196,10 +196,11 @@ func runPath(id string) string { return "/runs/" + url.PathEscape(id) }
 // run is Cancelled and RunTask returns ctx's cause.
 //
 // While fn runs, RunTask heartbeats every third of the run's lease
-// duration. If the server answers that the run is over (its lease expired,
-// or a reset revoked its slots), fn's context is cancelled with a cause
-// matching ErrLeaseLost, and RunTask returns fn's error joined with one
-// matching ErrLeaseLost. Otherwise the run ends Completed if fn returns
+// duration and watches the run's lease. If the server says the run is over
+// (its lease expired, or a reset revoked its slots: the watch hears it
+// within about a second), fn's context is cancelled with a cause matching
+// ErrLeaseLost, and RunTask returns fn's error joined with one matching
+// ErrLeaseLost. Otherwise the run ends Completed if fn returns
 // nil, Cancelled if it fails after ctx is done, and Failed, with the
 // error's text, otherwise; RunTask returns fn's error. If fn panics, the
 // run ends Crashed with the panic's text and the panic goes on.
