@@ -105,8 +105,7 @@ func startGuard(self string, grace time.Duration) (*exec.Cmd, error) {
 		if err == nil && line != "ready\n" {
 			err = fmt.Errorf("guard said %q", line)
 		}
-		ready <- err
-		_, _ = io.Copy(io.Discard, out)
+		ready <- err // the guard closes its stdout after the line
 	}()
 	select {
 	case err = <-ready:
@@ -178,6 +177,7 @@ func runGuard(parent int, grace time.Duration) error {
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
 	signal.Ignore(syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 	fmt.Println("ready")
+	_ = os.Stdout.Close()
 	for os.Getppid() == parent {
 		<-sigc
 	}
