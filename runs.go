@@ -70,6 +70,7 @@ type runSettings struct {
 	tags          []string
 	cancelNew     bool
 	leaseDuration time.Duration
+	created       func(id string)
 }
 
 // RunTags adds tags to the run, beyond those of its context (WithTags).
@@ -90,6 +91,13 @@ func CancelNew() RunOption { return func(s *runSettings) { s.cancelNew = true } 
 // heartbeats at a third of it.
 func RunLeaseDuration(d time.Duration) RunOption {
 	return func(s *runSettings) { s.leaseDuration = d }
+}
+
+// RunCreated calls fn with the run's id as soon as the server has created
+// the run, before it waits for its slots: to follow a run that waits (for
+// example to show where it stands in its tags' lines). fn must not block.
+func RunCreated(fn func(id string)) RunOption {
+	return func(s *runSettings) { s.created = fn }
 }
 
 // tagsKey is the context key of the tags WithTags and WithoutTags set.
@@ -233,6 +241,9 @@ func (c *Client) runFunc(ctx context.Context, kind, name string, fn func(ctx con
 		return fmt.Errorf("%s: create: %w", op, err)
 	}
 	op = fmt.Sprintf("%s run %s", kind, r.ID)
+	if s.created != nil {
+		s.created(r.ID)
+	}
 	if err := c.start(ctx, &r); err != nil {
 		if !final(r.State) {
 			// Leave the line rather than be granted slots nobody uses.

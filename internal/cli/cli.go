@@ -5,7 +5,8 @@
 // who waits is the server's to say; the commands only show it.
 //
 // Exit codes: 0 success, 1 error, 2 usage error, 3 slots not acquired in
-// time; allot run passes its command's exit code through.
+// time, 4 a lease lost or revoked while allot run's command ran, 5 a named
+// limit does not exist; allot run passes its command's exit code through.
 package cli
 
 import (
@@ -28,6 +29,9 @@ const (
 	ExitError       = 1
 	ExitUsage       = 2
 	ExitNotAcquired = 3
+	// ExitMissing: a named limit does not exist and no template matches
+	// it (allot run, allot acquire); nothing was run or taken.
+	ExitMissing = 5
 )
 
 // Env is what a command may touch of the outside world.
@@ -139,9 +143,12 @@ The commands other than 'server' talk to the server at --api-url
 
 Exit codes:
   0    success
-  1    error (the server refused, a limit was not found, a lease was lost, ...)
+  1    error (the server refused, the server could not be reached, ...)
   2    usage error (unknown command or flag, bad arguments)
   3    slots not acquired within --timeout (allot run, allot acquire)
+  4    the lease was lost or revoked while the command ran (allot run)
+  5    a named limit does not exist and no template matches it (allot run,
+       allot acquire); nothing was run
   N    allot run: the command's own exit code (128+S if signal S killed it)`
 
 // New builds the command tree.

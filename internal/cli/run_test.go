@@ -328,7 +328,7 @@ func TestRunReportsWaitOnTerminal(t *testing.T) {
 	}
 }
 
-// TestRunLimitFlags checks the usage errors of --limit NAME[:SLOTS].
+// TestRunLimitFlags checks the usage errors of allot run's flags.
 func TestRunLimitFlags(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -336,10 +336,14 @@ func TestRunLimitFlags(t *testing.T) {
 		args []string
 		want string // in stderr
 	}{
-		{"different slots", []string{"--limit", "a:2", "--limit", "b", "--", "true"}, "one slot count"},
-		{"zero slots", []string{"--limit", "a:0", "--", "true"}, "SLOTS must be at least 1"},
-		{"empty name", []string{"--limit", ":2", "--", "true"}, "the name is empty"},
+		{"zero slots", []string{"--limit", "a", "--slots", "0", "--", "true"}, "--slots 0: must be at least 1"},
+		{"empty name", []string{"--limit", "", "--", "true"}, "the name is empty"},
 		{"no limit", []string{"--", "true"}, "at least one --limit"},
+		{"negative timeout", []string{"--limit", "a", "--timeout", "-1s", "--", "true"}, "--timeout -1s: must not be negative"},
+		{"zero lease", []string{"--limit", "a", "--lease-duration", "0s", "--", "true"}, "must be positive"},
+		{"tag and label", []string{"--tag", "a", "--label", "b", "--", "true"}, "cannot be used together"},
+		{"name without run", []string{"--limit", "a", "--name", "n", "--", "true"}, "--name names a task or flow run"},
+		{"strict and allow-missing", []string{"--limit", "a", "--strict", "--allow-missing", "--", "true"}, "contradict"},
 		{"no command", []string{"--limit", "a"}, "requires at least 1 arg"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -30,6 +30,8 @@ func TestScripts(t *testing.T) {
 			e.Defer(srv.stop)
 			e.Setenv("ALLOT_API_URL", srv.url)
 			e.Setenv("ALLOT_API_KEY", "")
+			// Commands that allot run starts may call allot too.
+			e.Setenv("PATH", filepath.Dir(binary)+string(filepath.ListSeparator)+e.Getenv("PATH"))
 			e.Setenv("GORACE", strings.TrimPrefix(goRace, "GORACE="))
 			return nil
 		},

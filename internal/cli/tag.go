@@ -18,6 +18,9 @@ import (
 // limited by the limit "tag:database", as in Prefect 3.
 const tagPrefix = "tag:"
 
+// labelPrefix starts the name of the limit of a flow run's label.
+const labelPrefix = "label:"
+
 // keyedLimit is a tag's or a label's limit as the commands show it; v is
 // the SDK's value, printed by -o json.
 type keyedLimit struct {
@@ -71,7 +74,7 @@ func tagKind() keyedKind {
 }
 
 func labelKind() keyedKind {
-	k := keyedKind{cmd: "label-limit", noun: "label", prefix: "label:", holder: "flow_run", runs: "Flow Run", example: "gpu",
+	k := keyedKind{cmd: "label-limit", noun: "label", prefix: labelPrefix, holder: "flow_run", runs: "Flow Run", example: "gpu",
 		reset: (*allot.Client).ResetLabelLimit, delete: (*allot.Client).DeleteLabelLimit}
 	k.create, k.get, k.list = sdkCalls((*allot.Client).CreateLabelLimit, (*allot.Client).GetLabelLimit, (*allot.Client).ListLabelLimits, fromLabel)
 	return k
