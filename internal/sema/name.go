@@ -37,7 +37,9 @@ func isPattern(name string) bool { return strings.IndexByte(name, '*') >= 0 }
 // to name: '*' stands for any run of characters, the empty one included.
 // It is the rule the Machine applies; clients that explain a missing limit
 // use it too.
-func MatchPattern(pattern, name string) bool { return isPattern(pattern) && matchPattern(pattern, name) }
+func MatchPattern(pattern, name string) bool {
+	return isPattern(pattern) && matchPattern(pattern, name)
+}
 
 // matchPattern reports whether name matches pattern, where '*' stands for
 // any run of characters, the empty one included.
