@@ -55,7 +55,9 @@ With --tag, the command runs as a task run with those tags, named --name
 (default: the command's name): allot creates the run and waits until every
 limited tag has a free slot, then takes the --limit and --rate slots, and
 runs the command with ALLOT_TASK_RUN_ID in its environment. With --label it
-runs as a flow run under label limits instead. The run heartbeats every
+runs as a flow run under label limits instead, with ALLOT_FLOW_RUN_ID.
+While it waits with stderr on a terminal, allot says every 2 s where the run
+stands in each full tag's line, and who holds the tag. The run heartbeats every
 third of --lease-duration and ends Completed or Failed by the command's exit
 code; if allot dies it is Crashed when its lease expires. A run whose slots
 are revoked (a reset) stops the command as a lost lease does. A tag or label
@@ -518,7 +520,11 @@ func (r *runner) exec(ctx context.Context, lease *allot.Lease, runCtx context.Co
 		}
 		if runCtx != nil {
 			if id, ok := allot.RunFrom(runCtx); ok {
-				cmd.Env = append(cmd.Env, "ALLOT_TASK_RUN_ID="+id)
+				key := "ALLOT_TASK_RUN_ID="
+				if len(r.labels) > 0 {
+					key = "ALLOT_FLOW_RUN_ID="
+				}
+				cmd.Env = append(cmd.Env, key+id)
 			}
 		}
 	}

@@ -396,3 +396,110 @@ func (p *proc) wait(t *testing.T) result {
 	}
 	return result{code: exitCode(t, p.err), stdout: p.stdout.String(), stderr: p.stderr.String()}
 }
+
+// TestRunNameAndLabel checks that --name names the task run (not the
+// command) and that --label runs the command as a flow run holding the
+// label's limit.
+func TestRunNameAndLabel(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t)
+	if _, err := srv.c.CreateTagLimit(t.Context(), "db", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.c.CreateLabelLimit(t.Context(), "gpu", 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     string
+		want    allot.Run
+		holding string // the limit the run holds while the command runs
+	}{
+		{"task named", []string{"--tag", "db", "--name", "nightly-load"}, "ALLOT_TASK_RUN_ID",
+			allot.Run{Kind: "task", Name: "nightly-load", Tags: []string{"db"}, State: allot.StateCompleted}, "tag:db"},
+		{"task named after its command", []string{"--tag", "db"}, "ALLOT_TASK_RUN_ID",
+			allot.Run{Kind: "task", Name: "sh", Tags: []string{"db"}, State: allot.StateCompleted}, "tag:db"},
+		{"flow run", []string{"--label", "gpu", "--name", "train"}, "ALLOT_FLOW_RUN_ID",
+			allot.Run{Kind: "flow", Name: "train", Tags: []string{"gpu"}, State: allot.StateCompleted}, "label:gpu"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Not parallel: the limits of one slot are shared.
+			script := fmt.Sprintf(`echo "$%s"; allot gcl inspect %s -o json`, tc.env, tc.holding)
+			cmd := srv.allotCmd(t, append(append([]string{"run"}, tc.args...), "--", "sh", "-c", script)...)
+			cmd.Env = append(cmd.Env, "PATH="+filepath.Dir(binary)+string(os.PathListSeparator)+os.Getenv("PATH"))
+			var out, errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			if code := exitCode(t, cmd.Run()); code != 0 {
+				t.Fatalf("got exit %d, want 0; stderr: %s", code, errb.String())
+			}
+			id, inspect, _ := strings.Cut(out.String(), "\n")
+			run, err := srv.c.GetRun(t.Context(), id)
+			if err != nil {
+				t.Fatalf("get run %q: %v", id, err)
+			}
+			got := allot.Run{Kind: run.Kind, Name: run.Name, Tags: run.Tags, State: run.State}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("run (-want +got):\n%s", diff)
+			}
+			var l allot.Limit
+			if err := json.Unmarshal([]byte(inspect), &l); err != nil {
+				t.Fatalf("inspect -o json: %v: %s", err, inspect)
+			}
+			if len(l.Holders) != 1 || l.Holders[0].Holder == nil || l.Holders[0].Holder.ID != id {
+				t.Errorf("holders of %s while the command ran: got %+v, want the run %s", tc.holding, l.Holders, id)
+			}
+		})
+	}
+}
+
+// TestRunTagReportsWaitOnTerminal checks that allot run --tag says, on a
+// terminal, where its run stands while the tag's limit is full.
+func TestRunTagReportsWaitOnTerminal(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t)
+	if _, err := srv.c.CreateTagLimit(t.Context(), "db", 1); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	blocked := make(chan error, 1)
+	var blockerID string
+	holding := make(chan struct{})
+	go func() {
+		blocked <- srv.c.RunTask(context.Background(), "blocker", func(ctx context.Context) error {
+			blockerID, _ = allot.RunFrom(ctx)
+			close(holding)
+			<-release
+			return nil
+		}, allot.RunTags("db"))
+	}()
+	<-holding
+	var stdout, stderr syncBuffer
+	env := cli.Env{
+		Stdin: bytes.NewReader(nil), Stdout: &stdout, Stderr: &stderr,
+		Getenv:           func(string) string { return "" },
+		StderrIsTerminal: func() bool { return true },
+		StatusInterval:   20 * time.Millisecond,
+	}
+	code := make(chan int, 1)
+	go func() {
+		code <- cli.Main(t.Context(), []string{"--api-url", srv.url, "run", "--tag", "db", "--", "echo", "done"}, env)
+	}()
+	want := "allot: waiting for tag 'db': position 1 of 1 in line; 1/1 slots in use, held by task_run:" + blockerID
+	eventually(t, "allot run --tag reports its wait", func() bool { return strings.Contains(stderr.String(), want) })
+	close(release)
+	if err := <-blocked; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-code:
+		if c != 0 {
+			t.Errorf("allot run: got exit %d, want 0; stderr: %s", c, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("allot run did not finish in 15s after the tag's slot was freed")
+	}
+	if got := stdout.String(); got != "done\n" {
+		t.Errorf("stdout: got %q, want %q", got, "done\n")
+	}
+}
