@@ -170,7 +170,9 @@ func build(env Env) (*cobra.Command, *globals) {
 		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       readBuildInfo().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.apiURL, "api-url", envOr(env, allot.EnvURL, allot.DefaultURL), "the allot API's URL (env "+allot.EnvURL+")")
@@ -185,6 +187,7 @@ func build(env Env) (*cobra.Command, *globals) {
 		newAcquireCmd(env, g),
 		newReleaseCmd(env, g),
 		newRenewCmd(env, g),
+		newVersionCmd(env),
 	)
 	return root, g
 }
