@@ -14,7 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -84,7 +86,7 @@ func fail(format string, args ...any) error {
 // Main runs the command line args and returns the process exit code.
 func Main(ctx context.Context, args []string, env Env) int {
 	root, g := build(env)
-	root.SetArgs(args)
+	root.SetArgs(negativeArgs(root, args))
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
@@ -112,6 +114,40 @@ func Main(ctx context.Context, args []string, env Env) int {
 	return ExitError
 }
 
+// negativeArgsAnnotation marks a command whose positional arguments may be
+// negative numbers ("create db -1"), which the flag parser would otherwise
+// take for shorthand flags; the command then checks their range itself.
+const negativeArgsAnnotation = "allot/negative-args"
+
+// negativeArgs moves the negative numbers among the arguments of such a
+// command after a "--", so that they reach it as arguments, in order. A
+// number right after a flag is that flag's value and stays.
+func negativeArgs(root *cobra.Command, args []string) []string {
+	cmd, _, err := root.Find(args)
+	if err != nil || cmd.Annotations[negativeArgsAnnotation] == "" || slices.Contains(args, "--") {
+		return args
+	}
+	var kept, moved []string
+	for i, a := range args {
+		prev := ""
+		if i > 0 {
+			prev = args[i-1]
+		}
+		if isNegativeNumber(a) && !(strings.HasPrefix(prev, "-") && !strings.Contains(prev, "=")) {
+			moved = append(moved, a)
+			continue
+		}
+		kept = append(kept, a)
+	}
+	if len(moved) == 0 {
+		return args
+	}
+	return append(append(kept, "--"), moved...)
+}
+
+// isNegativeNumber reports whether s is "-" and digits.
+func isNegativeNumber(s string) bool { return len(s) > 1 && s[0] == '-' && isDigits(s[1:]) }
+
 // describe is the one line an error is shown as: the server's own words
 // for an answer, where the server is for a connection that failed, the
 // error otherwise.
@@ -121,6 +157,9 @@ func describe(err error, apiURL string) string {
 		d := ae.Detail
 		if ae.Field != "" && !strings.Contains(d, ae.Field) {
 			d += " (field " + ae.Field + ")"
+		}
+		if hint := apiURLHint(ae, apiURL); hint != "" {
+			d += "; " + hint
 		}
 		return d
 	}
@@ -132,6 +171,22 @@ func describe(err error, apiURL string) string {
 		return "interrupted"
 	}
 	return err.Error()
+}
+
+// apiURLHint is a hint for a 404 that is no answer of allot's API (an
+// unknown route, not a limit or run that was not found) when --api-url does
+// not end in /api: the usual mistake is to give the server's root.
+func apiURLHint(ae *allot.APIError, apiURL string) string {
+	if ae.Status != http.StatusNotFound || (ae.Code != "" && ae.Code != "not_found") {
+		return ""
+	}
+	u, err := url.Parse(apiURL)
+	if err != nil || strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/api") {
+		return ""
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/api"
+	u.RawQuery, u.Fragment = "", ""
+	return fmt.Sprintf("the server has no such route at --api-url %s: did you mean %s?", apiURL, u)
 }
 
 const rootLong = `allot is a coordination server that limits how many units of work run at once

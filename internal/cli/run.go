@@ -369,7 +369,7 @@ func (r *runner) take(ctx context.Context, c *allot.Client, names []string, me a
 		// names it took now exist (a template made them), the others do not.
 		var missing []string
 		for _, n := range r.rates {
-			if _, gerr := c.GetLimit(ctx, n); errors.Is(gerr, allot.ErrNotFound) {
+			if _, gerr := c.GetLimit(ctx, n); errors.Is(gerr, allot.ErrLimitNotFound) {
 				missing = append(missing, n)
 			}
 		}
@@ -426,7 +426,7 @@ func acquireAll(ctx context.Context, c *allot.Client, names []string, allowMissi
 func absent(ctx context.Context, c *allot.Client, names []string) []string {
 	var unknown []string
 	for _, n := range names {
-		if _, err := c.GetLimit(ctx, n); errors.Is(err, allot.ErrNotFound) && !slices.Contains(unknown, n) {
+		if _, err := c.GetLimit(ctx, n); errors.Is(err, allot.ErrLimitNotFound) && !slices.Contains(unknown, n) {
 			unknown = append(unknown, n)
 		}
 	}

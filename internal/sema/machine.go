@@ -225,7 +225,7 @@ func (m *Machine) CreateLimit(now time.Time, id uuid.UUID, s LimitSpec) (Limit, 
 		return Limit{}, err
 	}
 	if m.byName[s.Name] != nil || m.byID[id] != nil {
-		return Limit{}, ErrNameTaken
+		return Limit{}, &NameTakenError{Name: s.Name}
 	}
 	l := &limitState{Limit: Limit{
 		ID: id, Name: s.Name, Limit: s.Limit, Active: s.Active,
@@ -263,7 +263,7 @@ func (m *Machine) UpdateLimit(now time.Time, id uuid.UUID, p LimitPatch) (Limit,
 			return Limit{}, invalid("name", "%s", why)
 		}
 		if o := m.byName[*p.Name]; o != nil && o != l {
-			return Limit{}, ErrNameTaken
+			return Limit{}, &NameTakenError{Name: *p.Name}
 		}
 	}
 	limit, active, denied, decay := l.Limit.Limit, 0, 0, l.SlotDecayPerSecond
