@@ -53,8 +53,11 @@ from cron and CI.
 
 With --tag, the command runs as a task run with those tags, named --name
 (default: the command's name): allot creates the run and waits until every
-limited tag has a free slot, then takes the --limit and --rate slots, and
-runs the command with ALLOT_TASK_RUN_ID in its environment. With --label it
+limited tag and every --limit has room, all in one wait (the run holds none
+of them until it has them all, and a --limit slot is never shared with a
+parent run), then takes the --rate slots, and runs the command with
+ALLOT_TASK_RUN_ID (and the run's lease as ALLOT_LEASE_ID) in its
+environment. With --label it
 runs as a flow run under label limits instead, with ALLOT_FLOW_RUN_ID.
 While it waits with stderr on a terminal, allot says every 2 s where the run
 stands in each full tag's line, and who holds the tag. The run heartbeats every
@@ -91,6 +94,10 @@ type runner struct {
 	hasTimeout                  bool
 	holderID                    string
 	allowMissing                bool
+	// runLeaseID and runFence are the lease of the task run that holds the
+	// --limit slots (with --tag or --label), for the command's environment.
+	runLeaseID string
+	runFence   uint64
 }
 
 func newRunCmd(env Env, g *globals) *cobra.Command {
@@ -247,6 +254,21 @@ func (r *runner) runTask(ctx context.Context, c *allot.Client, sigc <-chan os.Si
 	if len(r.labels) > 0 {
 		runFn, prefix, keys = c.RunFlow, labelPrefix, r.labels
 	}
+	// The --limit limits are the run's own: the server admits the run when
+	// its tags' limits and these all have room, in one wait, so that it
+	// holds none of them while it waits for another. The server refuses a
+	// name that does not exist; with --allow-missing it is left out.
+	if r.allowMissing {
+		missing := absent(ctx, c, names)
+		for _, n := range missing {
+			fmt.Fprintf(r.env.Stderr, "allot: limit '%s' does not exist - skipping it\n", n)
+		}
+		names = slices.DeleteFunc(slices.Clone(names), func(n string) bool { return slices.Contains(missing, n) })
+	}
+	opts := []allot.RunOption{allot.RunTags(keys...), allot.RunLeaseDuration(r.leaseDur)}
+	if len(names) > 0 {
+		opts = append(opts, allot.RunLimits(r.slots, names...))
+	}
 	// On a terminal, say where the run stands while it waits.
 	created := make(chan string, 1)
 	if r.env.StderrIsTerminal != nil && r.env.StderrIsTerminal() {
@@ -254,7 +276,7 @@ func (r *runner) runTask(ctx context.Context, c *allot.Client, sigc <-chan os.Si
 		wg.Go(func() {
 			select {
 			case id := <-created:
-				r.reportRun(rctx, c, prefix, keys, id)
+				r.reportRun(rctx, c, prefix, keys, names, id)
 			case <-rctx.Done():
 			}
 		})
@@ -276,20 +298,27 @@ func (r *runner) runTask(ctx context.Context, c *allot.Client, sigc <-chan os.Si
 		if wctx.Err() != nil {
 			return context.Cause(wctx)
 		}
+		if id, ok := allot.RunFrom(fctx); ok && len(names) > 0 {
+			// The command sees the lease that holds the --limit slots: the
+			// run's.
+			if run, err := c.GetRun(fctx, id); err == nil {
+				r.runLeaseID, r.runFence = run.LeaseID, run.FencingToken
+			}
+		}
 		var lease *allot.Lease
-		if len(names)+len(r.rates) > 0 {
+		if len(r.rates) > 0 {
 			var err error
-			if lease, err = r.acquire(fctx, c, sigc, names); err != nil {
+			if lease, err = r.acquire(fctx, c, sigc, nil); err != nil {
 				return err
 			}
 		}
 		return r.exec(fctx, lease, fctx, sigc, args)
-	}, allot.RunTags(keys...), allot.RunLeaseDuration(r.leaseDur), allot.RunCreated(func(id string) {
+	}, append(opts, allot.RunCreated(func(id string) {
 		select {
 		case created <- id:
 		default:
 		}
-	}))
+	}))...)
 	admitted()
 	var in interrupted
 	switch {
@@ -299,6 +328,11 @@ func (r *runner) runTask(ctx context.Context, c *allot.Client, sigc <-chan os.Si
 		return exitError{code: signalExit(in.sig), msg: "allot: " + in.Error() + " before the command started"}
 	case errors.Is(err, errRunTimeout):
 		return exitError{code: ExitNotAcquired, msg: "allot: not acquired within " + r.timeout.String()}
+	case errors.Is(err, allot.ErrLimitNotFound):
+		// A limit deleted since the check in run.
+		if missing := absent(ctx, c, names); len(missing) > 0 {
+			return missingLimits(ctx, c, missing, "--limit")
+		}
 	}
 	return err
 }
@@ -519,6 +553,10 @@ func (r *runner) exec(ctx context.Context, lease *allot.Lease, runCtx context.Co
 				"ALLOT_FENCING_TOKEN="+strconv.FormatUint(lease.FencingToken(), 10))
 		}
 		if runCtx != nil {
+			if r.runLeaseID != "" {
+				cmd.Env = append(cmd.Env, "ALLOT_LEASE_ID="+r.runLeaseID,
+					"ALLOT_FENCING_TOKEN="+strconv.FormatUint(r.runFence, 10))
+			}
 			if id, ok := allot.RunFrom(runCtx); ok {
 				key := "ALLOT_TASK_RUN_ID="
 				if len(r.labels) > 0 {
@@ -651,9 +689,10 @@ func (r *runner) report(ctx context.Context, c *allot.Client, names []string, me
 }
 
 // reportRun says every StatusInterval, until ctx is done, where the run id
-// stands: the state the server gives it and, for each limited tag (or
-// label) keys, who holds it and where the run stands in its line.
-func (r *runner) reportRun(ctx context.Context, c *allot.Client, prefix string, keys []string, id string) {
+// stands: for each full limit of its tags (or labels) keys and of its own
+// limits names, who holds it and where the run stands in its line; if none
+// is full, the state the server gives the run.
+func (r *runner) reportRun(ctx context.Context, c *allot.Client, prefix string, keys, names []string, id string) {
 	kind, noun := "task_run", "tag"
 	if prefix == labelPrefix {
 		kind, noun = "flow_run", "label"
@@ -667,6 +706,16 @@ func (r *runner) reportRun(ctx context.Context, c *allot.Client, prefix string, 
 				continue // a tag without a limit does not hold the run back
 			}
 			line, queued := waitStatus(l, fmt.Sprintf("%s '%s'", noun, k), me, time.Now())
+			if queued || l.ActiveSlots >= l.Limit {
+				lines = append(lines, line)
+			}
+		}
+		for _, n := range names {
+			l, err := c.GetLimit(ctx, n)
+			if err != nil {
+				continue
+			}
+			line, queued := waitStatus(l, "'"+n+"'", me, time.Now())
 			if queued || l.ActiveSlots >= l.Limit {
 				lines = append(lines, line)
 			}
