@@ -503,3 +503,51 @@ func TestRunTagReportsWaitOnTerminal(t *testing.T) {
 		t.Errorf("stdout: got %q, want %q", got, "done\n")
 	}
 }
+
+// TestRunTagAndLimitOneWait checks that allot run --tag T --limit L is one
+// all-or-nothing wait: while L is full the run holds no slot of T, and once
+// L is free the command runs holding both, under the run's lease.
+func TestRunTagAndLimitOneWait(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t)
+	if _, err := srv.c.CreateTagLimit(t.Context(), "db", 1); err != nil {
+		t.Fatal(err)
+	}
+	srv.createLimit(t, "warehouse", 1)
+	blocker, err := srv.c.Acquire(t.Context(), []string{"warehouse"}, allot.Holder("process", "blocker", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	script := fmt.Sprintf(`echo "$ALLOT_LEASE_ID $ALLOT_TASK_RUN_ID" > %s`, out)
+	run := start(t, srv.allotCmd(t, "run", "--tag", "db", "--limit", "warehouse", "--", "sh", "-c", script))
+	eventually(t, "the run waits for warehouse", func() bool {
+		l, err := srv.c.GetLimit(t.Context(), "warehouse")
+		return err == nil && len(l.Waiters) == 1 && l.Waiters[0].Holder != nil && l.Waiters[0].Holder.Kind == "task_run"
+	})
+	if h := srv.holders(t, "tag:db"); h != 0 {
+		t.Errorf("tag:db has %d holders while the run waits for warehouse, want 0: one wait for both", h)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("the command ran while warehouse was full")
+	}
+	if err := blocker.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if r := run.wait(t); r.code != 0 {
+		t.Fatalf("allot run: got exit %d, want 0; stderr: %s", r.code, r.stderr)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaseID, runID, _ := strings.Cut(strings.TrimSpace(string(data)), " ")
+	got, err := srv.c.GetRun(t.Context(), runID)
+	if err != nil {
+		t.Fatalf("get run %q: %v", runID, err)
+	}
+	if got.State != allot.StateCompleted || got.LeaseID != leaseID || !slices.Equal(got.Limits, []string{"warehouse"}) {
+		t.Errorf("run: state %s, lease %s, limits %v; want Completed, the command's lease %s, [warehouse]",
+			got.State, got.LeaseID, got.Limits, leaseID)
+	}
+}
