@@ -142,6 +142,9 @@ released cannot be renewed (exit 1): its slots may be someone else's now.`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
+			if dur < 0 {
+				return usagef("--lease-duration %s: must not be negative", dur)
+			}
 			c, err := g.client()
 			if err != nil {
 				return err
