@@ -1,7 +1,12 @@
 # allot's one entry point for checks. `make test` is the whole suite, the
 # same command CI runs (.ci/run); `make bench` runs the benchmarks.
+#
+# What it needs: Go 1.26 (go.mod's go line) and, on the first run, the Go
+# module proxy (GOPROXY, proxy.golang.org by default) to download the
+# modules in go.sum, staticcheck included: it is a tool dependency of the
+# module (go.mod's tool directive), run with `go tool staticcheck`.
 GO ?= go
-STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+STATICCHECK ?= $(GO) tool staticcheck
 PKGS := ./...
 
 .PHONY: test lint unit bench fuzz build

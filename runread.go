@@ -8,10 +8,14 @@ import (
 
 // Run is a task run or flow run as the server reports it.
 type Run struct {
-	ID       string   `json:"id"`
-	Kind     string   `json:"kind"` // "task" or "flow"
-	Name     string   `json:"name"`
-	Tags     []string `json:"tags"`
+	ID   string   `json:"id"`
+	Kind string   `json:"kind"` // "task" or "flow"
+	Name string   `json:"name"`
+	Tags []string `json:"tags"`
+	// Limits are the global limits the run takes Slots slots of with its
+	// tags' limits (RunLimits).
+	Limits   []string `json:"limits,omitempty"`
+	Slots    int      `json:"slots,omitempty"`
 	ParentID string   `json:"parent_id,omitempty"`
 	// State is one of the State… constants.
 	State        string     `json:"state"`

@@ -71,6 +71,9 @@ type runSettings struct {
 	tags          []string
 	cancelNew     bool
 	leaseDuration time.Duration
+	created       func(id string)
+	limits        []string
+	slots         int
 }
 
 // RunTags adds tags to the run, beyond those of its context (WithTags).
@@ -78,6 +81,21 @@ type runSettings struct {
 func RunTags(tags ...string) RunOption {
 	tags = slices.Clone(tags)
 	return func(s *runSettings) { s.tags = append(s.tags, tags...) }
+}
+
+// RunLimits makes the run take slots slots of each of the named global
+// limits (or the limits their templates make) together with its tags'
+// limits, all at once in the same wait: the run is Running only when all of
+// them have room, and holds none of them until then. Unlike a tag without
+// a limit, a name that does not exist is an error matching
+// ErrLimitNotFound, and these slots are not shared with ancestor runs.
+// Called again, it adds names; the last slots wins.
+func RunLimits(slots int, names ...string) RunOption {
+	names = slices.Clone(names)
+	return func(s *runSettings) {
+		s.limits = append(s.limits, names...)
+		s.slots = slots
+	}
 }
 
 // CancelNew makes a run whose limits are full end Cancelled at once
@@ -91,6 +109,13 @@ func CancelNew() RunOption { return func(s *runSettings) { s.cancelNew = true } 
 // heartbeats at a third of it.
 func RunLeaseDuration(d time.Duration) RunOption {
 	return func(s *runSettings) { s.leaseDuration = d }
+}
+
+// RunCreated calls fn with the run's id as soon as the server has created
+// the run, before it waits for its slots: to follow a run that waits (for
+// example to show where it stands in its tags' lines). fn must not block.
+func RunCreated(fn func(id string)) RunOption {
+	return func(s *runSettings) { s.created = fn }
 }
 
 // tagsKey is the context key of the tags WithTags and WithoutTags set.
@@ -167,6 +192,8 @@ type runCreateBody struct {
 	Kind              string   `json:"kind"`
 	Name              string   `json:"name"`
 	Tags              []string `json:"tags"`
+	Limits            []string `json:"limits,omitempty"`
+	Slots             int      `json:"slots,omitempty"`
 	ParentID          string   `json:"parent_id,omitempty"`
 	CollisionStrategy string   `json:"collision_strategy,omitempty"`
 	LeaseDuration     float64  `json:"lease_duration"`
@@ -223,8 +250,14 @@ func (c *Client) runFunc(ctx context.Context, kind, name string, fn func(ctx con
 	if s.leaseDuration <= 0 {
 		return fmt.Errorf("%s: %w: RunLeaseDuration(%s) must be positive", op, ErrInvalid, s.leaseDuration)
 	}
+	if len(s.limits) > 0 && s.slots < 1 {
+		return fmt.Errorf("%s: %w: RunLimits(%d, …) must take at least 1 slot", op, ErrInvalid, s.slots)
+	}
 	body := runCreateBody{Kind: kind, Name: name, Tags: normalTags(append(TagsFrom(ctx), s.tags...)),
-		LeaseDuration: s.leaseDuration.Seconds()}
+		Limits: s.limits, LeaseDuration: s.leaseDuration.Seconds()}
+	if len(s.limits) > 0 {
+		body.Slots = s.slots
+	}
 	body.ParentID, _ = RunFrom(ctx)
 	if s.cancelNew {
 		body.CollisionStrategy = "cancel_new"
@@ -236,6 +269,9 @@ func (c *Client) runFunc(ctx context.Context, kind, name string, fn func(ctx con
 		return fmt.Errorf("%s: create: %w", op, err)
 	}
 	op = fmt.Sprintf("%s run %s", kind, r.ID)
+	if s.created != nil {
+		s.created(r.ID)
+	}
 	if err := c.start(ctx, &r); err != nil {
 		if !final(r.State) {
 			// Leave the line rather than be granted slots nobody uses.

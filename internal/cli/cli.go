@@ -5,8 +5,8 @@
 // who waits is the server's to say; the commands only show it.
 //
 // Exit codes: 0 success, 1 error, 2 usage error, 3 slots not acquired in
-// time, 4 the lease was lost or revoked while allot run's command ran;
-// allot run passes its command's exit code through.
+// time, 4 a lease lost or revoked while allot run's command ran, 5 a named
+// limit does not exist; allot run passes its command's exit code through.
 package cli
 
 import (
@@ -14,7 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,6 +34,9 @@ const (
 	// ExitLeaseLost: the lease (or the task run) was lost or revoked while
 	// the command ran, and allot stopped the command.
 	ExitLeaseLost = 4
+	// ExitMissing: a named limit does not exist and no template matches
+	// it (allot run, allot acquire); nothing was run or taken.
+	ExitMissing = 5
 )
 
 // Env is what a command may touch of the outside world.
@@ -88,7 +93,7 @@ func fail(format string, args ...any) error {
 // Main runs the command line args and returns the process exit code.
 func Main(ctx context.Context, args []string, env Env) int {
 	root, g := build(env)
-	root.SetArgs(args)
+	root.SetArgs(negativeArgs(root, args))
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
@@ -116,6 +121,40 @@ func Main(ctx context.Context, args []string, env Env) int {
 	return ExitError
 }
 
+// negativeArgsAnnotation marks a command whose positional arguments may be
+// negative numbers ("create db -1"), which the flag parser would otherwise
+// take for shorthand flags; the command then checks their range itself.
+const negativeArgsAnnotation = "allot/negative-args"
+
+// negativeArgs moves the negative numbers among the arguments of such a
+// command after a "--", so that they reach it as arguments, in order. A
+// number right after a flag is that flag's value and stays.
+func negativeArgs(root *cobra.Command, args []string) []string {
+	cmd, _, err := root.Find(args)
+	if err != nil || cmd.Annotations[negativeArgsAnnotation] == "" || slices.Contains(args, "--") {
+		return args
+	}
+	var kept, moved []string
+	for i, a := range args {
+		prev := ""
+		if i > 0 {
+			prev = args[i-1]
+		}
+		if isNegativeNumber(a) && !(strings.HasPrefix(prev, "-") && !strings.Contains(prev, "=")) {
+			moved = append(moved, a)
+			continue
+		}
+		kept = append(kept, a)
+	}
+	if len(moved) == 0 {
+		return args
+	}
+	return append(append(kept, "--"), moved...)
+}
+
+// isNegativeNumber reports whether s is "-" and digits.
+func isNegativeNumber(s string) bool { return len(s) > 1 && s[0] == '-' && isDigits(s[1:]) }
+
 // describe is the one line an error is shown as: the server's own words
 // for an answer, where the server is for a connection that failed, the
 // error otherwise.
@@ -125,6 +164,9 @@ func describe(err error, apiURL string) string {
 		d := ae.Detail
 		if ae.Field != "" && !strings.Contains(d, ae.Field) {
 			d += " (field " + ae.Field + ")"
+		}
+		if hint := apiURLHint(ae, apiURL); hint != "" {
+			d += "; " + hint
 		}
 		return d
 	}
@@ -138,6 +180,22 @@ func describe(err error, apiURL string) string {
 	return err.Error()
 }
 
+// apiURLHint is a hint for a 404 that is no answer of allot's API (an
+// unknown route, not a limit or run that was not found) when --api-url does
+// not end in /api: the usual mistake is to give the server's root.
+func apiURLHint(ae *allot.APIError, apiURL string) string {
+	if ae.Status != http.StatusNotFound || (ae.Code != "" && ae.Code != "not_found") {
+		return ""
+	}
+	u, err := url.Parse(apiURL)
+	if err != nil || strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/api") {
+		return ""
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/api"
+	u.RawQuery, u.Fragment = "", ""
+	return fmt.Sprintf("the server has no such route at --api-url %s: did you mean %s?", apiURL, u)
+}
+
 const rootLong = `allot is a coordination server that limits how many units of work run at once
 and how often they start, across processes, hosts and languages.
 
@@ -147,11 +205,13 @@ The commands other than 'server' talk to the server at --api-url
 
 Exit codes:
   0    success
-  1    error (the server refused, a limit was not found, ...)
+  1    error (the server refused, the server could not be reached, ...)
   2    usage error (unknown command or flag, bad arguments)
   3    slots not acquired within --timeout (allot run, allot acquire)
   4    allot run: the lease (or task run) was lost or revoked while the
        command ran, and allot stopped the command
+  5    a named limit does not exist and no template matches it (allot run,
+       allot acquire); nothing was run
   N    allot run: the command's own exit code (128+S if signal S killed it)`
 
 // New builds the command tree.
@@ -173,7 +233,9 @@ func build(env Env) (*cobra.Command, *globals) {
 		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       readBuildInfo().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.apiURL, "api-url", envOr(env, allot.EnvURL, allot.DefaultURL), "the allot API's URL (env "+allot.EnvURL+")")
@@ -190,6 +252,7 @@ func build(env Env) (*cobra.Command, *globals) {
 		newRenewCmd(env, g),
 		newRevokeCmd(env, g),
 		newGuardCmd(),
+		newVersionCmd(env),
 	)
 	return root, g
 }

@@ -126,7 +126,7 @@ func gclInspect(env Env, g *globals) *cobra.Command {
 			}
 			l, err := c.GetLimit(cmd.Context(), args[0])
 			switch {
-			case errors.Is(err, allot.ErrNotFound):
+			case errors.Is(err, allot.ErrLimitNotFound):
 				return gclNotFound(args[0])
 			case err != nil:
 				return err
@@ -186,7 +186,7 @@ resets a rate limit's level; slots held by leases stay held.`,
 			}
 			err = c.UpdateLimit(cmd.Context(), name, u)
 			switch {
-			case errors.Is(err, allot.ErrNotFound):
+			case errors.Is(err, allot.ErrLimitNotFound):
 				return gclNotFound(name)
 			case errors.Is(err, allot.ErrInvalid):
 				return fail("Error updating global concurrency limit: %s", describe(err, g.apiURL))
@@ -232,7 +232,7 @@ func gclEnable(env Env, g *globals, on bool) *cobra.Command {
 				err = c.UpdateLimit(cmd.Context(), name, allot.LimitUpdate{Active: new(on)})
 			}
 			switch {
-			case errors.Is(err, allot.ErrNotFound):
+			case errors.Is(err, allot.ErrLimitNotFound):
 				return gclNotFound(name)
 			case err != nil:
 				return err
@@ -264,7 +264,7 @@ hold it keep their other limits.`,
 			}
 			err = c.DeleteLimit(cmd.Context(), name)
 			switch {
-			case errors.Is(err, allot.ErrNotFound):
+			case errors.Is(err, allot.ErrLimitNotFound):
 				return gclNotFound(name)
 			case err != nil:
 				return err

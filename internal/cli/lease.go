@@ -23,6 +23,8 @@ func newAcquireCmd(env Env, g *globals) *cobra.Command {
 		slots         int
 		timeout, dur  time.Duration
 		holder, outFl string
+		allowMissing  bool
+		strict        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "acquire NAME...",
@@ -31,8 +33,17 @@ func newAcquireCmd(env Env, g *globals) *cobra.Command {
 until they are free or --timeout passes (exit 3), and print the lease's id.
 
 allot does not renew the lease: it lives --lease-duration unless 'allot renew
-LEASE_ID' extends it. Give the slots back with 'allot release LEASE_ID'. If
-none of the named limits exist, allot acquire fails (exit 1).`,
+LEASE_ID' extends it. Give the slots back with 'allot release LEASE_ID'.
+
+NAME is always the whole name: 'allot acquire resource:42' takes a slot of
+the limit "resource:42" (or the one its template makes); the number of slots
+is --slots. A NAME that does not exist, and that no template matches, is an
+error (exit 5) and nothing is taken; with --allow-missing it is warned about
+and skipped (if none of the names exist there is no lease: exit 5 all the
+same).
+
+Exit codes: 0 the lease id is printed; 1 error; 2 usage error; 3 not
+acquired within --timeout; 5 a named limit does not exist.`,
 		Example: `  lease=$(allot acquire warehouse --timeout 10m --lease-duration 30m) || exit
   ./load.sh
   allot release "$lease"`,
@@ -45,21 +56,38 @@ none of the named limits exist, allot acquire fails (exit 1).`,
 			if err != nil {
 				return err
 			}
+			if _, err := checkLimitFlags("NAME", args, slots); err != nil {
+				return err
+			}
+			switch {
+			case timeout < 0:
+				return usagef("--timeout %s: must not be negative", timeout)
+			case dur <= 0:
+				return usagef("--lease-duration %s: must be positive", dur)
+			case strict && allowMissing:
+				return usagef("--strict and --allow-missing contradict each other")
+			}
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
+			if !allowMissing {
+				if missing := absent(cmd.Context(), c, args); len(missing) > 0 {
+					return missingLimits(cmd.Context(), c, missing, "")
+				}
+			}
+			// Always strict for the SDK: a lease that holds nothing has no
+			// id to print.
 			opts := []allot.Option{allot.Occupy(slots), allot.LeaseDuration(dur),
 				allot.Holder("process", holderID(holder), nil), allot.Strict()}
 			if cmd.Flags().Changed("timeout") {
 				opts = append(opts, allot.Timeout(timeout))
 			}
-			lease, err := c.Acquire(cmd.Context(), args, opts...)
+			lease, err := acquireAll(cmd.Context(), c, args, allowMissing, "", env, opts)
 			if err != nil {
-				return acquireError(err, args, timeout)
+				return acquireError(err, timeout)
 			}
 			lease.Detach()
-			warnMissing(env, lease, args)
 			if asJSON {
 				return printJSON(env.Stdout, leaseJSON{LeaseID: lease.ID(), FencingToken: lease.FencingToken(),
 					Expires: lease.ExpiresAt().UTC(), Limits: lease.Limits()})
@@ -73,6 +101,9 @@ none of the named limits exist, allot acquire fails (exit 1).`,
 	f.DurationVar(&timeout, "timeout", 0, "exit 3 if the slots are not acquired within this time (default: wait as long as it takes)")
 	f.DurationVar(&dur, "lease-duration", allot.DefaultLeaseDuration, "how long the lease lives unless renewed")
 	f.StringVar(&holder, "holder-id", "", "the holder id others see in inspect (default hostname:pid)")
+	f.BoolVar(&allowMissing, "allow-missing", false, "warn about a NAME that does not exist and skip it, instead of exit 5")
+	f.BoolVar(&strict, "strict", false, "exit 5 if a limit does not exist (the default)")
+	_ = f.MarkHidden("strict")
 	outputFlag(cmd, &outFl)
 	return cmd
 }
@@ -111,6 +142,9 @@ released cannot be renewed (exit 1): its slots may be someone else's now.`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
+			if dur < 0 {
+				return usagef("--lease-duration %s: must not be negative", dur)
+			}
 			c, err := g.client()
 			if err != nil {
 				return err

@@ -2,9 +2,11 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"regexp"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -32,15 +34,36 @@ func wantJSON(out string) (bool, error) {
 	return false, usagef("Only 'json' output format is supported.")
 }
 
-// printJSON writes v as indented JSON.
+// printJSON writes v as indented JSON, its times in UTC with millisecond
+// precision, as the server writes them (2026-11-23T10:40:24.123Z).
 func printJSON(w io.Writer, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
+	b = jsonTime.ReplaceAllFunc(b, func(m []byte) []byte {
+		key, val, _ := strings.Cut(string(m), ":")
+		t, err := time.Parse(time.RFC3339Nano, strings.Trim(val, `"`))
+		if err != nil {
+			return m
+		}
+		return []byte(key + `:"` + t.UTC().Format(jsonTimeLayout) + `"`)
+	})
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	_, err = w.Write(out.Bytes())
 	return err
 }
+
+// jsonTimeLayout is how times are written in JSON output.
+const jsonTimeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// jsonTime matches, in compact JSON, the members whose values are times.
+// A string value cannot match: inside it the quotes are escaped.
+var jsonTime = regexp.MustCompile(`"(created|updated|since|expires|waiting_since|timestamp)":"[0-9]{4}-[^"]*"`)
 
 // table writes tab-separated rows as aligned columns.
 func table(w io.Writer, header string, rows [][]string) error {

@@ -328,7 +328,7 @@ func TestRunReportsWaitOnTerminal(t *testing.T) {
 	}
 }
 
-// TestRunLimitFlags checks the usage errors of --limit NAME[:SLOTS].
+// TestRunLimitFlags checks the usage errors of allot run's flags.
 func TestRunLimitFlags(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -336,10 +336,14 @@ func TestRunLimitFlags(t *testing.T) {
 		args []string
 		want string // in stderr
 	}{
-		{"different slots", []string{"--limit", "a:2", "--limit", "b", "--", "true"}, "one slot count"},
-		{"zero slots", []string{"--limit", "a:0", "--", "true"}, "SLOTS must be at least 1"},
-		{"empty name", []string{"--limit", ":2", "--", "true"}, "the name is empty"},
+		{"zero slots", []string{"--limit", "a", "--slots", "0", "--", "true"}, "--slots 0: must be at least 1"},
+		{"empty name", []string{"--limit", "", "--", "true"}, "the name is empty"},
 		{"no limit", []string{"--", "true"}, "at least one --limit"},
+		{"negative timeout", []string{"--limit", "a", "--timeout", "-1s", "--", "true"}, "--timeout -1s: must not be negative"},
+		{"zero lease", []string{"--limit", "a", "--lease-duration", "0s", "--", "true"}, "must be positive"},
+		{"tag and label", []string{"--tag", "a", "--label", "b", "--", "true"}, "cannot be used together"},
+		{"name without run", []string{"--limit", "a", "--name", "n", "--", "true"}, "--name names a task or flow run"},
+		{"strict and allow-missing", []string{"--limit", "a", "--strict", "--allow-missing", "--", "true"}, "contradict"},
 		{"no command", []string{"--limit", "a"}, "requires at least 1 arg"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -391,4 +395,159 @@ func (p *proc) wait(t *testing.T) result {
 		t.Fatalf("allot did not exit in 30s; stderr: %s", p.stderr)
 	}
 	return result{code: exitCode(t, p.err), stdout: p.stdout.String(), stderr: p.stderr.String()}
+}
+
+// TestRunNameAndLabel checks that --name names the task run (not the
+// command) and that --label runs the command as a flow run holding the
+// label's limit.
+func TestRunNameAndLabel(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t)
+	if _, err := srv.c.CreateTagLimit(t.Context(), "db", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.c.CreateLabelLimit(t.Context(), "gpu", 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     string
+		want    allot.Run
+		holding string // the limit the run holds while the command runs
+	}{
+		{"task named", []string{"--tag", "db", "--name", "nightly-load"}, "ALLOT_TASK_RUN_ID",
+			allot.Run{Kind: "task", Name: "nightly-load", Tags: []string{"db"}, State: allot.StateCompleted}, "tag:db"},
+		{"task named after its command", []string{"--tag", "db"}, "ALLOT_TASK_RUN_ID",
+			allot.Run{Kind: "task", Name: "sh", Tags: []string{"db"}, State: allot.StateCompleted}, "tag:db"},
+		{"flow run", []string{"--label", "gpu", "--name", "train"}, "ALLOT_FLOW_RUN_ID",
+			allot.Run{Kind: "flow", Name: "train", Tags: []string{"gpu"}, State: allot.StateCompleted}, "label:gpu"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Not parallel: the limits of one slot are shared.
+			script := fmt.Sprintf(`echo "$%s"; allot gcl inspect %s -o json`, tc.env, tc.holding)
+			cmd := srv.allotCmd(t, append(append([]string{"run"}, tc.args...), "--", "sh", "-c", script)...)
+			cmd.Env = append(cmd.Env, "PATH="+filepath.Dir(binary)+string(os.PathListSeparator)+os.Getenv("PATH"))
+			var out, errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			if code := exitCode(t, cmd.Run()); code != 0 {
+				t.Fatalf("got exit %d, want 0; stderr: %s", code, errb.String())
+			}
+			id, inspect, _ := strings.Cut(out.String(), "\n")
+			run, err := srv.c.GetRun(t.Context(), id)
+			if err != nil {
+				t.Fatalf("get run %q: %v", id, err)
+			}
+			got := allot.Run{Kind: run.Kind, Name: run.Name, Tags: run.Tags, State: run.State}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("run (-want +got):\n%s", diff)
+			}
+			var l allot.Limit
+			if err := json.Unmarshal([]byte(inspect), &l); err != nil {
+				t.Fatalf("inspect -o json: %v: %s", err, inspect)
+			}
+			if len(l.Holders) != 1 || l.Holders[0].Holder == nil || l.Holders[0].Holder.ID != id {
+				t.Errorf("holders of %s while the command ran: got %+v, want the run %s", tc.holding, l.Holders, id)
+			}
+		})
+	}
+}
+
+// TestRunTagReportsWaitOnTerminal checks that allot run --tag says, on a
+// terminal, where its run stands while the tag's limit is full.
+func TestRunTagReportsWaitOnTerminal(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t)
+	if _, err := srv.c.CreateTagLimit(t.Context(), "db", 1); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	blocked := make(chan error, 1)
+	var blockerID string
+	holding := make(chan struct{})
+	go func() {
+		blocked <- srv.c.RunTask(context.Background(), "blocker", func(ctx context.Context) error {
+			blockerID, _ = allot.RunFrom(ctx)
+			close(holding)
+			<-release
+			return nil
+		}, allot.RunTags("db"))
+	}()
+	<-holding
+	var stdout, stderr syncBuffer
+	env := cli.Env{
+		Stdin: bytes.NewReader(nil), Stdout: &stdout, Stderr: &stderr,
+		Getenv:           func(string) string { return "" },
+		StderrIsTerminal: func() bool { return true },
+		StatusInterval:   20 * time.Millisecond,
+	}
+	code := make(chan int, 1)
+	go func() {
+		code <- cli.Main(t.Context(), []string{"--api-url", srv.url, "run", "--tag", "db", "--", "echo", "done"}, env)
+	}()
+	want := "allot: waiting for tag 'db': position 1 of 1 in line; 1/1 slots in use, held by task_run:" + blockerID
+	eventually(t, "allot run --tag reports its wait", func() bool { return strings.Contains(stderr.String(), want) })
+	close(release)
+	if err := <-blocked; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-code:
+		if c != 0 {
+			t.Errorf("allot run: got exit %d, want 0; stderr: %s", c, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("allot run did not finish in 15s after the tag's slot was freed")
+	}
+	if got := stdout.String(); got != "done\n" {
+		t.Errorf("stdout: got %q, want %q", got, "done\n")
+	}
+}
+
+// TestRunTagAndLimitOneWait checks that allot run --tag T --limit L is one
+// all-or-nothing wait: while L is full the run holds no slot of T, and once
+// L is free the command runs holding both, under the run's lease.
+func TestRunTagAndLimitOneWait(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t)
+	if _, err := srv.c.CreateTagLimit(t.Context(), "db", 1); err != nil {
+		t.Fatal(err)
+	}
+	srv.createLimit(t, "warehouse", 1)
+	blocker, err := srv.c.Acquire(t.Context(), []string{"warehouse"}, allot.Holder("process", "blocker", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	script := fmt.Sprintf(`echo "$ALLOT_LEASE_ID $ALLOT_TASK_RUN_ID" > %s`, out)
+	run := start(t, srv.allotCmd(t, "run", "--tag", "db", "--limit", "warehouse", "--", "sh", "-c", script))
+	eventually(t, "the run waits for warehouse", func() bool {
+		l, err := srv.c.GetLimit(t.Context(), "warehouse")
+		return err == nil && len(l.Waiters) == 1 && l.Waiters[0].Holder != nil && l.Waiters[0].Holder.Kind == "task_run"
+	})
+	if h := srv.holders(t, "tag:db"); h != 0 {
+		t.Errorf("tag:db has %d holders while the run waits for warehouse, want 0: one wait for both", h)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("the command ran while warehouse was full")
+	}
+	if err := blocker.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if r := run.wait(t); r.code != 0 {
+		t.Fatalf("allot run: got exit %d, want 0; stderr: %s", r.code, r.stderr)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaseID, runID, _ := strings.Cut(strings.TrimSpace(string(data)), " ")
+	got, err := srv.c.GetRun(t.Context(), runID)
+	if err != nil {
+		t.Fatalf("get run %q: %v", runID, err)
+	}
+	if got.State != allot.StateCompleted || got.LeaseID != leaseID || !slices.Equal(got.Limits, []string{"warehouse"}) {
+		t.Errorf("run: state %s, lease %s, limits %v; want Completed, the command's lease %s, [warehouse]",
+			got.State, got.LeaseID, got.Limits, leaseID)
+	}
 }

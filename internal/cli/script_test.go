@@ -12,7 +12,8 @@ import (
 )
 
 // TestScripts runs testdata/script/*.txtar, each against a server of its
-// own whose URL is in ALLOT_API_URL. Two commands beside testscript's own:
+// own whose URL is in ALLOT_API_URL (ALLOT_ROOT_URL is the server's root,
+// without /api). Two commands beside testscript's own:
 //
 //	allot ARGS...   runs the allot binary ('! allot' expects a failure)
 //	status N        checks the exit code of the last allot
@@ -29,7 +30,10 @@ func TestScripts(t *testing.T) {
 			}
 			e.Defer(srv.stop)
 			e.Setenv("ALLOT_API_URL", srv.url)
+			e.Setenv("ALLOT_ROOT_URL", strings.TrimSuffix(srv.url, "/api"))
 			e.Setenv("ALLOT_API_KEY", "")
+			// Commands that allot run starts may call allot too.
+			e.Setenv("PATH", filepath.Dir(binary)+string(filepath.ListSeparator)+e.Getenv("PATH"))
 			e.Setenv("GORACE", strings.TrimPrefix(goRace, "GORACE="))
 			return nil
 		},

@@ -18,6 +18,9 @@ import (
 // limited by the limit "tag:database", as in Prefect 3.
 const tagPrefix = "tag:"
 
+// labelPrefix starts the name of the limit of a flow run's label.
+const labelPrefix = "label:"
+
 // keyedLimit is a tag's or a label's limit as the commands show it; v is
 // the SDK's value, printed by -o json.
 type keyedLimit struct {
@@ -71,7 +74,7 @@ func tagKind() keyedKind {
 }
 
 func labelKind() keyedKind {
-	k := keyedKind{cmd: "label-limit", noun: "label", prefix: "label:", holder: "flow_run", runs: "Flow Run", example: "gpu",
+	k := keyedKind{cmd: "label-limit", noun: "label", prefix: labelPrefix, holder: "flow_run", runs: "Flow Run", example: "gpu",
 		reset: (*allot.Client).ResetLabelLimit, delete: (*allot.Client).DeleteLabelLimit}
 	k.create, k.get, k.list = sdkCalls((*allot.Client).CreateLabelLimit, (*allot.Client).GetLabelLimit, (*allot.Client).ListLabelLimits, fromLabel)
 	return k
@@ -135,7 +138,7 @@ named "label:LABEL".`
 
 // notFound maps a limit not found to Prefect's message.
 func (k keyedKind) notFound(key string, err error) error {
-	if errors.Is(err, allot.ErrNotFound) {
+	if errors.Is(err, allot.ErrLimitNotFound) {
 		return fail("No concurrency limit found for the %s: %s", k.noun, key)
 	}
 	return err
@@ -149,8 +152,9 @@ func (k keyedKind) createCmd(env Env, g *globals) *cobra.Command {
 		Short: "Create the limit of a " + k.noun + ", or change its number of slots",
 		Long: `Create the limit of a ` + k.noun + `, or, if the ` + k.noun + ` has one, change its number of
 slots. This limit controls how many ` + strings.ToLower(k.runs) + `s with that ` + k.noun + ` may run at once.`,
-		Example: "  allot " + k.cmd + " create " + k.example + " 10",
-		Args:    exactArgs(2),
+		Example:     "  allot " + k.cmd + " create " + k.example + " 10",
+		Args:        exactArgs(2),
+		Annotations: map[string]string{negativeArgsAnnotation: "true"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key := args[0]
 			n, err := strconv.Atoi(args[1])
@@ -260,7 +264,7 @@ func (k keyedKind) inspectCmd(env Env, g *globals) *cobra.Command {
 			var waiters []allot.Waiter
 			if l.waiting > 0 {
 				v2, err := c.GetLimit(cmd.Context(), k.prefix+key)
-				if err != nil && !errors.Is(err, allot.ErrNotFound) {
+				if err != nil && !errors.Is(err, allot.ErrLimitNotFound) {
 					return err
 				}
 				if v2 != nil {

@@ -54,9 +54,11 @@ func invalidField(field, detail string) error {
 const (
 	detailLimitNotFound = "Concurrency Limit not found"
 	detailLeaseNotFound = "Lease not found - it may have expired or been revoked"
-	detailNameTaken     = "Data integrity conflict. This usually means a unique or foreign key constraint was violated. See server logs for details."
-	detailLocked        = "Locked"
-	detailUnavailable   = "Service Unavailable"
+	// Prefect's 409 opens with these words; allot then says what
+	// conflicted rather than point to server logs that say nothing more.
+	detailNameTaken   = "Data integrity conflict: a limit with this name already exists."
+	detailLocked      = "Locked"
+	detailUnavailable = "Service Unavailable"
 	// Prefect's v1 tag routes spell it with a lower-case "limit".
 	detailKeyedNotFound = "Concurrency limit not found"
 	detailRunNotFound   = "Run not found"
@@ -151,7 +153,11 @@ func problemFor(err error) problem {
 			continue
 		}
 		detail := r.detail
-		if detail == "" {
+		var nt *sema.NameTakenError
+		switch {
+		case errors.As(err, &nt):
+			detail = "Data integrity conflict: " + nt.Error() + "."
+		case detail == "":
 			detail = err.Error()
 		}
 		p := newProblem(r.status, r.code, detail, "")

@@ -50,6 +50,8 @@ func TestErrorTable(t *testing.T) {
 		{"limit not found", wrap(sema.ErrLimitNotFound), problem{Status: 404, Code: "limit_not_found", Detail: "Concurrency Limit not found"}},
 		{"lease not found", wrap(sema.ErrLeaseNotFound), problem{Status: 410, Code: "lease_not_found", Detail: "Lease not found - it may have expired or been revoked"}},
 		{"name taken", wrap(sema.ErrNameTaken), problem{Status: 409, Code: "name_taken", Detail: detailNameTaken}},
+		{"name taken, named", wrap(&sema.NameTakenError{Name: "db"}), problem{Status: 409, Code: "name_taken",
+			Detail: "Data integrity conflict: a limit named 'db' already exists."}},
 		{"invalid", wrap(&sema.InvalidError{Field: "limit", Detail: "must be positive"}), problem{Status: 422, Code: "invalid_field", Field: "limit", Detail: "must be positive"}},
 		{"slots exceed", &sema.NeverError{Reason: "slots_exceed_limit", Names: []string{"a"}, Detail: "Slots requested is greater than the limit"},
 			problem{Status: 422, Code: "slots_exceed_limit", Detail: "Slots requested is greater than the limit", Limits: []string{"a"}}},

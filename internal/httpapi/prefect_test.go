@@ -40,8 +40,10 @@ func TestPrefectScenarios(t *testing.T) {
 		{"02 duplicate name is 409", func(t *testing.T, b *testBundle) {
 			b.create(t, map[string]any{"name": "test_limit", "limit": 1})
 			p := b.do(t, "POST", v2+"/", map[string]any{"name": "test_limit", "limit": 2}).wantProblem(t, http.StatusConflict, "name_taken", "")
-			if !strings.HasPrefix(p.Detail, "Data integrity conflict") {
-				t.Errorf("got detail %q, want Prefect's", p.Detail)
+			// Prefect's opening, then what happened: no pointer to server
+			// logs that say nothing more.
+			if want := "Data integrity conflict: a limit named 'test_limit' already exists."; p.Detail != want {
+				t.Errorf("got detail %q, want %q", p.Detail, want)
 			}
 		}},
 		{"03 bad names are 422", func(t *testing.T, b *testBundle) {

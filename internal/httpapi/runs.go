@@ -37,6 +37,8 @@ type runJSON struct {
 	Kind                 string      `json:"kind"`
 	Name                 string      `json:"name"`
 	Tags                 []string    `json:"tags"`
+	Limits               []string    `json:"limits"`
+	Slots                int         `json:"slots"`
 	ParentID             *uuid.UUID  `json:"parent_id"`
 	State                string      `json:"state"`
 	StateHistory         []stateJSON `json:"state_history"`
@@ -49,12 +51,16 @@ type runJSON struct {
 }
 
 func toRunJSON(r sema.Run) runJSON {
-	out := runJSON{ID: r.ID, Kind: r.Kind.String(), Name: r.Name, Tags: r.Tags, State: r.State.String(),
+	out := runJSON{ID: r.ID, Kind: r.Kind.String(), Name: r.Name, Tags: r.Tags, Limits: r.Limits, Slots: max(r.Slots, 1),
+		State:        r.State.String(),
 		StateHistory: make([]stateJSON, len(r.History)), CollisionStrategy: r.CollisionStrategy.String(),
 		LeaseDurationSeconds: r.LeaseDuration.Seconds(), FencingToken: r.Fence,
 		Created: stamp(r.Created), Updated: stamp(r.Updated)}
 	if out.Tags == nil {
 		out.Tags = []string{}
+	}
+	if out.Limits == nil {
+		out.Limits = []string{}
 	}
 	if r.ParentID != uuid.Nil {
 		out.ParentID = &r.ParentID
@@ -126,8 +132,9 @@ func readState(b *body, name string, dst *sema.RunState, allowed func(sema.RunSt
 	return true
 }
 
-// createRun is POST /api/runs/: {kind, id?, name?, tags?, parent_id?,
-// collision_strategy?, lease_duration?}; 201 with the Pending run.
+// createRun is POST /api/runs/: {kind, id?, name?, tags?, limits?,
+// slots?, parent_id?, collision_strategy?, lease_duration?}; 201 with the
+// Pending run.
 func (h *handler) createRun(w http.ResponseWriter, r *http.Request) {
 	b, err := h.readBody(w, r, false)
 	if err != nil {
@@ -139,6 +146,8 @@ func (h *handler) createRun(w http.ResponseWriter, r *http.Request) {
 	b.require("kind", readKind(b, "kind", &s.Kind))
 	b.str("name", &s.Name)
 	b.strArray("tags", &s.Tags, 0, sema.MaxRunTags)
+	b.strArray("limits", &s.Limits, 0, sema.MaxRunTags)
+	b.integer("slots", &s.Slots, 1, sema.MaxSlots)
 	b.uuidField("parent_id", &s.ParentID)
 	var strategy string
 	if b.str("collision_strategy", &strategy) {

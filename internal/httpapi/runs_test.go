@@ -29,6 +29,8 @@ type runDoc struct {
 	Kind              string     `json:"kind"`
 	Name              string     `json:"name"`
 	Tags              []string   `json:"tags"`
+	Limits            []string   `json:"limits"`
+	Slots             int        `json:"slots"`
 	ParentID          *string    `json:"parent_id"`
 	State             string     `json:"state"`
 	StateHistory      []stateDoc `json:"state_history"`
@@ -267,7 +269,7 @@ func TestRunAPI(t *testing.T) {
 	id := uuid.NewString()
 	created := b.newRun(t, map[string]any{"id": id, "kind": "task", "name": "etl", "tags": []string{"a", "b", "a"},
 		"collision_strategy": "enqueue", "lease_duration": 30})
-	want := runDoc{ID: id, Kind: "task", Name: "etl", Tags: []string{"a", "b"}, State: "Pending",
+	want := runDoc{ID: id, Kind: "task", Name: "etl", Tags: []string{"a", "b"}, Limits: []string{}, Slots: 1, State: "Pending",
 		StateHistory: []stateDoc{{State: "Pending"}}, CollisionStrategy: "enqueue", LeaseDuration: 30}
 	ignore := func(r runDoc) runDoc {
 		r.Created, r.Updated = "", ""
@@ -383,4 +385,49 @@ func TestRunWaitTimesOutWithTheRunAsItIs(t *testing.T) {
 	if got := <-done; got != "Cancelled<nil>" {
 		t.Errorf("wait for Completed ended with %s, want Cancelled (a final state)", got)
 	}
+}
+
+// TestRunTakesLimitsWithItsTags checks, over HTTP, a run that names global
+// limits: it waits for its tag's limit and its own limit in one line, holds
+// neither while one is full, then holds both (slots of its limit), and a
+// name that does not exist is refused when it asks to run.
+func TestRunTakesLimitsWithItsTags(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.createTag(t, "db", 1)
+	b.create(t, map[string]any{"name": "warehouse", "limit": 3})
+	g := decode[grantDoc](t, b.do(t, "POST", v2+"/increment-with-lease",
+		map[string]any{"names": []string{"warehouse"}, "slots": 2}).want(t, http.StatusOK))
+	r := b.newRun(t, map[string]any{"kind": "task", "tags": []string{"db"}, "limits": []string{"warehouse", "warehouse"}, "slots": 2})
+	if !slices.Equal(r.Limits, []string{"warehouse"}) || r.Slots != 2 {
+		t.Fatalf("created run: limits %v slots %d, want [warehouse] and 2", r.Limits, r.Slots)
+	}
+	if got := b.setState(t, r.ID, "Running"); got.State != "AwaitingConcurrencySlot" || got.last().Message != `waiting for a slot of limit "warehouse"` {
+		t.Fatalf("warehouse full: %s %q, want waiting for it", got.State, got.last().Message)
+	}
+	if l := b.readTag(t, "db"); len(l.ActiveSlots) != 0 {
+		t.Errorf("db held by %v while the run waits for warehouse: want one wait for both", l.ActiveSlots)
+	}
+	if w := b.read(t, "warehouse").Waiters; len(w) != 1 || w[0].Slots != 2 {
+		t.Errorf("warehouse waiters %+v, want the run for 2 slots", w)
+	}
+	b.do(t, "POST", v2+"/decrement-with-lease", map[string]any{"lease_id": g.LeaseID}).want(t, http.StatusNoContent)
+	got := b.waitRun(t, r.ID, "Running", 10)
+	if got.State != "Running" {
+		t.Fatalf("both free: %s, want Running", got.State)
+	}
+	if l := b.readTag(t, "db"); !slices.Equal(l.ActiveSlots, []string{r.ID}) {
+		t.Errorf("db active slots %v, want the run", l.ActiveSlots)
+	}
+	if w := b.read(t, "warehouse"); w.ActiveSlots != 2 || len(w.Holders) != 1 || w.Holders[0].LeaseID != *got.LeaseID {
+		t.Errorf("warehouse: %d active, holders %+v; want the run's lease %s with 2 slots", w.ActiveSlots, w.Holders, *got.LeaseID)
+	}
+
+	missing := b.newRun(t, map[string]any{"kind": "task", "tags": []string{"no-limit"}, "limits": []string{"wharehouse"}})
+	b.do(t, "POST", runsPath+"/"+missing.ID+"/set_state", map[string]any{"state": "Running"}).wantProblem(t, http.StatusNotFound, "limit_not_found", "")
+	if got := b.readRun(t, missing.ID); got.State != "Pending" {
+		t.Errorf("run with a missing limit: %s, want still Pending", got.State)
+	}
+	b.do(t, "POST", runsPath+"/", map[string]any{"kind": "task", "limits": []string{"resource:*"}}).wantProblem(t, http.StatusUnprocessableEntity, "invalid_field", "limits")
+	b.do(t, "POST", runsPath+"/", map[string]any{"kind": "task", "limits": []string{"x"}, "slots": 0}).wantProblem(t, http.StatusUnprocessableEntity, "invalid_field", "slots")
 }

@@ -20,6 +20,17 @@ var (
 	ErrRunFinished = errors.New("run is in a final state")
 )
 
+// NameTakenError reports the name a limit cannot take because another
+// limit has it. It matches ErrNameTaken.
+type NameTakenError struct{ Name string }
+
+func (e *NameTakenError) Error() string {
+	return fmt.Sprintf("a limit named '%s' already exists", e.Name)
+}
+
+// Is reports whether target is ErrNameTaken.
+func (e *NameTakenError) Is(target error) bool { return target == ErrNameTaken }
+
 // InvalidError reports a bad argument and the field it came from.
 type InvalidError struct {
 	Field  string

@@ -225,7 +225,7 @@ func (m *Machine) CreateLimit(now time.Time, id uuid.UUID, s LimitSpec) (Limit, 
 		return Limit{}, err
 	}
 	if m.byName[s.Name] != nil || m.byID[id] != nil {
-		return Limit{}, ErrNameTaken
+		return Limit{}, &NameTakenError{Name: s.Name}
 	}
 	l := &limitState{Limit: Limit{
 		ID: id, Name: s.Name, Limit: s.Limit, Active: s.Active,
@@ -263,7 +263,7 @@ func (m *Machine) UpdateLimit(now time.Time, id uuid.UUID, p LimitPatch) (Limit,
 			return Limit{}, invalid("name", "%s", why)
 		}
 		if o := m.byName[*p.Name]; o != nil && o != l {
-			return Limit{}, ErrNameTaken
+			return Limit{}, &NameTakenError{Name: *p.Name}
 		}
 	}
 	limit, active, denied, decay := l.Limit.Limit, 0, 0, l.SlotDecayPerSecond
@@ -324,7 +324,7 @@ func (m *Machine) failHopeless(now time.Time, l *limitState) []*limitState {
 		n = n.next
 		var err error
 		switch {
-		case w.req.Slots > l.Limit.Limit:
+		case w.req.slotsFor(l) > l.Limit.Limit:
 			err = slotsExceed([]string{l.Name})
 		case w.req.Mode == ModeRateLimit && l.SlotDecayPerSecond == 0:
 			err = noDecay([]string{l.Name})
@@ -509,13 +509,13 @@ func (m *Machine) admit(now time.Time, req Request, ls []*limitState, r *runStat
 		if !l.Active {
 			continue
 		}
-		if req.Slots > l.Limit.Limit {
+		if req.slotsFor(l) > l.Limit.Limit {
 			over = append(over, l.Name)
 		}
 		if req.Mode == ModeRateLimit && l.SlotDecayPerSecond == 0 {
 			nodecay = append(nodecay, l.Name)
 		}
-		if l.queue.n > 0 || !fits(now, l, req.Slots) {
+		if l.queue.n > 0 || !fits(now, l, req.slotsFor(l)) {
 			blocked = true
 		}
 	}
@@ -562,9 +562,9 @@ func (m *Machine) refuse(now time.Time, req Request, ls []*limitState) error {
 		m.settle(now, l)
 		var blocking float64
 		if l.SlotDecayPerSecond > 0 {
-			blocking = float64(req.Slots) + l.Denied
+			blocking = float64(req.slotsFor(l)) + l.Denied
 		} else {
-			blocking = (float64(req.Slots) + l.Denied) / float64(max(1, l.Limit.Limit))
+			blocking = (float64(req.slotsFor(l)) + l.Denied) / float64(max(1, l.Limit.Limit))
 		}
 		if b == nil || blocking > worst {
 			b, worst = l, blocking
@@ -580,9 +580,9 @@ func (m *Machine) refuse(now time.Time, req Request, ls []*limitState) error {
 	var full []string
 	for _, l := range ls {
 		if l.Active {
-			l.Denied += float64(req.Slots)
+			l.Denied += float64(req.slotsFor(l))
 			m.markSoft(l)
-			if l.queue.n > 0 || !fits(now, l, req.Slots) {
+			if l.queue.n > 0 || !fits(now, l, req.slotsFor(l)) {
 				full = append(full, l.Name)
 			}
 		}
@@ -624,7 +624,7 @@ func (m *Machine) grant(now time.Time, req Request, ls []*limitState) Lease {
 	for i, l := range ls {
 		ll.Holds[i] = Hold{LimitID: l.ID}
 		if l.Active { // inactive limits are named but not counted
-			ll.Holds[i].Slots = req.Slots
+			ll.Holds[i].Slots = req.slotsFor(l)
 		}
 	}
 	m.addLease(ll)
@@ -912,7 +912,7 @@ func (m *Machine) grantable(now time.Time, w *waiter) bool {
 		if l.queue.head != &w.nodes[i] {
 			return false
 		}
-		if !fits(now, l, w.req.Slots) {
+		if !fits(now, l, w.req.slotsFor(l)) {
 			m.scheduleWake(now, l, w)
 			return false
 		}
@@ -926,7 +926,7 @@ func (m *Machine) scheduleWake(now time.Time, l *limitState, w *waiter) {
 	if !l.Active || l.SlotDecayPerSecond == 0 || l.queue.first() != w {
 		return
 	}
-	room := float64(l.Limit.Limit - l.held - w.req.Slots)
+	room := float64(l.Limit.Limit - l.held - w.req.slotsFor(l))
 	lv := level(now, l)
 	if room < 0 || lv <= room+epsilon {
 		return

@@ -33,6 +33,14 @@ func ValidateName(name string) string {
 
 func isPattern(name string) bool { return strings.IndexByte(name, '*') >= 0 }
 
+// MatchPattern reports whether a template named pattern gives its settings
+// to name: '*' stands for any run of characters, the empty one included.
+// It is the rule the Machine applies; clients that explain a missing limit
+// use it too.
+func MatchPattern(pattern, name string) bool {
+	return isPattern(pattern) && matchPattern(pattern, name)
+}
+
 // matchPattern reports whether name matches pattern, where '*' stands for
 // any run of characters, the empty one included.
 func matchPattern(pattern, name string) bool {

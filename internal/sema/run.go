@@ -165,6 +165,12 @@ type Run struct {
 	Name string
 	// Tags are a task run's tags or a flow run's labels, without duplicates.
 	Tags []string
+	// Limits are global limits the run takes Slots slots of, together
+	// with its tags' limits, all at once; never shared with ancestors.
+	Limits []string
+	// Slots is the number of slots the run takes of each of Limits (1 if
+	// it names none).
+	Slots int
 	// ParentID is the run this one runs inside (a task run's flow run, a
 	// nested task's parent task), or the zero UUID.
 	ParentID          uuid.UUID
@@ -195,10 +201,17 @@ const (
 
 // RunSpec is what a new run is made of.
 type RunSpec struct {
-	ID                uuid.UUID
-	Kind              RunKind
-	Name              string
-	Tags              []string
+	ID   uuid.UUID
+	Kind RunKind
+	Name string
+	Tags []string
+	// Limits are global limits (or names their templates make) that the
+	// run takes together with its tags' limits, in the same all-or-nothing
+	// wait; Slots (0 means 1) is how many slots of each. A name that does
+	// not exist when the run asks to start is an error (ErrLimitNotFound),
+	// unlike a tag without a limit.
+	Limits            []string
+	Slots             int
 	ParentID          uuid.UUID
 	CollisionStrategy CollisionStrategy
 	// LeaseDuration is the time to live of the run's lease: a Running run
@@ -286,6 +299,29 @@ func (m *Machine) CreateRun(now time.Time, s RunSpec) (Run, error) {
 	if len(s.Tags) > MaxRunTags {
 		return Run{}, invalid("tags", "must have at most %d items", MaxRunTags)
 	}
+	if len(s.Limits) > MaxRunTags {
+		return Run{}, invalid("limits", "must have at most %d items", MaxRunTags)
+	}
+	var limits []string
+	for i, n := range s.Limits {
+		why := ValidateName(n)
+		if why == "" && isPattern(n) {
+			why = "is a limit template; name the limits it matches, not the template"
+		}
+		if why != "" {
+			return Run{}, invalid("limits", "item %d (%q) %s", i, n, why)
+		}
+		if !slices.Contains(limits, n) {
+			limits = append(limits, n)
+		}
+	}
+	slots := s.Slots
+	if slots == 0 {
+		slots = 1
+	}
+	if slots < 0 || slots > MaxSlots {
+		return Run{}, invalid("slots", "must be between 1 and %d", MaxSlots)
+	}
 	var tags []string
 	for i, t := range s.Tags {
 		if why := ValidateTag(s.Kind, t); why != "" {
@@ -308,7 +344,7 @@ func (m *Machine) CreateRun(now time.Time, s RunSpec) (Run, error) {
 		return Run{}, ErrRunExists
 	}
 	r := &runState{Run: Run{
-		ID: s.ID, Kind: s.Kind, Name: s.Name, Tags: tags, ParentID: s.ParentID, State: Pending,
+		ID: s.ID, Kind: s.Kind, Name: s.Name, Tags: tags, Limits: limits, Slots: slots, ParentID: s.ParentID, State: Pending,
 		History:           []StateEntry{{State: Pending, At: now}},
 		CollisionStrategy: s.CollisionStrategy, LeaseDuration: s.LeaseDuration,
 		Created: now, Updated: now,
@@ -321,6 +357,7 @@ func (m *Machine) CreateRun(now time.Time, s RunSpec) (Run, error) {
 func (r *runState) snapshot() Run {
 	out := r.Run
 	out.Tags = slices.Clone(r.Tags)
+	out.Limits = slices.Clone(r.Limits)
 	out.History = slices.Clone(r.History)
 	return out
 }
@@ -401,7 +438,7 @@ func (m *Machine) SetRunState(now time.Time, id uuid.UUID, to RunState, message 
 // A run that was already waiting (after a restart) keeps its place in the
 // order of WaitSeq and records no new state when it waits again.
 func (m *Machine) queueRun(now time.Time, r *runState, message string, fresh bool) error {
-	ls, sharing, err := m.runLimits(now, r)
+	ls, slotsOn, sharing, err := m.runLimits(now, r)
 	if err != nil {
 		return err
 	}
@@ -410,8 +447,9 @@ func (m *Machine) queueRun(now time.Time, r *runState, message string, fresh boo
 		r.startMsg = message
 	}
 	req := Request{Slots: 1, LeaseID: runLeaseID(r.ID), LeaseDuration: r.LeaseDuration,
-		Holder: Holder{Type: r.Kind.HolderType(), ID: r.ID.String()},
-		Wait:   r.CollisionStrategy == Enqueue || !fresh}
+		Holder:  Holder{Type: r.Kind.HolderType(), ID: r.ID.String()},
+		Wait:    r.CollisionStrategy == Enqueue || !fresh,
+		slotsOn: slotsOn}
 	out, err := m.admit(now, req, ls, r)
 	var ne *NeverError
 	var le *LockedError
@@ -431,7 +469,7 @@ func (m *Machine) queueRun(now time.Time, r *runState, message string, fresh boo
 			r.WaitSeq = m.runSeq
 			var full []string
 			for _, l := range ls {
-				if l.Active && (l.queue.n > 1 || !fits(now, l, 1)) {
+				if l.Active && (l.queue.n > 1 || !fits(now, l, req.slotsFor(l))) {
 					full = append(full, l.Name)
 				}
 			}
@@ -449,39 +487,57 @@ func (m *Machine) queueRun(now time.Time, r *runState, message string, fresh boo
 }
 
 // keyList names limits the way a run's user knows them: `tag "a"` or
-// `tags "a", "b"`.
+// `tags "a", "b"`, and `limit "x"` for a limit the run names itself.
 func keyList(k RunKind, names []string) string {
-	keys := make([]string, len(names))
-	for i, n := range names {
-		keys[i] = fmt.Sprintf("%q", strings.TrimPrefix(n, k.LimitPrefix()))
+	var keys, others []string
+	for _, n := range names {
+		if key, ok := strings.CutPrefix(n, k.LimitPrefix()); ok {
+			keys = append(keys, fmt.Sprintf("%q", key))
+		} else {
+			others = append(others, fmt.Sprintf("%q", n))
+		}
 	}
-	noun := k.Noun()
-	if len(keys) != 1 {
-		noun += "s"
+	var parts []string
+	for _, g := range []struct {
+		noun  string
+		names []string
+	}{{k.Noun(), keys}, {"limit", others}} {
+		if len(g.names) == 0 {
+			continue
+		}
+		noun := g.noun
+		if len(g.names) != 1 {
+			noun += "s"
+		}
+		parts = append(parts, noun+" "+strings.Join(g.names, ", "))
 	}
-	return noun + " " + strings.Join(keys, ", ")
+	return strings.Join(parts, " and ")
 }
 
 // neverMessage says why a run can never get its slots.
 func neverMessage(r *runState, err error) string {
 	var ne *NeverError
 	if errors.As(err, &ne) && ne.Reason == "slots_exceed_limit" && len(ne.Names) > 0 {
-		// A run takes one slot: only a limit of 0 cannot give it.
-		return ZeroLimitDetail(r.Kind, strings.TrimPrefix(ne.Names[0], r.Kind.LimitPrefix()))
+		if key, ok := strings.CutPrefix(ne.Names[0], r.Kind.LimitPrefix()); ok {
+			// A run takes one slot of a tag: only a limit of 0 cannot give it.
+			return ZeroLimitDetail(r.Kind, key)
+		}
 	}
 	return err.Error()
 }
 
 // runLimits resolves the limits of r's tags, leaving out those whose slots
-// an ancestor holds; sharing says which those are.
-func (m *Machine) runLimits(now time.Time, r *runState) ([]*limitState, string, error) {
+// an ancestor holds (sharing says which those are), and then r's own
+// Limits, which are never shared and must exist (or match a template);
+// slotsOn gives their slot counts.
+func (m *Machine) runLimits(now time.Time, r *runState) (ls []*limitState, slotsOn map[uuid.UUID]int, sharingMsg string, err error) {
 	names := make([]string, len(r.Tags))
 	for i, t := range r.Tags {
 		names[i] = r.Kind.LimitPrefix() + t
 	}
-	ls, err := m.resolve(now, names)
+	ls, err = m.resolve(now, names)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	var sharing []string
 	ls = slices.DeleteFunc(ls, func(l *limitState) bool {
@@ -495,7 +551,28 @@ func (m *Machine) runLimits(now time.Time, r *runState) ([]*limitState, string, 
 	if len(sharing) > 0 {
 		msg = "sharing the slot of " + strings.Join(sharing, ", ")
 	}
-	return ls, msg, nil
+	if len(r.Limits) == 0 {
+		return ls, nil, msg, nil
+	}
+	extra, err := m.resolve(now, r.Limits)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if len(extra) < len(r.Limits) {
+		for _, n := range r.Limits {
+			if !slices.ContainsFunc(extra, func(l *limitState) bool { return l.Name == n }) {
+				return nil, nil, "", fmt.Errorf("limit %q does not exist and no template matches it: %w", n, ErrLimitNotFound)
+			}
+		}
+	}
+	slotsOn = make(map[uuid.UUID]int, len(extra))
+	for _, l := range extra {
+		if !slices.Contains(ls, l) {
+			ls = append(ls, l)
+		}
+		slotsOn[l.ID] = max(slotsOn[l.ID], r.Slots, 1)
+	}
+	return ls, slotsOn, msg, nil
 }
 
 // holdingAncestor returns the nearest ancestor of r that is Running with a
@@ -664,7 +741,7 @@ func (m *Machine) RestoreRuns(now time.Time, runs []Run) {
 	var waiting, done []*runState
 	for _, run := range runs {
 		r := &runState{Run: run}
-		r.Tags, r.History = slices.Clone(run.Tags), slices.Clone(run.History)
+		r.Tags, r.Limits, r.History = slices.Clone(run.Tags), slices.Clone(run.Limits), slices.Clone(run.History)
 		m.runs[r.ID] = r
 		m.runSeq = max(m.runSeq, r.WaitSeq)
 		switch {

@@ -854,3 +854,142 @@ func TestRunWithoutLimitedTagsHoldsALease(t *testing.T) {
 		t.Errorf("unlimited run without heartbeats: %v, want Crashed", s)
 	}
 }
+
+// runWithLimits creates a task run with tags that also takes slots of each
+// of limits, and fails the test on error.
+func (b *bundle) runWithLimits(now time.Time, parent uuid.UUID, tags, limits []string, slots int) Run {
+	b.t.Helper()
+	b.next++
+	r, err := b.m.CreateRun(now, RunSpec{ID: runID(b.next), Kind: KindTask, Name: fmt.Sprintf("run-%d", b.next),
+		Tags: tags, Limits: limits, Slots: slots, ParentID: parent, LeaseDuration: time.Minute})
+	if err != nil {
+		b.t.Fatalf("CreateRun(%v, limits %v): %v", tags, limits, err)
+	}
+	return r
+}
+
+// TestRunLimitsOneWait checks that a run's own limits are taken with its
+// tags' limits in one all-or-nothing wait: while the limit is full the run
+// holds no slot of its free tag; once both have room it holds both, Slots
+// of the limit and one of the tag.
+func TestRunLimitsOneWait(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.create(t0, "tag:db", 1)
+	b.create(t0, "warehouse", 3)
+	blocker := b.mustGrant(t0, b.req(2, "warehouse"))
+	r := b.runWithLimits(t0, uuid.Nil, []string{"db"}, []string{"warehouse"}, 2)
+	if r.Slots != 2 || !slices.Equal(r.Limits, []string{"warehouse"}) {
+		t.Fatalf("run limits %v slots %d, want [warehouse] and 2", r.Limits, r.Slots)
+	}
+	got := b.start(t0, r.ID, AwaitingConcurrencySlot)
+	if msg := got.History[len(got.History)-1].Message; msg != `waiting for a slot of limit "warehouse"` {
+		t.Errorf("waiting message %q, want it to name the full limit", msg)
+	}
+	if v := b.view(t0, "tag:db"); v.Held != 0 {
+		t.Fatalf("tag:db held %d while the run waits for warehouse, want 0: one wait for both", v.Held)
+	}
+	if v := b.view(t0, "warehouse"); v.Held != 2 || len(v.Waiters) != 1 || v.Waiters[0].Slots != 2 {
+		t.Fatalf("warehouse: held %d, waiters %+v; want 2 held and the run waiting for 2 slots", v.Held, v.Waiters)
+	}
+	// Nobody holds the tag's slot meanwhile; a later run with the tag
+	// queues behind the run, first in first out, as any request does
+	// behind a waiter on one of its limits (docs/semantics.md, fairness).
+	other := b.task(t0, uuid.Nil, "db")
+	b.start(t0, other.ID, AwaitingConcurrencySlot)
+	if !b.m.Release(at(2*time.Second), blocker.ID) {
+		t.Fatal("release of the blocker: not held")
+	}
+	if s := b.state(r.ID); s != Running {
+		t.Fatalf("run %v once both have room, want Running", s)
+	}
+	if v := b.view(at(2*time.Second), "tag:db"); v.Held != 1 {
+		t.Errorf("tag:db held %d, want the run's 1", v.Held)
+	}
+	if v := b.view(at(2*time.Second), "warehouse"); v.Held != 2 {
+		t.Errorf("warehouse held %d, want the run's 2", v.Held)
+	}
+	b.set(at(3*time.Second), r.ID, Completed)
+	if v := b.view(at(3*time.Second), "warehouse"); v.Held != 0 {
+		t.Errorf("warehouse held %d after the run completed, want 0", v.Held)
+	}
+	if s := b.state(other.ID); s != Running {
+		t.Errorf("the later run with the tag %v once the run completed, want Running", s)
+	}
+}
+
+// TestRunLimitsMustExist checks that a run's own limit must exist or match
+// a template (unlike a tag), and that a template makes it.
+func TestRunLimitsMustExist(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.runWithLimits(t0, uuid.Nil, []string{"no-limit-tag"}, []string{"wharehouse"}, 1)
+	if _, err := b.m.SetRunState(t0, r.ID, Running, ""); !errors.Is(err, ErrLimitNotFound) || !strings.Contains(err.Error(), `"wharehouse"`) {
+		t.Fatalf("SetRunState(Running) with a missing limit: %v, want ErrLimitNotFound naming it", err)
+	}
+	if s := b.state(r.ID); s != Pending {
+		t.Errorf("run %v after the refusal, want still Pending", s)
+	}
+	b.create(t0, "resource:*", 1)
+	r2 := b.runWithLimits(t0, uuid.Nil, nil, []string{"resource:42"}, 1)
+	b.start(t0, r2.ID, Running)
+	if v := b.view(t0, "resource:42"); v.Held != 1 {
+		t.Errorf("resource:42 held %d, want the run's slot", v.Held)
+	}
+	for _, tc := range []struct {
+		name   string
+		limits []string
+		slots  int
+		field  string
+	}{
+		{"template name", []string{"resource:*"}, 1, "limits"},
+		{"bad name", []string{"a/b"}, 1, "limits"},
+		{"negative slots", []string{"x"}, -1, "slots"},
+	} {
+		_, err := b.m.CreateRun(t0, RunSpec{ID: runID(900), Kind: KindTask, Limits: tc.limits, Slots: tc.slots, LeaseDuration: time.Minute})
+		var ie *InvalidError
+		if !errors.As(err, &ie) || ie.Field != tc.field {
+			t.Errorf("%s: CreateRun: %v, want an InvalidError on %s", tc.name, err, tc.field)
+		}
+	}
+}
+
+// TestRunLimitsNotShared checks that only tags are shared with ancestors:
+// a child's own limit is taken again, even one its parent holds.
+func TestRunLimitsNotShared(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.create(t0, "tag:x", 1)
+	b.create(t0, "warehouse", 1)
+	parent := b.runWithLimits(t0, uuid.Nil, []string{"x"}, []string{"warehouse"}, 1)
+	b.start(t0, parent.ID, Running)
+	child := b.runWithLimits(t0, parent.ID, []string{"x"}, []string{"warehouse"}, 1)
+	b.start(t0, child.ID, AwaitingConcurrencySlot)
+	b.set(at(time.Second), parent.ID, Completed)
+	if s := b.state(child.ID); s != Running {
+		t.Fatalf("child %v once the parent completed, want Running", s)
+	}
+}
+
+// TestRunLimitsSurviveRestart checks that a waiting run's own limits are
+// durable: restored, it still waits for them and takes them when free.
+func TestRunLimitsSurviveRestart(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.create(t0, "warehouse", 1)
+	blocker := b.mustGrant(t0, b.req(1, "warehouse"))
+	r := b.runWithLimits(t0, uuid.Nil, nil, []string{"warehouse"}, 1)
+	b.start(t0, r.ID, AwaitingConcurrencySlot)
+	b.events()
+	m := b.store.restore(DefaultConfig(), at(time.Second))
+	if !m.Release(at(2*time.Second), blocker.ID) {
+		t.Fatal("release of the blocker after the restart: not held")
+	}
+	got, err := m.Run(r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != Running || !slices.Equal(got.Limits, []string{"warehouse"}) {
+		t.Fatalf("restored run: %v with limits %v, want Running with [warehouse]", got.State, got.Limits)
+	}
+}

@@ -178,6 +178,18 @@ type Request struct {
 	Anonymous bool
 	// Wait queues the request when it cannot be granted now.
 	Wait bool
+	// slotsOn, when set, is the number of slots taken on the limits it
+	// names by id; the others take Slots. A run takes one slot of each of
+	// its tags' limits and its own count of its extra limits.
+	slotsOn map[uuid.UUID]int
+}
+
+// slotsFor returns the number of slots req takes on l.
+func (req *Request) slotsFor(l *limitState) int {
+	if n, ok := req.slotsOn[l.ID]; ok {
+		return n
+	}
+	return req.Slots
 }
 
 // Outcome is the answer to a Request that did not fail.

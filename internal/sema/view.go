@@ -82,7 +82,7 @@ func (m *Machine) view(now time.Time, l *limitState, d Detail) LimitView {
 	pos := 0
 	for n := l.queue.head; n != nil; n = n.next {
 		pos++
-		v.Waiters = append(v.Waiters, WaiterView{ID: n.w.id, Position: pos, Slots: n.w.req.Slots,
+		v.Waiters = append(v.Waiters, WaiterView{ID: n.w.id, Position: pos, Slots: n.w.req.slotsFor(l),
 			Mode: n.w.req.Mode, Holder: n.w.req.Holder, Since: n.w.since})
 	}
 	return v

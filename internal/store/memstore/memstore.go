@@ -86,6 +86,7 @@ func (s *Store) Load(ctx context.Context) (store.State, error) {
 // UTC as a durable backend returns them.
 func cloneRun(r sema.Run) sema.Run {
 	r.Tags = slices.Clone(r.Tags)
+	r.Limits = slices.Clone(r.Limits)
 	r.History = slices.Clone(r.History)
 	for i := range r.History {
 		r.History[i].At = utc(r.History[i].At)

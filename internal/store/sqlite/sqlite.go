@@ -114,7 +114,7 @@ FROM limits ORDER BY name`
 FROM leases ORDER BY id`
 	selectFence = `SELECT value FROM meta WHERE key = 'fence'`
 	selectRuns  = `SELECT id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
-       lease_id, fence, wait_seq, created, updated
+       lease_id, fence, wait_seq, created, updated, limits, slots
 FROM runs ORDER BY id`
 
 	upsertLimit = `INSERT INTO limits (id, name, slot_limit, active, slot_decay_per_second, avg_slot_occupancy_seconds,
@@ -151,8 +151,8 @@ ON CONFLICT (id) DO UPDATE SET
 	deleteLease = `DELETE FROM leases WHERE id = ?`
 
 	upsertRun = `INSERT INTO runs (id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
-    lease_id, fence, wait_seq, created, updated)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    lease_id, fence, wait_seq, created, updated, limits, slots)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     kind = excluded.kind,
     name = excluded.name,
@@ -166,7 +166,9 @@ ON CONFLICT (id) DO UPDATE SET
     fence = excluded.fence,
     wait_seq = excluded.wait_seq,
     created = excluded.created,
-    updated = excluded.updated`
+    updated = excluded.updated,
+    limits = excluded.limits,
+    slots = excluded.slots`
 	deleteRun = `DELETE FROM runs WHERE id = ?`
 
 	setFence = `UPDATE meta SET value = ? WHERE key = 'fence'`
@@ -457,11 +459,12 @@ func loadRuns(ctx context.Context, tx *sql.Tx) ([]sema.Run, error) {
 			r                                 sema.Run
 			id, parent, lease                 []byte
 			kind, tags, state, history, strat string
-			duration, fence, waitSeq          int64
+			limits                            string
+			duration, fence, waitSeq, slots   int64
 			created, updated                  sql.Null[int64]
 		)
 		if err := rows.Scan(&id, &kind, &r.Name, &tags, &parent, &state, &history, &strat, &duration,
-			&lease, &fence, &waitSeq, &created, &updated); err != nil {
+			&lease, &fence, &waitSeq, &created, &updated, &limits, &slots); err != nil {
 			return nil, err
 		}
 		if r.ID, err = uuid.FromBytes(id); err != nil {
@@ -480,6 +483,10 @@ func loadRuns(ctx context.Context, tx *sql.Tx) ([]sema.Run, error) {
 		if r.Tags, err = scanTags(tags); err != nil {
 			return nil, fmt.Errorf("run %s: %w", r.ID, err)
 		}
+		if r.Limits, err = scanTags(limits); err != nil {
+			return nil, fmt.Errorf("run %s: limits: %w", r.ID, err)
+		}
+		r.Slots = int(slots)
 		if r.History, err = scanHistory(history); err != nil {
 			return nil, fmt.Errorf("run %s: %w", r.ID, err)
 		}
@@ -654,6 +661,10 @@ func (s *Store) putRun(r *sema.Run) error {
 	if err != nil {
 		return err
 	}
+	limits, err := tagsArg(r.Limits)
+	if err != nil {
+		return fmt.Errorf("limits: %w", err)
+	}
 	created, err := timeArg(r.Created)
 	if err != nil {
 		return fmt.Errorf("created: %w", err)
@@ -663,7 +674,8 @@ func (s *Store) putRun(r *sema.Run) error {
 		return fmt.Errorf("updated: %w", err)
 	}
 	return s.upsertRun.run(r.ID[:], kind, r.Name, tags, uuidArg(r.ParentID), state, history,
-		strategy, int64(r.LeaseDuration), uuidArg(r.LeaseID), fenceArg(r.Fence), fenceArg(r.WaitSeq), created, updated)
+		strategy, int64(r.LeaseDuration), uuidArg(r.LeaseID), fenceArg(r.Fence), fenceArg(r.WaitSeq), created, updated,
+		limits, int64(r.Slots))
 }
 
 // Close closes the database; it waits for a call in progress. Closing again

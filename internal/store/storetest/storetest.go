@@ -138,6 +138,8 @@ func newRun(name string, parent uuid.UUID) sema.Run {
 		Kind:     sema.KindTask,
 		Name:     name,
 		Tags:     []string{"database", "analytics"},
+		Limits:   []string{"warehouse", "resource:42"},
+		Slots:    2,
 		ParentID: parent,
 		State:    sema.Running,
 		History: []sema.StateEntry{
