@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -371,5 +372,33 @@ func ExampleClient_RunTask() {
 	})
 	if errors.Is(err, allot.ErrRunNotStarted) {
 		fmt.Println("the run was cancelled before it ran")
+	}
+}
+
+// TestRunTaskEndsFailedWithALongNonASCIIError is the regression test of a
+// run that could never end: its 4,000-byte error (2,000 characters of two
+// bytes each) was trimmed to 2,048 characters, the server refused more than
+// 2,048 bytes, and the run stayed Running until it was Crashed.
+func TestRunTaskEndsFailedWithALongNonASCIIError(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	boom := errors.New(strings.Repeat("é", 2000))
+	var id string
+	err := b.c.RunTask(deadline(t), "fails long", func(ctx context.Context) error {
+		id, _ = allot.RunFrom(ctx)
+		return boom
+	}, allot.RunTags("x"))
+	if !errors.Is(err, boom) {
+		t.Fatalf("RunTask = %v, want %v", err, boom)
+	}
+	r := b.run(t, id)
+	msg := r.message()
+	if r.State != "Failed" || !utf8.ValidString(msg) || len(msg) > 2048 ||
+		!strings.HasPrefix(boom.Error(), strings.TrimSuffix(msg, "…")) || len(msg) < 2000 {
+		t.Errorf("run = %s with a message of %d bytes (%.20q…), want Failed with the error's first 2,048 bytes at most, cut between characters",
+			r.State, len(msg), msg)
+	}
+	if logs := b.logs.String(); strings.Contains(logs, "could not end the run") {
+		t.Errorf("the SDK logged a failure to end the run:\n%s", logs)
 	}
 }
