@@ -203,7 +203,9 @@ func runPath(id string) string { return "/runs/" + url.PathEscape(id) }
 // matching ErrLeaseLost. Otherwise the run ends Completed if fn returns
 // nil, Cancelled if it fails after ctx is done, and Failed, with the
 // error's text, otherwise; RunTask returns fn's error. If fn panics, the
-// run ends Crashed with the panic's text and the panic goes on.
+// run ends Crashed with the panic's text and the panic goes on. A text
+// over 2,048 bytes is kept cut between characters, ending in "…": however
+// long the error, the run ends.
 func (c *Client) RunTask(ctx context.Context, name string, fn func(ctx context.Context) error, opts ...RunOption) error {
 	return c.runFunc(ctx, "task", name, fn, opts)
 }
