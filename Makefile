@@ -28,7 +28,8 @@ build:
 
 # The server benchmark: starts a durable server in a temporary directory,
 # runs the baseline, throughput and handoff workloads against it over
-# loopback HTTP, stops it.
+# loopback HTTP, stops it. The client and its workloads are a tool apart
+# from the server: cmd/allot-bench (workloads in its internal/bench).
 bench: build
 	./scripts/bench.sh
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -22,8 +23,10 @@ import (
 // not say otherwise; it is the server's default.
 const DefaultRunLeaseDuration = 60 * time.Second
 
-// maxStateMessage is the longest state message the server accepts, in
-// characters.
+// maxStateMessage is the most bytes of a state message a run keeps (the
+// server's MaxRunMessage; a test checks they agree). The server cuts a
+// longer one itself; the SDK cuts it the same way before sending, so that
+// no error, however long, makes the request too large to end the run.
 const maxStateMessage = 2048
 
 // Run states, as the server names them.
@@ -230,7 +233,9 @@ func runPath(id string) string { return "/runs/" + url.PathEscape(id) }
 // ErrLeaseLost. Otherwise the run ends Completed if fn returns
 // nil, Cancelled if it fails after ctx is done, and Failed, with the
 // error's text, otherwise; RunTask returns fn's error. If fn panics, the
-// run ends Crashed with the panic's text and the panic goes on.
+// run ends Crashed with the panic's text and the panic goes on. A text
+// over 2,048 bytes is kept cut between characters, ending in "…": however
+// long the error, the run ends.
 func (c *Client) RunTask(ctx context.Context, name string, fn func(ctx context.Context) error, opts ...RunOption) error {
 	return c.runFunc(ctx, "task", name, fn, opts)
 }
@@ -425,7 +430,7 @@ func (c *Client) finishRun(ctx context.Context, id, state, msg string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
 	err := c.do(ctx, request{method: http.MethodPost, path: runPath(id) + "/set_state",
-		body: jsonBody(setStateBody{State: state, Message: truncate(msg, maxStateMessage)}), accept: []int{http.StatusOK}}, nil)
+		body: jsonBody(setStateBody{State: state, Message: truncateMessage(msg)}), accept: []int{http.StatusOK}}, nil)
 	if err != nil {
 		if !errors.Is(err, ErrConflict) {
 			// A 409 is a run the server ended first; the caller says so.
@@ -436,10 +441,20 @@ func (c *Client) finishRun(ctx context.Context, id, state, msg string) error {
 	return nil
 }
 
-// truncate cuts s to at most n characters.
-func truncate(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
+// truncateMessage returns what a run keeps of a state message: the
+// message when it is at most maxStateMessage bytes, else its longest head
+// that fits with "…" after it, cut between characters. Each run of bytes
+// that are not UTF-8 becomes U+FFFD first. It is the server's rule (a test
+// checks they agree), applied before sending.
+func truncateMessage(s string) string {
+	const mark = "…"
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= maxStateMessage {
 		return s
 	}
-	return string([]rune(s)[:n-1]) + "…"
+	n := maxStateMessage - len(mark)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + mark
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -371,5 +372,34 @@ func ExampleClient_RunTask() {
 	})
 	if errors.Is(err, allot.ErrRunNotStarted) {
 		fmt.Println("the run was cancelled before it ran")
+	}
+}
+
+// TestRunTaskEndsFailedWithALongNonASCIIError is the regression test of a
+// run that could never end: its 4,000-byte error (2,000 characters of two
+// bytes each) was trimmed to 2,048 characters, the server refused more than
+// 2,048 bytes, and the run stayed Running until it was Crashed.
+func TestRunTaskEndsFailedWithALongNonASCIIError(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	boom := errors.New(strings.Repeat("é", 2000))
+	var id string
+	err := b.c.RunTask(deadline(t), "fails long", func(ctx context.Context) error {
+		id, _ = allot.RunFrom(ctx)
+		return boom
+	}, allot.RunTags("x"))
+	if !errors.Is(err, boom) {
+		t.Fatalf("RunTask = %v, want %v", err, boom)
+	}
+	// 2,045 bytes leave room for "…"; the cut falls inside an "é", so
+	// 1,022 of them are kept.
+	want := strings.Repeat("é", 1022) + "…"
+	r := b.run(t, id)
+	if msg := r.message(); r.State != "Failed" || msg != want || !utf8.ValidString(msg) {
+		t.Errorf("run = %s with a message of %d bytes (%.20q…), want Failed with the error's first 2,044 bytes and \"…\" (%d bytes)",
+			r.State, len(msg), msg, len(want))
+	}
+	if logs := b.logs.String(); strings.Contains(logs, "could not end the run") {
+		t.Errorf("the SDK logged a failure to end the run:\n%s", logs)
 	}
 }

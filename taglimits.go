@@ -131,7 +131,9 @@ func (a keyedAPI) delete(ctx context.Context, c *Client, key string) error {
 }
 
 // CreateTagLimit creates the limit of a tag with limit slots, or sets the
-// number of slots of the tag's limit if it has one.
+// number of slots of the tag's limit if it has one. A tag follows the rules
+// of a run's tags: a tag with '*' (not a tag, but a template's pattern) is
+// an *APIError with CodeInvalidField on field "tag", matching ErrInvalid.
 func (c *Client) CreateTagLimit(ctx context.Context, tag string, limit int) (*TagLimit, error) {
 	return keyedCreate[TagLimit](ctx, c, tagAPI(), tag, limit)
 }
@@ -164,7 +166,8 @@ func (c *Client) DeleteTagLimit(ctx context.Context, tag string) error {
 }
 
 // CreateLabelLimit creates the limit of a label with limit slots, or sets
-// the number of slots of the label's limit if it has one.
+// the number of slots of the label's limit if it has one. A label with '*'
+// is refused as CreateTagLimit refuses such a tag.
 func (c *Client) CreateLabelLimit(ctx context.Context, label string, limit int) (*LabelLimit, error) {
 	return keyedCreate[LabelLimit](ctx, c, labelAPI(), label, limit)
 }

@@ -212,3 +212,34 @@ func TestLabelLimits(t *testing.T) {
 		t.Errorf("GetTagLimit(gpu) after deleting the label limit = %v, %v; want the tag limit of 5", tag, err)
 	}
 }
+
+// TestTagLimitRefusesAStar is the regression test of CreateTagLimit(ctx,
+// "db*", 1), which created the template tag:db*: a tag (or label) never
+// contains '*', whether it names a run's tag or a tag limit, so the name is
+// refused and nothing is created.
+func TestTagLimitRefusesAStar(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	for _, tc := range []struct {
+		name, field, limit string
+		create             func() error
+	}{
+		{"tag", "tag", "tag:db*", func() error { _, err := b.c.CreateTagLimit(ctx, "db*", 1); return err }},
+		{"label", "label", "label:gpu-*", func() error { _, err := b.c.CreateLabelLimit(ctx, "gpu-*", 1); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.create()
+			var ae *allot.APIError
+			if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || ae.Code != allot.CodeInvalidField || ae.Field != tc.field {
+				t.Fatalf("create = %v, want 422 %s on field %s", err, allot.CodeInvalidField, tc.field)
+			}
+			if !errors.Is(err, allot.ErrInvalid) {
+				t.Errorf("create = %v, want it to match ErrInvalid", err)
+			}
+			if l, err := b.c.GetLimit(ctx, tc.limit); !errors.Is(err, allot.ErrLimitNotFound) {
+				t.Errorf("GetLimit(%q) = %+v, %v; want no limit", tc.limit, l, err)
+			}
+		})
+	}
+}

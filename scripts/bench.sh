@@ -2,6 +2,7 @@
 # Starts a durable allot server (--sync full) in a temporary directory, runs
 # the benchmark workloads against it over loopback HTTP, and stops it.
 # Usage: scripts/bench.sh [allot-bench flags...]   (default: -workload all)
+# The workloads are cmd/allot-bench's (cmd/allot-bench/internal/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x ./allot ] && [ -x ./allot-bench ] || { go build -o allot ./cmd/allot && go build -o allot-bench ./cmd/allot-bench; }

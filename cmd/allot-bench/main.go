@@ -19,6 +19,10 @@
 // also read the server's CPU time from its /metrics before and after the
 // measured window and give it per pair, when /metrics can be read.
 //
+// The workloads live in the package bench under this command
+// (cmd/allot-bench/internal/bench): a tool apart from the server, so that
+// the module's top-level internal/ holds only the server's parts.
+//
 // It exits 0 when the run completed and the server's answers were safe, 1
 // when the run failed or a safety check (overlaps, fencing, leaked slots)
 // did not come out at zero, and 2 on bad usage.
@@ -37,7 +41,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/allot-dev/allot/internal/bench"
+	"github.com/allot-dev/allot/cmd/allot-bench/internal/bench"
 )
 
 func main() {

@@ -10,8 +10,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/allot-dev/allot/internal/bench"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/allot-dev/allot/cmd/allot-bench/internal/bench"
 )
 
 // TestMain makes the test binary the bare server when the baseline

@@ -51,17 +51,11 @@ func keyNames(kind sema.RunKind, field string, keys []string) ([]string, error) 
 	return names, nil
 }
 
+// checkKey checks a tag or label by the one rule of tags, the rule of a
+// run's tags (sema.ValidateTag): a tag limit is the limit of a tag, so a key
+// with '*' would make a template, which the tag-limit API does not create.
 func checkKey(kind sema.RunKind, field, key string) error {
-	why := ""
-	switch {
-	case key == "":
-		why = "must not be empty"
-	case len(kind.LimitPrefix())+len(key) > sema.MaxNameLength:
-		why = "is too long"
-	default:
-		why = sema.ValidateName(kind.LimitPrefix() + key)
-	}
-	if why != "" {
+	if why := sema.ValidateTag(kind, key); why != "" {
 		return &sema.InvalidError{Field: field, Detail: "\"" + key + "\" " + why}
 	}
 	return nil

@@ -28,25 +28,9 @@
 //
 // # Deliberate differences from Prefect
 //
-//   - lease_duration may be as short as 1 s (Prefect: 60 s).
-//   - A plain increment in mode concurrency takes an anonymous lease that
-//     expires after lease_duration (default 300 s) unless decremented, so
-//     slots of a crashed client come back (Prefect: held until decremented).
-//   - Renew without a lease_duration keeps the lease's own duration
-//     (Prefect: 300 s).
-//   - Validation errors are problem+json, not FastAPI's
-//     {"exception_message", "exception_detail"}.
-//   - Request bodies must be JSON: a Content-Type other than
-//     application/json (or +json) is refused with 415, which also keeps
-//     browser forms on other sites from driving the API.
-//   - Tag limits (v1): a tag that breaks the rules of limit names or a
-//     negative concurrency_limit is 422 (Prefect: 500); the slots taken by
-//     /increment and reset's slot_override are leases that expire after the
-//     coordinator's V1LeaseDuration, an hour by default (Prefect: 100
-//     years); reset revokes the leases (a run that held one is Crashed) and
-//     gives slot_override ids only the slots that are free, after the
-//     waiters, answering which got one (Prefect: null, and slots beyond the
-//     limit); delete leaves the runs holding the limit running; decrement
-//     names limits by their bare tag as increment does; filter pages over
-//     tag limits only.
+// Where the answers differ from Prefect's (leases from 1 s, waiting in line,
+// anonymous leases for plain increments, renewals, problem+json errors, JSON
+// bodies only, the tag-limit routes' reset, delete and validation), they do
+// so on purpose: docs/prefect.md in the repository is the one list, with the
+// reason for each.
 package httpapi

@@ -277,13 +277,21 @@ func TestPrefectTagScenarios(t *testing.T) {
 				{map[string]any{"tag": "x"}, "invalid_field", "concurrency_limit"},
 				{map[string]any{"tag": "x", "concurrency_limit": 1, "active": true}, "unknown_field", "active"},
 				{map[string]any{"tag": strings.Repeat("t", 510), "concurrency_limit": 1}, "invalid_field", "tag"},
+				// A tag never contains '*': "db*" once made the template tag:db*.
+				{map[string]any{"tag": "db*", "concurrency_limit": 1}, "invalid_field", "tag"},
 			} {
 				b.do(t, "POST", v1+"/", tc.body).wantProblem(t, 422, tc.code, tc.field)
+			}
+			b.do(t, "POST", labels+"/", map[string]any{"label": "gpu-*", "concurrency_limit": 1}).wantProblem(t, 422, "invalid_field", "label")
+			for _, name := range []string{"tag:db*", "label:gpu-*"} {
+				b.do(t, "GET", v2+"/"+name, nil).wantProblem(t, 404, "limit_not_found", "")
 			}
 			b.createTag(t, "x", 1)
 			b.do(t, "POST", v1+"/increment", map[string]any{"names": []string{"x"}, "task_run_id": "nope"}).wantProblem(t, 422, "invalid_field", "task_run_id")
 			b.do(t, "POST", v1+"/increment", map[string]any{"names": []string{"a/b"}, "task_run_id": uuid.NewString()}).wantProblem(t, 422, "invalid_field", "names")
-			b.do(t, "POST", v1+"/increment", map[string]any{"names": []string{"x*"}, "task_run_id": uuid.NewString()}).wantProblem(t, 422, "template_not_acquirable", "")
+			// A tag never contains '*', by the one rule of tags (it was
+			// template_not_acquirable while two validators disagreed).
+			b.do(t, "POST", v1+"/increment", map[string]any{"names": []string{"x*"}, "task_run_id": uuid.NewString()}).wantProblem(t, 422, "invalid_field", "names")
 			b.do(t, "POST", v1+"/tag/x/reset", map[string]any{"slot_override": []string{"nope"}}).wantProblem(t, 422, "invalid_field", "slot_override")
 		}},
 	} {

@@ -191,8 +191,11 @@ type Run struct {
 
 // Bounds of a run's fields.
 const (
-	MaxRunTags    = 100
-	MaxRunName    = 512
+	MaxRunTags = 100
+	MaxRunName = 512
+	// MaxRunMessage is the most bytes of a state message a run keeps: a
+	// longer message is cut (see TruncateRunMessage), never refused, so
+	// that no message keeps a run from ending.
 	MaxRunMessage = 2048
 	MaxRunHistory = 50
 	// maxRunDepth bounds the walk up a run's ancestors.
@@ -263,6 +266,25 @@ func validateRunText(field, s string, maxLen int) error {
 		return invalid(field, "must be valid UTF-8")
 	}
 	return nil
+}
+
+// truncatedMark ends a state message that TruncateRunMessage cut.
+const truncatedMark = "…"
+
+// TruncateRunMessage returns the state message a run keeps of message: the
+// message itself when it is at most MaxRunMessage bytes, else its longest
+// head that fits with "…" after it, cut between characters. Each run of
+// bytes that are not UTF-8 becomes U+FFFD first.
+func TruncateRunMessage(message string) string {
+	message = strings.ToValidUTF8(message, "\uFFFD")
+	if len(message) <= MaxRunMessage {
+		return message
+	}
+	n := MaxRunMessage - len(truncatedMark)
+	for n > 0 && !utf8.RuneStart(message[n]) {
+		n--
+	}
+	return message[:n] + truncatedMark
 }
 
 // ValidateTag reports why tag cannot be a tag (or label) of a run of kind
@@ -397,14 +419,15 @@ func (m *Machine) transition(now time.Time, r *runState, s RunState, msg string)
 // A final state releases the run's lease (or takes it out of line). Asking
 // for the final state the run is in changes nothing; any other change of a
 // final run fails with a *TransitionError.
+//
+// The message is kept as TruncateRunMessage cuts it: a message too long is
+// no reason to keep a run from ending.
 func (m *Machine) SetRunState(now time.Time, id uuid.UUID, to RunState, message string) (Run, error) {
 	r := m.runs[id]
 	if r == nil {
 		return Run{}, ErrRunNotFound
 	}
-	if err := validateRunText("message", message, MaxRunMessage); err != nil {
-		return Run{}, err
-	}
+	message = TruncateRunMessage(message)
 	if to != Running && !to.IsFinal() {
 		return Run{}, invalid("state", "must be Running, Completed, Failed, Crashed or Cancelled")
 	}

@@ -993,3 +993,54 @@ func TestRunLimitsSurviveRestart(t *testing.T) {
 		t.Fatalf("restored run: %v with limits %v, want Running with [warehouse]", got.State, got.Limits)
 	}
 }
+
+func TestTruncateRunMessage(t *testing.T) {
+	t.Parallel()
+	const limit = MaxRunMessage
+	tests := []struct {
+		name, in, want string
+	}{
+		{"empty", "", ""},
+		{"short", "boom", "boom"},
+		{"exactly the limit", strings.Repeat("a", limit), strings.Repeat("a", limit)},
+		{"one byte over", strings.Repeat("a", limit+1), strings.Repeat("a", limit-3) + "…"},
+		// 2,000 two-byte characters: the cut at 2,045 bytes falls inside
+		// one, so 1,022 characters are kept.
+		{"two-byte characters", strings.Repeat("é", 2000), strings.Repeat("é", 1022) + "…"},
+		{"three-byte characters", strings.Repeat("€", 1000), strings.Repeat("€", 681) + "…"},
+		{"four-byte characters", strings.Repeat("𝄞", 1000), strings.Repeat("𝄞", 511) + "…"},
+		{"cut after a one-byte character", "a" + strings.Repeat("é", 2000), "a" + strings.Repeat("é", 1022) + "…"},
+		{"not UTF-8", "a\xffb", "a\uFFFDb"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := TruncateRunMessage(tt.in)
+			if got != tt.want {
+				t.Errorf("TruncateRunMessage: got %d bytes ending %q, want %d bytes ending %q",
+					len(got), got[max(0, len(got)-12):], len(tt.want), tt.want[max(0, len(tt.want)-12):])
+			}
+			if len(got) > MaxRunMessage {
+				t.Errorf("TruncateRunMessage kept %d bytes, more than %d", len(got), MaxRunMessage)
+			}
+		})
+	}
+}
+
+// TestRunEndsWithAnOverLongMessage: a message over MaxRunMessage bytes is
+// cut, not refused, so the run still ends.
+func TestRunEndsWithAnOverLongMessage(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.task(t0, uuid.Nil, "db")
+	b.start(at(time.Second), r.ID, Running)
+	long := strings.Repeat("é", 2000)
+	got, err := b.m.SetRunState(at(2*time.Second), r.ID, Failed, long)
+	if err != nil {
+		t.Fatalf("SetRunState(Failed, %d bytes): %v", len(long), err)
+	}
+	last := got.History[len(got.History)-1]
+	if d := cmp.Diff(StateEntry{State: Failed, At: at(2 * time.Second), Message: TruncateRunMessage(long)}, last); d != "" {
+		t.Errorf("last state (-want +got):\n%s", d)
+	}
+}

@@ -1,11 +1,13 @@
-// Package bench holds allot's benchmark workloads, which drive a running
-// allot server over real HTTP and report what a user of a coordination
-// service cares about: how many acquire+release pairs per second it serves,
-// how quickly a released slot reaches the next waiter, whether waiters are
-// served fairly and in order, how much memory a held lease and a waiting
-// request cost, and whether the cost of an operation grows with the state.
-// Because machines differ too much in speed for those figures alone to mean
-// anything, it also measures the machine's own yardstick.
+// Package bench holds allot's benchmark workloads: the body of the
+// allot-bench command, kept under cmd/allot-bench, apart from the server's
+// packages. They drive a running allot server over real HTTP and report
+// what a user of a coordination service cares about: how many
+// acquire+release pairs per second it serves, how quickly a released slot
+// reaches the next waiter, whether waiters are served fairly and in order,
+// how much memory a held lease and a waiting request cost, and whether the
+// cost of an operation grows with the state. Because machines differ too
+// much in speed for those figures alone to mean anything, it also measures
+// the machine's own yardstick.
 //
 // # Workloads
 //
