@@ -18,6 +18,9 @@ var (
 	// ErrRunFinished reports a run in a final state, which holds nothing
 	// and can be neither heartbeated nor moved to another state.
 	ErrRunFinished = errors.New("run is in a final state")
+	// ErrTicketConflict reports a request whose ticket names a lease or a
+	// waiter of another request (other names, slots or mode).
+	ErrTicketConflict = errors.New("this ticket belongs to a request for other names, slots or mode")
 )
 
 // NameTakenError reports the name a limit cannot take because another

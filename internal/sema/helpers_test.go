@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,12 +144,14 @@ func eventKinds(es []Event) []EventKind {
 type mapStore struct {
 	limits map[uuid.UUID]Limit
 	leases map[uuid.UUID]Lease
-	runs   map[uuid.UUID]Run
-	fence  uint64
+	runs    map[uuid.UUID]Run
+	waiters map[string]Waiter
+	fence   uint64
 }
 
 func newMapStore() *mapStore {
-	return &mapStore{limits: map[uuid.UUID]Limit{}, leases: map[uuid.UUID]Lease{}, runs: map[uuid.UUID]Run{}}
+	return &mapStore{limits: map[uuid.UUID]Limit{}, leases: map[uuid.UUID]Lease{}, runs: map[uuid.UUID]Run{},
+		waiters: map[string]Waiter{}}
 }
 
 func (s *mapStore) apply(cs []Change) {
@@ -171,6 +174,12 @@ func (s *mapStore) apply(cs []Change) {
 			s.runs[r.ID] = r
 		case DeleteRun:
 			delete(s.runs, c.ID)
+		case PutWaiter:
+			w := *c.Waiter
+			w.Names = slices.Clone(w.Names)
+			s.waiters[w.Ticket] = w
+		case DeleteWaiter:
+			delete(s.waiters, c.Ticket)
 		default:
 			panic("unknown change kind")
 		}
@@ -181,7 +190,27 @@ func (s *mapStore) apply(cs []Change) {
 func (s *mapStore) restore(cfg Config, now time.Time) *Machine {
 	m := s.restoreLeases(cfg)
 	m.RestoreRuns(now, s.runList())
+	m.RestoreWaiters(now, s.waiterList())
 	return m
+}
+
+// waiterList returns the stored waiters, ordered by ticket.
+func (s *mapStore) waiterList() []Waiter {
+	return slices.SortedFunc(maps.Values(s.waiters), func(a, b Waiter) int { return strings.Compare(a.Ticket, b.Ticket) })
+}
+
+// liveWaiters returns the records of the machine's waiters with a ticket,
+// ordered by ticket.
+func liveWaiters(m *Machine) []Waiter {
+	out := []Waiter{}
+	for t, w := range m.ticketWaiters {
+		r := w.req
+		out = append(out, Waiter{Ticket: t, Seq: w.id, Names: r.Names, Slots: r.Slots, Mode: r.Mode,
+			LeaseID: r.LeaseID, LeaseDuration: r.LeaseDuration, Holder: r.Holder, NoLease: r.NoLease,
+			Anonymous: r.Anonymous, Since: w.since, Deadline: r.Deadline})
+	}
+	slices.SortFunc(out, func(a, b Waiter) int { return strings.Compare(a.Ticket, b.Ticket) })
+	return out
 }
 
 // restoreLeases returns a new Machine loaded with the store's limits and
@@ -264,6 +293,9 @@ func diffRestored(m *Machine, s *mapStore, now time.Time) string {
 	}
 	if d := cmp.Diff(runSet(m), s.runList(), opts); d != "" {
 		return "runs (-live +stored):\n" + d
+	}
+	if d := cmp.Diff(liveWaiters(m), s.waiterList(), opts); d != "" {
+		return "waiters (-live +stored):\n" + d
 	}
 	if r.Fence() > m.Fence() {
 		return "restored fence is higher than the live one"

@@ -61,6 +61,9 @@ type Machine struct {
 	wakes     wakeHeap
 	waiters   map[uint64]*waiter
 	lastWait  uint64
+	// The tickets of live leases and of waiters in line.
+	ticketLeases  map[string]*leaseState
+	ticketWaiters map[string]*waiter
 	fence     uint64
 	changes   []Change
 	events    []Event
@@ -90,6 +93,9 @@ func New(cfg Config) *Machine {
 		leases:  make(map[uuid.UUID]*leaseState),
 		waiters: make(map[uint64]*waiter),
 		runs:    make(map[uuid.UUID]*runState),
+
+		ticketLeases:  make(map[string]*leaseState),
+		ticketWaiters: make(map[string]*waiter),
 	}
 }
 
@@ -493,6 +499,14 @@ func (m *Machine) Acquire(now time.Time, req Request) (Outcome, error) {
 	if req.Slots <= 0 || req.Slots > MaxSlots {
 		return Outcome{}, invalid("slots", "must be between 1 and %d", MaxSlots)
 	}
+	if req.Ticket != "" {
+		if why := ValidateTicket(req.Ticket); why != "" {
+			return Outcome{}, invalid("ticket", "%s", why)
+		}
+		if out, ok, err := m.resume(now, req); ok {
+			return out, err
+		}
+	}
 	ls, err := m.resolve(now, req.Names)
 	if err != nil {
 		return Outcome{}, err
@@ -543,6 +557,10 @@ func (m *Machine) admit(now time.Time, req Request, ls []*limitState, r *runStat
 		}
 	}
 	m.waiters[w.id] = w
+	if req.Ticket != "" {
+		m.ticketWaiters[req.Ticket] = w
+		m.putWaiter(w)
+	}
 	// A decaying limit may let it in later without any release.
 	for _, l := range ls {
 		m.scheduleWake(now, l, w)
@@ -604,6 +622,7 @@ func (m *Machine) grant(now time.Time, req Request, ls []*limitState) Lease {
 		lease := Lease{ID: req.LeaseID, Slots: req.Slots, Mode: req.Mode, Holder: req.Holder,
 			Created: now, Duration: req.LeaseDuration, Expires: now.Add(req.LeaseDuration)}
 		if !req.NoLease {
+			lease.Ticket = req.Ticket
 			// Only a kept lease takes a fencing token: the store records the
 			// high-water mark with the lease, so a token handed out without
 			// one could be handed out again after a restart.
@@ -619,7 +638,7 @@ func (m *Machine) grant(now time.Time, req Request, ls []*limitState) Lease {
 	ll := &leaseState{Lease: Lease{
 		ID: req.LeaseID, Slots: req.Slots, Mode: req.Mode, Holder: req.Holder, Anonymous: req.Anonymous,
 		Created: now, Duration: req.LeaseDuration, Expires: now.Add(req.LeaseDuration), Fence: m.fence,
-		Holds: make([]Hold, len(ls)),
+		Holds: make([]Hold, len(ls)), Ticket: req.Ticket,
 	}, limits: ls}
 	for i, l := range ls {
 		ll.Holds[i] = Hold{LimitID: l.ID}
@@ -635,6 +654,9 @@ func (m *Machine) grant(now time.Time, req Request, ls []*limitState) Lease {
 
 func (m *Machine) addLease(ll *leaseState) {
 	m.leases[ll.ID] = ll
+	if ll.Ticket != "" {
+		m.ticketLeases[ll.Ticket] = ll
+	}
 	heap.Push(&m.expiry, ll)
 	for i, l := range ll.limits {
 		l.held += ll.Holds[i].Slots
@@ -646,7 +668,7 @@ func (m *Machine) addLease(ll *leaseState) {
 // dropLease forgets a lease and returns its slots, updating each limit's
 // average occupancy. It returns the limits whose capacity grew.
 func (m *Machine) dropLease(now time.Time, ll *leaseState) []*limitState {
-	delete(m.leases, ll.ID)
+	m.forgetLease(ll)
 	if ll.heapIdx >= 0 {
 		heap.Remove(&m.expiry, ll.heapIdx)
 	}
@@ -684,6 +706,18 @@ func (m *Machine) Release(now time.Time, id uuid.UUID) bool {
 		return false
 	}
 	return m.release(now, ll, "its lease was released through the lease API")
+}
+
+// ReleaseUnclaimed releases a lease that was granted to a waiter whose
+// caller had gone and did not come back for it: nobody was ever told it
+// was granted. Its Released event has Reason ReasonUnclaimed. It reports
+// whether the lease was held.
+func (m *Machine) ReleaseUnclaimed(now time.Time, id uuid.UUID) bool {
+	ll := m.leases[id]
+	if ll == nil {
+		return false
+	}
+	return m.release(now, ll, ReasonUnclaimed)
 }
 
 // release releases ll, or expires it if its time is up. A run that held
@@ -777,7 +811,7 @@ func (m *Machine) Decrement(now time.Time, names []string, slots int, occupancy 
 				ll.limits = slices.Delete(ll.limits, i, i+1)
 			}
 			if len(ll.Holds) == 0 {
-				delete(m.leases, ll.ID)
+				m.forgetLease(ll)
 				heap.Remove(&m.expiry, ll.heapIdx)
 				m.changes = append(m.changes, Change{Kind: DeleteLease, ID: ll.ID})
 			} else {
@@ -833,6 +867,10 @@ func (m *Machine) CancelWaiter(now time.Time, id uint64) bool {
 
 func (m *Machine) removeWaiter(w *waiter) {
 	delete(m.waiters, w.id)
+	if t := w.req.Ticket; t != "" && m.ticketWaiters[t] == w {
+		delete(m.ticketWaiters, t)
+		m.changes = append(m.changes, Change{Kind: DeleteWaiter, Ticket: t})
+	}
 	for i, l := range w.limits {
 		l.queue.remove(&w.nodes[i])
 	}

@@ -40,6 +40,10 @@ type propState struct {
 
 	// prevLeases is the store's leases before the current command.
 	prevLeases map[uuid.UUID]Lease
+	// tickets are the requests sent with a ticket, by ticket, and the
+	// lease each was granted (if it was).
+	tickets      map[string]Request
+	ticketLeases map[string]uuid.UUID
 }
 
 func newPropState() *propState {
@@ -49,6 +53,9 @@ func newPropState() *propState {
 		store:   newMapStore(),
 		waiters: map[uint64]*propWaiter{},
 		queues:  map[uuid.UUID][]uint64{},
+
+		tickets:      map[string]Request{},
+		ticketLeases: map[string]uuid.UUID{},
 	}
 }
 
@@ -104,6 +111,9 @@ func (s *propState) actions() map[string]func(*rapid.T) {
 		"FinishRun":    s.finishRun,
 		"Heartbeat":    s.heartbeat,
 		"Revoke":       s.revoke,
+		"Retry":        s.retry,
+		"Retry2":       s.retry,
+		"Conflict":     s.conflict,
 	}
 }
 
@@ -301,6 +311,15 @@ func (s *propState) acquire(t *rapid.T) {
 	} else {
 		req.Anonymous = rapid.IntRange(0, 2).Draw(t, "anonymous") == 0
 	}
+	if rapid.Bool().Draw(t, "ticket") {
+		req.Ticket = "t" + s.id('t').String()[24:]
+		s.tickets[req.Ticket] = req
+	}
+	s.send(t, req)
+}
+
+// send sends a new request and checks the answer against the model.
+func (s *propState) send(t *rapid.T, req Request) {
 	// Which named limits already had someone waiting.
 	busy := false
 	for _, n := range req.Names {
@@ -352,6 +371,12 @@ func (s *propState) acquire(t *rapid.T) {
 			t.Fatalf("granted %v ahead of waiters", req.Names)
 		}
 		s.checkHolds(t, o.Lease, req, refIDs(o.Limits))
+		if wantT := req.Ticket; o.Resumed || (!req.NoLease && o.Lease.Ticket != wantT) {
+			t.Fatalf("new grant: Resumed %v, ticket %q, want false, %q", o.Resumed, o.Lease.Ticket, wantT)
+		}
+		if req.Ticket != "" && !req.NoLease {
+			s.ticketLeases[req.Ticket] = o.Lease.ID
+		}
 	default:
 		if !req.Wait {
 			t.Fatalf("queued a request that did not ask to wait")
@@ -459,6 +484,77 @@ func (s *propState) renew(t *rapid.T) {
 	}
 }
 
+// ticketOf picks a ticket sent before.
+func (s *propState) ticketOf(t *rapid.T) string {
+	ts := slices.Sorted(maps.Keys(s.tickets))
+	if len(ts) == 0 {
+		t.Skip("no tickets")
+	}
+	return rapid.SampledFrom(ts).Draw(t, "ticket")
+}
+
+// retry sends a request again with its ticket, as a client does after a
+// lost answer or a dropped connection: a live lease of the ticket is
+// given back, a waiter keeps its place in every line, and anything else
+// is a new request.
+func (s *propState) retry(t *rapid.T) {
+	s.begin(t)
+	tk := s.ticketOf(t)
+	req := s.tickets[tk]
+	req.LeaseID = s.id('l')
+	var waiting uint64
+	for id, w := range s.waiters {
+		if w.req.Ticket == tk {
+			waiting = id
+		}
+	}
+	lid, granted := s.ticketLeases[tk]
+	stored, live := s.store.leases[lid]
+	live = live && granted && s.now.Before(stored.Expires)
+	if !live && waiting == 0 {
+		delete(s.ticketLeases, tk)
+		s.send(t, req)
+		return
+	}
+	o, err := s.m.Acquire(s.now, req)
+	if err != nil {
+		t.Fatalf("retry %s: %v", tk, err)
+	}
+	if !o.Resumed {
+		t.Fatalf("retry %s: not resumed", tk)
+	}
+	if live {
+		if !o.Granted || o.Lease.ID != lid || o.Lease.Fence != stored.Fence {
+			t.Fatalf("retry %s: got lease %v (fence %d, granted %v), want %v (fence %d)", tk, o.Lease.ID, o.Lease.Fence, o.Granted, lid, stored.Fence)
+		}
+		return
+	}
+	if o.Granted || o.WaiterID != waiting {
+		t.Fatalf("retry %s: got waiter %d (granted %v), want waiter %d", tk, o.WaiterID, o.Granted, waiting)
+	}
+	// The lines are checked against the model, unchanged, after this.
+}
+
+// conflict sends another request with a ticket in use: it is refused and
+// changes nothing.
+func (s *propState) conflict(t *rapid.T) {
+	s.begin(t)
+	tk := s.ticketOf(t)
+	req := s.tickets[tk]
+	req.Slots++
+	req.LeaseID = s.id('l')
+	inUse := s.m.ticketLeases[tk] != nil || s.m.ticketWaiters[tk] != nil
+	if ll := s.m.ticketLeases[tk]; ll != nil && !s.now.Before(ll.Expires) {
+		inUse = false // expired by this very request
+	}
+	if !inUse {
+		t.Skip("ticket not in use")
+	}
+	if _, err := s.m.Acquire(s.now, req); !errors.Is(err, ErrTicketConflict) {
+		t.Fatalf("ticket %s for other slots: got %v, want ErrTicketConflict", tk, err)
+	}
+}
+
 func (s *propState) cancel(t *rapid.T) {
 	s.begin(t)
 	ids := slices.Sorted(maps.Keys(s.waiters))
@@ -550,6 +646,12 @@ func (s *propState) check(t *rapid.T) {
 			}
 			// (c) all or nothing.
 			s.checkHolds(t, e.Lease, w.req, w.limits)
+			if !w.req.NoLease && e.Lease.Ticket != w.req.Ticket {
+				t.Fatalf("waiter %d with ticket %q granted a lease with ticket %q", e.WaiterID, w.req.Ticket, e.Lease.Ticket)
+			}
+			if w.req.Ticket != "" && !w.req.NoLease {
+				s.ticketLeases[w.req.Ticket] = e.Lease.ID
+			}
 			for _, r := range e.Limits {
 				if s.m.byID[r.ID] == nil {
 					t.Fatalf("waiter %d granted with deleted limit %s", e.WaiterID, r.Name)
@@ -629,7 +731,40 @@ func (s *propState) check(t *rapid.T) {
 	if d := diffRestored(s.m, s.store, s.now); d != "" {
 		t.Fatal(d)
 	}
-	checkRuns(t, s.store.restore(s.m.cfg, s.now))
+	restored := s.store.restore(s.m.cfg, s.now)
+	checkRuns(t, restored)
+	checkTicketLines(t, s.m, restored)
+}
+
+// ticketLine is the tickets of the waiters in l's line, in order.
+func ticketLine(l *limitState) []string {
+	var out []string
+	for n := l.queue.head; n != nil; n = n.next {
+		if t := n.w.req.Ticket; t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// checkTicketLines checks that a restart keeps the waiters with a ticket in
+// their order: on every active limit the restored line of tickets is the
+// live one less those granted at once, which were at its head (and plus
+// those that named the limit before it existed).
+func checkTicketLines(t *rapid.T, live, restored *Machine) {
+	for _, l := range live.sorted {
+		if !l.Active {
+			continue
+		}
+		r := restored.byID[l.ID]
+		want := ticketLine(l)
+		// A waiter that named this limit before it existed waits for it
+		// after a restart, which names its limits again.
+		got := slices.DeleteFunc(ticketLine(r), func(t string) bool { return !slices.Contains(want, t) })
+		if len(got) > len(want) || !slices.Equal(got, want[len(want)-len(got):]) {
+			t.Fatalf("%s: restored line of tickets %v, live %v", l.Name, got, want)
+		}
+	}
 }
 
 // checkRuns checks that runs and their leases and waiters agree: a run is

@@ -307,7 +307,9 @@ func ValidateTag(k RunKind, tag string) string {
 	return ""
 }
 
-// CreateRun creates a Pending run.
+// CreateRun creates a Pending run. Creating a run again with the id of one
+// that exists and the same spec (a retry after a lost answer) returns the
+// run as it is and changes nothing; another spec fails with ErrRunExists.
 func (m *Machine) CreateRun(now time.Time, s RunSpec) (Run, error) {
 	if s.ID == uuid.Nil {
 		return Run{}, invalid("id", "must not be the nil UUID")
@@ -362,7 +364,14 @@ func (m *Machine) CreateRun(now time.Time, s RunSpec) (Run, error) {
 	if s.ParentID != uuid.Nil && (s.ParentID == s.ID || m.runs[s.ParentID] == nil) {
 		return Run{}, invalid("parent_id", "no run with this id")
 	}
-	if m.runs[s.ID] != nil {
+	if r := m.runs[s.ID]; r != nil {
+		// The same run asked for again (a retry after a lost answer) is
+		// the run that exists; another run with its id is a conflict.
+		if r.Kind == s.Kind && r.Name == s.Name && slices.Equal(r.Tags, tags) && slices.Equal(r.Limits, limits) &&
+			r.Slots == slots && r.ParentID == s.ParentID &&
+			r.CollisionStrategy == s.CollisionStrategy && r.LeaseDuration == s.LeaseDuration {
+			return r.snapshot(), nil
+		}
 		return Run{}, ErrRunExists
 	}
 	r := &runState{Run: Run{

@@ -93,6 +93,31 @@ type Lease struct {
 	Duration  time.Duration
 	Expires   time.Time
 	Fence     uint64
+	// Ticket is the client-chosen ticket of the request that was granted
+	// this lease, or "". A request that comes again with it gets this
+	// lease back instead of a second one, for as long as the lease lives.
+	Ticket string
+}
+
+// Waiter is the durable record of a waiting request that carries a ticket:
+// enough to put it back in line, in its order, after a restart. Requests
+// without a ticket and waiting runs (which are durable as runs) have none.
+type Waiter struct {
+	Ticket string
+	// Seq is the waiter's place in the order of arrival: a restart puts
+	// the waiters back in line in the order of Seq.
+	Seq           uint64
+	Names         []string
+	Slots         int
+	Mode          Mode
+	LeaseID       uuid.UUID
+	LeaseDuration time.Duration
+	Holder        Holder
+	NoLease       bool
+	Anonymous     bool
+	Since         time.Time
+	// Deadline is when the request stops waiting (its timeout), or zero.
+	Deadline time.Time
 }
 
 // ChangeKind says what a Change does.
@@ -106,6 +131,8 @@ const (
 	DeleteLease
 	PutRun
 	DeleteRun
+	PutWaiter
+	DeleteWaiter
 )
 
 // Change is one durable effect of a command, to be applied in order.
@@ -116,6 +143,11 @@ type Change struct {
 	ID    uuid.UUID // DeleteLimit, DeleteLease, DeleteRun
 	// Run is a snapshot of the run (PutRun), never changed afterwards.
 	Run *Run
+	// Waiter is a snapshot of a waiter (PutWaiter), never changed
+	// afterwards.
+	Waiter *Waiter
+	// Ticket is the ticket of the waiter to delete (DeleteWaiter).
+	Ticket string
 }
 
 // EventKind says what an Event reports.
@@ -152,7 +184,8 @@ type Event struct {
 	Deleted  bool  // LimitChanged
 	Run      *Run  // RunChanged: a snapshot of the run
 	// Reason says why a lease ended (Released, Expired, Revoked): the
-	// operator's reason, or the run's message.
+	// operator's reason, or the run's message; ReasonUnclaimed for a
+	// grant nobody came back for.
 	Reason string
 }
 
@@ -178,6 +211,14 @@ type Request struct {
 	Anonymous bool
 	// Wait queues the request when it cannot be granted now.
 	Wait bool
+	// Ticket is the client-chosen idempotency key of the request, or "".
+	// A request with the ticket of a live lease gets that lease; one with
+	// the ticket of a waiter takes up that waiter's place in line. A
+	// waiting request with a ticket is durable (PutWaiter).
+	Ticket string
+	// Deadline is when a waiting request gives up, recorded with a
+	// durable waiter; the caller enforces it.
+	Deadline time.Time
 	// slotsOn, when set, is the number of slots taken on the limits it
 	// names by id; the others take Slots. A run takes one slot of each of
 	// its tags' limits and its own count of its extra limits.
@@ -192,6 +233,10 @@ func (req *Request) slotsFor(l *limitState) int {
 	return req.Slots
 }
 
+// ReasonUnclaimed is the Reason of the Released event of a lease granted
+// to a waiter whose caller had gone and did not come back for it in time.
+const ReasonUnclaimed = "unclaimed: granted while its caller was away, and not claimed in time"
+
 // Outcome is the answer to a Request that did not fail.
 type Outcome struct {
 	// Granted is true when the lease was granted now.
@@ -204,4 +249,8 @@ type Outcome struct {
 	WaiterID uint64
 	// Position is the queued request's place in line (1 is next).
 	Position int
+	// Resumed is true when the request's ticket named a lease already
+	// granted (Granted is then true and Lease is that lease) or a waiter
+	// already in line (WaiterID is that waiter): nothing new was taken.
+	Resumed bool
 }
