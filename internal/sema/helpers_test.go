@@ -142,8 +142,8 @@ func eventKinds(es []Event) []EventKind {
 // mapStore is the simplest durable store: the result of applying changes in
 // order to three maps, and the fencing high-water mark of the PutLeases.
 type mapStore struct {
-	limits map[uuid.UUID]Limit
-	leases map[uuid.UUID]Lease
+	limits  map[uuid.UUID]Limit
+	leases  map[uuid.UUID]Lease
 	runs    map[uuid.UUID]Run
 	waiters map[string]Waiter
 	fence   uint64

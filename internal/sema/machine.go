@@ -64,10 +64,10 @@ type Machine struct {
 	// The tickets of live leases and of waiters in line.
 	ticketLeases  map[string]*leaseState
 	ticketWaiters map[string]*waiter
-	fence     uint64
-	changes   []Change
-	events    []Event
-	soft      []*limitState
+	fence         uint64
+	changes       []Change
+	events        []Event
+	soft          []*limitState
 
 	runs     map[uuid.UUID]*runState
 	runSeq   uint64   // the WaitSeq of the run that joined the line last
