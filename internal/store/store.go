@@ -21,6 +21,9 @@ type State struct {
 	Limits []sema.Limit
 	Leases []sema.Lease
 	Runs   []sema.Run
+	// Waiters are the waiting requests that carry a ticket (sema.Waiter),
+	// one per ticket.
+	Waiters []sema.Waiter
 	// Fence is the highest fencing token ever committed.
 	Fence uint64
 }
@@ -32,8 +35,8 @@ type State struct {
 // store fails its whole batch, and the coordinator then stops.
 type Store interface {
 	// Load returns the committed state: every limit, every lease (expired
-	// ones included; the caller expires them), every run and the fencing
-	// high-water mark.
+	// ones included; the caller expires them), every run, every waiter and
+	// the fencing high-water mark.
 	Load(ctx context.Context) (State, error)
 	// Commit applies changes in order, atomically: after a crash either all
 	// of them are visible to Load or none is. It returns only once they are

@@ -5,23 +5,25 @@
 // The suite pins down the contract of package store:
 //
 //   - Load returns exactly what was committed: every field of every limit,
-//     lease and run, times to the nanosecond (returned in UTC), floats bit
+//     lease, run and waiter, times to the nanosecond (returned in UTC), floats bit
 //     for bit, fences over the whole uint64 range, holder strings and
 //     metadata, run names, tags and state messages whatever valid UTF-8
 //     they hold (NUL included), and holds, tags and state histories in
-//     their order. The order of the Limits, Leases and Runs slices is not
-//     specified, and nil and empty slices and maps are equivalent.
+//     their order, and a waiter's names in their order. The order of the
+//     Limits, Leases, Runs and Waiters slices is not specified, and nil and
+//     empty slices and maps are equivalent.
 //   - Commit applies its changes in order and atomically: a batch with an
 //     invalid change (a kind that does not exist, a PutRun without a run,
-//     or a limit whose name is already another limit's) returns an error and leaves nothing of the
+//     a PutWaiter without a waiter, or a limit whose name is already another limit's) returns an error and leaves nothing of the
 //     batch applied, and the store stays usable.
 //   - A PutLease raises the fencing high-water mark to its Fence; nothing
 //     lowers it: not deleting the lease, not a lower fence later, not a
 //     restart. Every uint64 is a valid fence.
 //   - Deleting what does not exist is not an error. Deleting a limit does
 //     not touch the leases that hold it; the state machine drops such holds
-//     when it restores. Runs, leases and limits are independent records:
-//     deleting one never touches another.
+//     when it restores. Runs, leases, limits and waiters are independent
+//     records: deleting one never touches another. A waiter is keyed by its
+//     ticket: a PutWaiter replaces the waiter with the same ticket.
 //   - A Commit whose context is already done applies nothing.
 //   - The state survives closing and opening the same data again.
 //   - After Close, Load and Commit return store.ErrClosed; Close may be
@@ -78,6 +80,9 @@ func Run(t *testing.T, h Harness) {
 		{"RunRoundtrip", testRunRoundtrip},
 		{"RunUpsert", testRunUpsert},
 		{"DeleteRun", testDeleteRun},
+		{"WaiterRoundtrip", testWaiterRoundtrip},
+		{"WaiterUpsert", testWaiterUpsert},
+		{"DeleteWaiter", testDeleteWaiter},
 		{"Fence", testFence},
 		{"Order", testOrder},
 		{"Atomic", testAtomic},
@@ -162,7 +167,29 @@ func delLimit(id uuid.UUID) sema.Change { return sema.Change{Kind: sema.DeleteLi
 func putLease(l sema.Lease) sema.Change { return sema.Change{Kind: sema.PutLease, Lease: l} }
 func delLease(id uuid.UUID) sema.Change { return sema.Change{Kind: sema.DeleteLease, ID: id} }
 func putRun(r sema.Run) sema.Change     { return sema.Change{Kind: sema.PutRun, Run: &r} }
-func delRun(id uuid.UUID) sema.Change   { return sema.Change{Kind: sema.DeleteRun, ID: id} }
+func putWaiter(w sema.Waiter) sema.Change {
+	return sema.Change{Kind: sema.PutWaiter, Waiter: &w}
+}
+func delWaiter(ticket string) sema.Change {
+	return sema.Change{Kind: sema.DeleteWaiter, Ticket: ticket}
+}
+
+// newWaiter returns a waiter with every field set.
+func newWaiter(ticket string, seq uint64) sema.Waiter {
+	return sema.Waiter{
+		Ticket:        ticket,
+		Seq:           seq,
+		Names:         []string{"warehouse", "resource:42"},
+		Slots:         2,
+		Mode:          sema.ModeConcurrency,
+		LeaseID:       uuid.New(),
+		LeaseDuration: 30*time.Second + time.Nanosecond,
+		Holder:        sema.Holder{Type: "process", ID: "host:42", Metadata: map[string]string{"job": "nightly"}},
+		Since:         base(),
+		Deadline:      base().Add(2*time.Minute + time.Nanosecond),
+	}
+}
+func delRun(id uuid.UUID) sema.Change { return sema.Change{Kind: sema.DeleteRun, ID: id} }
 
 func compareUUID(a, b uuid.UUID) int { return strings.Compare(string(a[:]), string(b[:])) }
 
@@ -175,6 +202,7 @@ func stateOpts() cmp.Options {
 		cmpopts.SortSlices(func(a, b sema.Limit) bool { return compareUUID(a.ID, b.ID) < 0 }),
 		cmpopts.SortSlices(func(a, b sema.Lease) bool { return compareUUID(a.ID, b.ID) < 0 }),
 		cmpopts.SortSlices(func(a, b sema.Run) bool { return compareUUID(a.ID, b.ID) < 0 }),
+		cmpopts.SortSlices(func(a, b sema.Waiter) bool { return a.Ticket < b.Ticket }),
 		cmp.Comparer(func(a, b float64) bool { return math.Float64bits(a) == math.Float64bits(b) }),
 	}
 }
@@ -218,6 +246,12 @@ func checkUTC(t *testing.T, st store.State) {
 		check("run "+r.ID.String()+" Updated", r.Updated)
 		for i, e := range r.History {
 			check(fmt.Sprintf("run %s History[%d].At", r.ID, i), e.At)
+		}
+	}
+	for _, w := range st.Waiters {
+		check("waiter "+w.Ticket+" Since", w.Since)
+		if !w.Deadline.IsZero() {
+			check("waiter "+w.Ticket+" Deadline", w.Deadline)
 		}
 	}
 }
@@ -418,6 +452,7 @@ func testLeaseRoundtrip(t *testing.T, h Harness) {
 				"a": "1", "ü": "ß", "empty": "", "quote\"": "back\\slash\nnewline\ttab", "emoji": "😀",
 			}}
 			l.Anonymous = true
+			l.Ticket = "ticket:" + strings.Repeat("x", sema.MaxTicketLength-7)
 			return l
 		}, nil},
 		{"holder strings with NUL and control characters", func() sema.Lease {
@@ -631,7 +666,13 @@ func testAtomic(t *testing.T, h Harness) {
 			return []sema.Change{{Kind: 200, ID: held.ID}, putLease(newLease(100)), delLease(held.ID)}
 		}},
 		{"unknown kind in the middle", func(taken sema.Limit, held sema.Lease) []sema.Change {
-			return []sema.Change{putLease(newLease(100)), delLimit(taken.ID), putRun(newRun("r", uuid.Nil)), {Kind: sema.DeleteRun + 1}, putLimit(newLimit("new"))}
+			return []sema.Change{putLease(newLease(100)), delLimit(taken.ID), putRun(newRun("r", uuid.Nil)), {Kind: sema.DeleteWaiter + 1}, putLimit(newLimit("new"))}
+		}},
+		{"put waiter without a waiter", func(taken sema.Limit, held sema.Lease) []sema.Change {
+			return []sema.Change{putWaiter(newWaiter("w1", 1)), delLease(held.ID), {Kind: sema.PutWaiter}}
+		}},
+		{"waiters of a batch that fails later", func(taken sema.Limit, held sema.Lease) []sema.Change {
+			return []sema.Change{putWaiter(newWaiter("w1", 1)), delWaiter("w0"), putLimit(newLimit(taken.Name))}
 		}},
 		{"put run without a run", func(taken sema.Limit, held sema.Lease) []sema.Change {
 			return []sema.Change{putRun(newRun("r", uuid.Nil)), delLease(held.ID), {Kind: sema.PutRun}}
@@ -983,6 +1024,123 @@ func testDeleteRun(t *testing.T, h Harness) {
 				commit(t, s, b...)
 			}
 			wantState(t, s, tt.want)
+		})
+	}
+}
+
+func testWaiterRoundtrip(t *testing.T, h Harness) {
+	zone := time.FixedZone("UTC+05:30", 5*3600+1800)
+	tests := []struct {
+		name   string
+		waiter func() sema.Waiter
+		want   func(sema.Waiter) sema.Waiter
+	}{
+		{"every field set", func() sema.Waiter { return newWaiter("job-1", 7) }, nil},
+		{"rate limit without a lease, no holder, no deadline", func() sema.Waiter {
+			return sema.Waiter{Ticket: "r", Seq: 1, Names: []string{"api"}, Slots: 1, Mode: sema.ModeRateLimit,
+				NoLease: true, Since: base()}
+		}, nil},
+		{"anonymous increment", func() sema.Waiter {
+			w := newWaiter("anon", 2)
+			w.Anonymous, w.Holder = true, sema.Holder{}
+			return w
+		}, nil},
+		{"longest ticket, largest numbers, many names in order", func() sema.Waiter {
+			w := newWaiter(strings.Repeat("T", sema.MaxTicketLength), math.MaxUint64)
+			w.Slots = sema.MaxSlots
+			w.LeaseDuration = 400 * 24 * time.Hour
+			w.Names = nil
+			for i := range 50 {
+				w.Names = append(w.Names, fmt.Sprintf("name-%02d-ü-😀", 50-i))
+			}
+			return w
+		}, nil},
+		{"times in another zone come back in UTC", func() sema.Waiter {
+			w := newWaiter("zoned", 3)
+			w.Since, w.Deadline = w.Since.In(zone), w.Deadline.In(zone)
+			return w
+		}, func(w sema.Waiter) sema.Waiter {
+			w.Since, w.Deadline = w.Since.UTC(), w.Deadline.UTC()
+			return w
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := h.Open(t)
+			w := tt.waiter()
+			want := w
+			if tt.want != nil {
+				want = tt.want(w)
+			}
+			commit(t, s, putWaiter(w))
+			wantState(t, s, store.State{Waiters: []sema.Waiter{want}})
+			wantState(t, h.Reopen(t, s), store.State{Waiters: []sema.Waiter{want}})
+		})
+	}
+}
+
+func testWaiterUpsert(t *testing.T, h Harness) {
+	w := newWaiter("job", 1)
+	later := w
+	later.Seq, later.Deadline, later.Names = 9, base().Add(time.Hour), []string{"other"}
+	tests := []struct {
+		name    string
+		batches [][]sema.Change
+		want    []sema.Waiter
+	}{
+		{"replaced by its ticket", [][]sema.Change{{putWaiter(w)}, {putWaiter(later)}}, []sema.Waiter{later}},
+		{"replaced in one batch", [][]sema.Change{{putWaiter(w), putWaiter(later)}}, []sema.Waiter{later}},
+		{"two tickets", [][]sema.Change{{putWaiter(w)}, {putWaiter(newWaiter("job2", 2))}}, []sema.Waiter{w, newWaiterLike("job2", 2, w)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := h.Open(t)
+			for _, b := range tt.batches {
+				commit(t, s, b...)
+			}
+			wantState(t, s, store.State{Waiters: tt.want})
+		})
+	}
+}
+
+// newWaiterLike is like's waiter with another ticket and seq.
+func newWaiterLike(ticket string, seq uint64, like sema.Waiter) sema.Waiter {
+	like.Ticket, like.Seq = ticket, seq
+	return like
+}
+
+func testDeleteWaiter(t *testing.T, h Harness) {
+	a, b := newWaiter("a", 1), newWaiter("b", 2)
+	b.LeaseID = a.LeaseID
+	lim := newLimit("warehouse")
+	lease := newLease(5, lim.ID)
+	lease.Ticket = "a"
+	tests := []struct {
+		name    string
+		batches [][]sema.Change
+		want    store.State
+	}{
+		{"delete one of two", [][]sema.Change{{putWaiter(a), putWaiter(b)}, {delWaiter("a")}}, store.State{Waiters: []sema.Waiter{b}}},
+		{"delete in the same batch", [][]sema.Change{{putWaiter(a), putWaiter(b), delWaiter("b")}}, store.State{Waiters: []sema.Waiter{a}}},
+		{"delete missing is not an error", [][]sema.Change{{putWaiter(a)}, {delWaiter("nobody")}}, store.State{Waiters: []sema.Waiter{a}}},
+		{"delete twice", [][]sema.Change{{putWaiter(a)}, {delWaiter("a"), delWaiter("a")}, {delWaiter("a")}}, store.State{}},
+		{"put again after delete", [][]sema.Change{{putWaiter(a)}, {delWaiter("a")}, {putWaiter(a)}}, store.State{Waiters: []sema.Waiter{a}}},
+		{"granted: waiter deleted, lease with its ticket kept", [][]sema.Change{{putLimit(lim), putWaiter(a)}, {delWaiter("a"), putLease(lease)}},
+			store.State{Limits: []sema.Limit{lim}, Leases: []sema.Lease{lease}, Fence: 5}},
+		{"leases, limits and runs are kept", [][]sema.Change{{putLimit(lim), putLease(lease), putWaiter(a)}, {delWaiter("a"), delLease(a.LeaseID), delRun(a.LeaseID)}},
+			store.State{Limits: []sema.Limit{lim}, Leases: []sema.Lease{lease}, Fence: 5}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := h.Open(t)
+			for _, b := range tt.batches {
+				commit(t, s, b...)
+			}
+			wantState(t, s, tt.want)
+			wantState(t, h.Reopen(t, s), tt.want)
 		})
 	}
 }
