@@ -26,6 +26,7 @@ type Store struct {
 	limits  map[uuid.UUID]sema.Limit
 	leases  map[uuid.UUID]sema.Lease
 	runs    map[uuid.UUID]sema.Run
+	waiters map[string]sema.Waiter
 	fence   uint64
 	fail    error
 	commits int
@@ -33,7 +34,8 @@ type Store struct {
 
 // New returns an empty Store.
 func New() *Store {
-	return &Store{limits: make(map[uuid.UUID]sema.Limit), leases: make(map[uuid.UUID]sema.Lease), runs: make(map[uuid.UUID]sema.Run)}
+	return &Store{limits: make(map[uuid.UUID]sema.Limit), leases: make(map[uuid.UUID]sema.Lease), runs: make(map[uuid.UUID]sema.Run),
+		waiters: make(map[string]sema.Waiter)}
 }
 
 // Fail makes every later Commit return err (nil: succeed again).
@@ -56,7 +58,8 @@ func (s *Store) Reopen() *Store {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	return &Store{limits: maps.Clone(s.limits), leases: maps.Clone(s.leases), runs: maps.Clone(s.runs), fence: s.fence}
+	return &Store{limits: maps.Clone(s.limits), leases: maps.Clone(s.leases), runs: maps.Clone(s.runs),
+		waiters: maps.Clone(s.waiters), fence: s.fence}
 }
 
 // Load implements store.Store.
@@ -79,6 +82,9 @@ func (s *Store) Load(ctx context.Context) (store.State, error) {
 	for _, id := range slices.SortedFunc(maps.Keys(s.runs), func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) }) {
 		st.Runs = append(st.Runs, cloneRun(s.runs[id]))
 	}
+	for _, t := range slices.Sorted(maps.Keys(s.waiters)) {
+		st.Waiters = append(st.Waiters, cloneWaiter(s.waiters[t]))
+	}
 	return st, nil
 }
 
@@ -93,6 +99,15 @@ func cloneRun(r sema.Run) sema.Run {
 	}
 	r.Created, r.Updated = utc(r.Created), utc(r.Updated)
 	return r
+}
+
+// cloneWaiter copies what a waiter shares with its caller, and puts its
+// times in UTC as a durable backend returns them.
+func cloneWaiter(w sema.Waiter) sema.Waiter {
+	w.Names = slices.Clone(w.Names)
+	w.Holder.Metadata = maps.Clone(w.Holder.Metadata)
+	w.Since, w.Deadline = utc(w.Since), utc(w.Deadline)
+	return w
 }
 
 // cloneLease copies what a lease shares with its caller, and puts its times
@@ -158,10 +173,14 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 		switch c.Kind {
 		case sema.PutLimit, sema.DeleteLimit:
 			limitChanges = true
-		case sema.PutLease, sema.DeleteLease, sema.DeleteRun:
+		case sema.PutLease, sema.DeleteLease, sema.DeleteRun, sema.DeleteWaiter:
 		case sema.PutRun:
 			if c.Run == nil {
 				return fmt.Errorf("change %d: %w", i, errNoRun)
+			}
+		case sema.PutWaiter:
+			if c.Waiter == nil {
+				return fmt.Errorf("change %d: %w", i, errNoWaiter)
 			}
 		default:
 			return fmt.Errorf("change %d: %w", i, errUnknownKind)
@@ -188,6 +207,10 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 			s.runs[c.Run.ID] = cloneRun(*c.Run)
 		case sema.DeleteRun:
 			delete(s.runs, c.ID)
+		case sema.PutWaiter:
+			s.waiters[c.Waiter.Ticket] = cloneWaiter(*c.Waiter)
+		case sema.DeleteWaiter:
+			delete(s.waiters, c.Ticket)
 		}
 	}
 	s.commits++
@@ -198,6 +221,7 @@ var (
 	errUnknownKind = errors.New("unknown change kind")
 	errNameTaken   = errors.New("name taken by another limit")
 	errNoRun       = errors.New("put run without a run")
+	errNoWaiter    = errors.New("put waiter without a waiter")
 )
 
 // Close implements store.Store.

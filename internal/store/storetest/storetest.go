@@ -1091,7 +1091,7 @@ func testWaiterUpsert(t *testing.T, h Harness) {
 	}{
 		{"replaced by its ticket", [][]sema.Change{{putWaiter(w)}, {putWaiter(later)}}, []sema.Waiter{later}},
 		{"replaced in one batch", [][]sema.Change{{putWaiter(w), putWaiter(later)}}, []sema.Waiter{later}},
-		{"two tickets", [][]sema.Change{{putWaiter(w)}, {putWaiter(newWaiter("job2", 2))}}, []sema.Waiter{w, newWaiterLike("job2", 2, w)}},
+		{"two tickets", [][]sema.Change{{putWaiter(w)}, {putWaiter(newWaiterLike("job2", 2, w))}}, []sema.Waiter{w, newWaiterLike("job2", 2, w)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
