@@ -140,7 +140,7 @@ func TestEmbeddedMigrations(t *testing.T) {
 	if v != len(ms) {
 		t.Errorf("version = %d, want %d", v, len(ms))
 	}
-	want := []string{"leases", "limits", "meta", "runs", "schema_migrations"}
+	want := []string{"leases", "limits", "meta", "runs", "schema_migrations", "waiters"}
 	if diff := cmp.Diff(want, tables(t, db)); diff != "" {
 		t.Errorf("tables mismatch (-want +got):\n%s", diff)
 	}
@@ -344,5 +344,14 @@ func TestOpenUpgradesFirstSchema(t *testing.T) {
 	run := sema.Run{ID: uuid.New(), Kind: sema.KindTask, State: sema.Pending, Tags: []string{"db"}}
 	if err := s.Commit(t.Context(), []sema.Change{{Kind: sema.PutRun, Run: &run}}); err != nil {
 		t.Fatalf("commit a run after the upgrade: %v", err)
+	}
+	// Tickets and waiters (0003) too.
+	w := sema.Waiter{Ticket: "t-1", Seq: 1, Names: []string{"tag:db"}, Slots: 1, Since: fixedNow().UTC()}
+	lease := sema.Lease{ID: uuid.New(), Slots: 1, Fence: 1, Ticket: "t-0", Holds: []sema.Hold{{LimitID: id, Slots: 1}}}
+	if err := s.Commit(t.Context(), []sema.Change{{Kind: sema.PutWaiter, Waiter: &w}, {Kind: sema.PutLease, Lease: lease}}); err != nil {
+		t.Fatalf("commit a waiter and a lease with a ticket after the upgrade: %v", err)
+	}
+	if st, err = s.Load(t.Context()); err != nil || len(st.Waiters) != 1 || len(st.Leases) != 1 || st.Leases[0].Ticket != "t-0" {
+		t.Fatalf("loaded %+v, %v; want the waiter and the lease with its ticket", st, err)
 	}
 }

@@ -97,6 +97,7 @@ type Store struct {
 	begin, commit, rollback                                      *stmt
 	upsertLimit, deleteLimit, upsertLease, deleteLease, setFence *stmt
 	upsertRun, deleteRun                                         *stmt
+	upsertWaiter, deleteWaiter                                   *stmt
 }
 
 var _ store.Store = (*Store)(nil)
@@ -110,8 +111,11 @@ const (
        created, updated, level, denied, decay_at
 FROM limits ORDER BY name`
 	selectLeases = `SELECT id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
-       created, duration, expires, fence
+       created, duration, expires, fence, ticket
 FROM leases ORDER BY id`
+	selectWaiters = `SELECT ticket, seq, names, slots, mode, lease_id, lease_duration, holder_type, holder_id,
+       holder_metadata, no_lease, anonymous, since, deadline
+FROM waiters ORDER BY ticket`
 	selectFence = `SELECT value FROM meta WHERE key = 'fence'`
 	selectRuns  = `SELECT id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
        lease_id, fence, wait_seq, created, updated, limits, slots
@@ -134,8 +138,8 @@ ON CONFLICT (id) DO UPDATE SET
 	deleteLimit = `DELETE FROM limits WHERE id = ?`
 
 	upsertLease = `INSERT INTO leases (id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
-    created, duration, expires, fence)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    created, duration, expires, fence, ticket)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     holds = excluded.holds,
     slots = excluded.slots,
@@ -147,8 +151,28 @@ ON CONFLICT (id) DO UPDATE SET
     created = excluded.created,
     duration = excluded.duration,
     expires = excluded.expires,
-    fence = excluded.fence`
+    fence = excluded.fence,
+    ticket = excluded.ticket`
 	deleteLease = `DELETE FROM leases WHERE id = ?`
+
+	upsertWaiter = `INSERT INTO waiters (ticket, seq, names, slots, mode, lease_id, lease_duration, holder_type,
+    holder_id, holder_metadata, no_lease, anonymous, since, deadline)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (ticket) DO UPDATE SET
+    seq = excluded.seq,
+    names = excluded.names,
+    slots = excluded.slots,
+    mode = excluded.mode,
+    lease_id = excluded.lease_id,
+    lease_duration = excluded.lease_duration,
+    holder_type = excluded.holder_type,
+    holder_id = excluded.holder_id,
+    holder_metadata = excluded.holder_metadata,
+    no_lease = excluded.no_lease,
+    anonymous = excluded.anonymous,
+    since = excluded.since,
+    deadline = excluded.deadline`
+	deleteWaiter = `DELETE FROM waiters WHERE ticket = ?`
 
 	upsertRun = `INSERT INTO runs (id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
     lease_id, fence, wait_seq, created, updated, limits, slots)
@@ -302,6 +326,8 @@ func (s *Store) init(ctx context.Context) error {
 			{&s.setFence, setFence},
 			{&s.upsertRun, upsertRun},
 			{&s.deleteRun, deleteRun},
+			{&s.upsertWaiter, upsertWaiter},
+			{&s.deleteWaiter, deleteWaiter},
 		} {
 			if *p.stmt, err = prepare(ctx, c, p.query); err != nil {
 				return fmt.Errorf("prepare: %w", err)
@@ -369,6 +395,9 @@ func (s *Store) Load(ctx context.Context) (store.State, error) {
 	if st.Runs, err = loadRuns(ctx, tx); err != nil {
 		return store.State{}, fmt.Errorf("load runs: %w", err)
 	}
+	if st.Waiters, err = loadWaiters(ctx, tx); err != nil {
+		return store.State{}, fmt.Errorf("load waiters: %w", err)
+	}
 	var v int64
 	if err := tx.QueryRowContext(ctx, selectFence).Scan(&v); err != nil {
 		return store.State{}, fmt.Errorf("load fence: %w", err)
@@ -421,9 +450,10 @@ func loadLeases(ctx context.Context, tx *sql.Tx) ([]sema.Lease, error) {
 			anonymous        int64
 			created, expires sql.Null[int64]
 			duration, fence  int64
+			ticket           sql.Null[string]
 		)
 		if err := rows.Scan(&id, &holds, &l.Slots, &mode, &l.Holder.Type, &l.Holder.ID, &metadata, &anonymous,
-			&created, &duration, &expires, &fence); err != nil {
+			&created, &duration, &expires, &fence, &ticket); err != nil {
 			return nil, err
 		}
 		if l.ID, err = uuid.FromBytes(id); err != nil {
@@ -442,7 +472,49 @@ func loadLeases(ctx context.Context, tx *sql.Tx) ([]sema.Lease, error) {
 		l.Created, l.Expires = scanTime(created), scanTime(expires)
 		l.Duration = time.Duration(duration)
 		l.Fence = scanFence(fence)
+		l.Ticket = ticket.V
 		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+func loadWaiters(ctx context.Context, tx *sql.Tx) ([]sema.Waiter, error) {
+	rows, err := tx.QueryContext(ctx, selectWaiters)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sema.Waiter
+	for rows.Next() {
+		var (
+			w                  sema.Waiter
+			seq, duration      int64
+			names, mode        string
+			leaseID            []byte
+			metadata           sql.Null[string]
+			noLease, anonymous int64
+			since, deadline    sql.Null[int64]
+		)
+		if err := rows.Scan(&w.Ticket, &seq, &names, &w.Slots, &mode, &leaseID, &duration, &w.Holder.Type,
+			&w.Holder.ID, &metadata, &noLease, &anonymous, &since, &deadline); err != nil {
+			return nil, err
+		}
+		if w.Names, err = scanTags(names); err != nil {
+			return nil, fmt.Errorf("waiter %s: names: %w", w.Ticket, err)
+		}
+		if w.Mode, err = scanMode(mode); err != nil {
+			return nil, fmt.Errorf("waiter %s: %w", w.Ticket, err)
+		}
+		if w.LeaseID, err = scanUUID(leaseID); err != nil {
+			return nil, fmt.Errorf("waiter %s: lease id: %w", w.Ticket, err)
+		}
+		if w.Holder.Metadata, err = scanMetadata(metadata); err != nil {
+			return nil, fmt.Errorf("waiter %s: %w", w.Ticket, err)
+		}
+		w.Seq, w.LeaseDuration = scanFence(seq), time.Duration(duration)
+		w.NoLease, w.Anonymous = noLease != 0, anonymous != 0
+		w.Since, w.Deadline = scanTime(since), scanTime(deadline)
+		out = append(out, w)
 	}
 	return out, rows.Err()
 }
@@ -558,6 +630,10 @@ func (s *Store) apply(ctx context.Context, changes []sema.Change) (err error) {
 			err = s.putRun(c.Run)
 		case sema.DeleteRun:
 			err = s.deleteRun.run(c.ID[:])
+		case sema.PutWaiter:
+			err = s.putWaiter(c.Waiter)
+		case sema.DeleteWaiter:
+			err = s.deleteWaiter.run(c.Ticket)
 		default:
 			return fmt.Errorf("commit: change %d of %d: unknown kind %d", i+1, len(changes), c.Kind)
 		}
@@ -594,6 +670,13 @@ func describe(c *sema.Change) string {
 		return "put run " + c.Run.ID.String()
 	case sema.DeleteRun:
 		return "delete run " + c.ID.String()
+	case sema.PutWaiter:
+		if c.Waiter == nil {
+			return "put waiter (none)"
+		}
+		return fmt.Sprintf("put waiter %q", c.Waiter.Ticket)
+	case sema.DeleteWaiter:
+		return fmt.Sprintf("delete waiter %q", c.Ticket)
 	}
 	return fmt.Sprintf("kind %d", c.Kind)
 }
@@ -634,7 +717,45 @@ func (s *Store) putLease(l *sema.Lease) error {
 	}
 	s.holds = appendHolds(s.holds[:0], l.Holds)
 	return s.upsertLease.run(s.leaseID.set(l.ID[:]), s.holdsArg.set(s.holds), int64(l.Slots), mode,
-		l.Holder.Type, l.Holder.ID, metadata, boolArg(l.Anonymous), created, int64(l.Duration), expires, fenceArg(l.Fence))
+		l.Holder.Type, l.Holder.ID, metadata, boolArg(l.Anonymous), created, int64(l.Duration), expires, fenceArg(l.Fence),
+		ticketArg(l.Ticket))
+}
+
+// ticketArg encodes a lease's ticket: NULL for none.
+func ticketArg(t string) any {
+	if t == "" {
+		return nil
+	}
+	return t
+}
+
+func (s *Store) putWaiter(w *sema.Waiter) error {
+	if w == nil {
+		return errors.New("no waiter")
+	}
+	mode, err := modeArg(w.Mode)
+	if err != nil {
+		return err
+	}
+	names, err := tagsArg(w.Names)
+	if err != nil {
+		return err
+	}
+	metadata, err := metadataArg(w.Holder.Metadata)
+	if err != nil {
+		return err
+	}
+	since, err := timeArg(w.Since)
+	if err != nil {
+		return fmt.Errorf("since: %w", err)
+	}
+	deadline, err := timeArg(w.Deadline)
+	if err != nil {
+		return fmt.Errorf("deadline: %w", err)
+	}
+	return s.upsertWaiter.run(w.Ticket, fenceArg(w.Seq), names, int64(w.Slots), mode, uuidArg(w.LeaseID),
+		int64(w.LeaseDuration), w.Holder.Type, w.Holder.ID, metadata, boolArg(w.NoLease), boolArg(w.Anonymous),
+		since, deadline)
 }
 
 func (s *Store) putRun(r *sema.Run) error {
@@ -700,7 +821,7 @@ func (s *Store) release() error {
 	if s.conn != nil {
 		errs = append(errs, s.conn.Raw(func(any) error {
 			return closeStmts(s.begin, s.commit, s.rollback, s.upsertLimit, s.deleteLimit,
-				s.upsertLease, s.deleteLease, s.setFence, s.upsertRun, s.deleteRun)
+				s.upsertLease, s.deleteLease, s.setFence, s.upsertRun, s.deleteRun, s.upsertWaiter, s.deleteWaiter)
 		}))
 		errs = append(errs, s.conn.Close())
 	}
