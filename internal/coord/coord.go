@@ -36,6 +36,11 @@ import (
 // stopped, or its store failed.
 var ErrUnavailable = errors.New("coordinator unavailable")
 
+// ErrSuperseded is the answer to a waiting request whose place in line
+// another request with the same ticket took up (a client that reconnected
+// while its first request still seemed connected).
+var ErrSuperseded = errors.New("another request with this ticket took over this place in line")
+
 // Config holds a Coordinator's settings.
 type Config struct {
 	Sema sema.Config
@@ -57,8 +62,16 @@ type Config struct {
 	// RunRetention is how long a run is kept after it reaches a final
 	// state.
 	RunRetention time.Duration
-	Logger       *slog.Logger
-	Metrics      *Metrics
+	// WaiterGrace is how long a waiting request with a ticket keeps its
+	// place in line after its caller went away (its connection dropped),
+	// so that the caller can come back with the ticket and take it up
+	// again; and how long a lease granted meanwhile is kept for it before
+	// it is released as unclaimed. A server restart gives the waiters it
+	// restores the same grace. Negative: none (a waiter leaves the line
+	// with its caller).
+	WaiterGrace time.Duration
+	Logger      *slog.Logger
+	Metrics     *Metrics
 }
 
 // DefaultConfig returns the defaults: leases of 300 s by default, from 1 s
@@ -74,6 +87,7 @@ func DefaultConfig() Config {
 		V1LeaseDuration:      time.Hour,
 		RunLeaseDuration:     60 * time.Second,
 		RunRetention:         time.Hour,
+		WaiterGrace:          10 * time.Second,
 	}
 }
 
@@ -90,6 +104,16 @@ type waitResult struct {
 	b     *batch
 }
 
+// parked is a request in line: attached to the channel its caller waits
+// on, or detached (ch nil) while its caller is away, until grace fires.
+type parked struct {
+	ch     chan *waitResult
+	ticket string
+	// noLease: a grant makes no lease to keep for the caller.
+	noLease bool
+	grace   *time.Timer
+}
+
 // Coordinator serves commands against one state machine and one store.
 type Coordinator struct {
 	cfg   Config
@@ -100,16 +124,19 @@ type Coordinator struct {
 	kick  chan struct{} // a batch is waiting to be committed
 	rearm chan struct{} // the next deadline moved earlier
 
-	mu       sync.Mutex
-	m        *sema.Machine
-	pending  []sema.Change
-	spare    []sema.Change // a committed batch's slice, emptied, for the next
-	open     *batch        // collects the changes in pending
-	waiters  map[uint64]chan *waitResult
-	deadline time.Time // what the reaper sleeps until; zero: nothing
-	failed   error
-	subs     map[chan sema.Event]struct{}
-	runWatch map[uuid.UUID][]*runWatcher // WaitRun requests, by run
+	mu      sync.Mutex
+	m       *sema.Machine
+	pending []sema.Change
+	spare   []sema.Change // a committed batch's slice, emptied, for the next
+	open    *batch        // collects the changes in pending
+	waiters map[uint64]*parked
+	// unclaimed are the leases granted to detached waiters, each released
+	// by its timer unless its caller comes back for it first.
+	unclaimed map[uuid.UUID]*time.Timer
+	deadline  time.Time // what the reaper sleeps until; zero: nothing
+	failed    error
+	subs      map[chan sema.Event]struct{}
+	runWatch  map[uuid.UUID][]*runWatcher // WaitRun requests, by run
 	// WatchLease requests by lease, and the leases that ended lately:
 	// endedOrder is a ring of endedMemory ids, endedNext its oldest.
 	leaseWatch map[uuid.UUID][]*leaseWatcher
@@ -143,6 +170,9 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 	if cfg.RunRetention <= 0 {
 		cfg.RunRetention = d.RunRetention
 	}
+	if cfg.WaiterGrace == 0 {
+		cfg.WaiterGrace = d.WaiterGrace
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -156,30 +186,51 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 	m := sema.New(cfg.Sema)
 	m.Restore(state.Limits, state.Leases, state.Fence)
 	c := &Coordinator{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		met:      cfg.Metrics,
-		st:       st,
-		now:      time.Now,
-		kick:     make(chan struct{}, 1),
-		rearm:    make(chan struct{}, 1),
-		m:        m,
-		open:     &batch{done: make(chan struct{})},
-		waiters:  make(map[uint64]chan *waitResult),
-		subs:     make(map[chan sema.Event]struct{}),
-		runWatch: make(map[uuid.UUID][]*runWatcher),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		met:       cfg.Metrics,
+		st:        st,
+		now:       time.Now,
+		kick:      make(chan struct{}, 1),
+		rearm:     make(chan struct{}, 1),
+		m:         m,
+		open:      &batch{done: make(chan struct{})},
+		waiters:   make(map[uint64]*parked),
+		unclaimed: make(map[uuid.UUID]*time.Timer),
+		subs:      make(map[chan sema.Event]struct{}),
+		runWatch:  make(map[uuid.UUID][]*runWatcher),
 
 		leaseWatch: make(map[uuid.UUID][]*leaseWatcher),
 		ended:      make(map[uuid.UUID]LeaseStatus),
 	}
-	// Runs that were waiting stand in line again; what that grants (or
-	// what expired runs it finds) is committed with the first batch.
+	// Runs that were waiting stand in line again, then the waiters with a
+	// ticket, each in its order; what that grants (or what expired runs
+	// it finds) is committed with the first batch. A restored waiter is
+	// detached: its caller has a grace to come back for its place, or for
+	// the lease it was granted.
 	c.mu.Lock()
-	m.RestoreRuns(c.now(), state.Runs)
+	now := c.now()
+	m.RestoreRuns(now, state.Runs)
+	restored := m.RestoreWaiters(now, state.Waiters)
+	for _, r := range restored {
+		switch {
+		case r.Err != nil:
+			c.log.Warn("waiter not restored", "ticket", r.Waiter.Ticket, "err", r.Err)
+		case r.Outcome.Granted:
+			if !r.Waiter.NoLease {
+				c.holdUnclaimed(r.Outcome.Lease.ID)
+			}
+		default:
+			p := &parked{ticket: r.Waiter.Ticket, noLease: r.Waiter.NoLease}
+			c.waiters[r.Outcome.WaiterID] = p
+			c.detach(now, r.Outcome.WaiterID, p, r.Waiter.Deadline)
+		}
+	}
 	c.collect()
 	c.mu.Unlock()
 	leases, _ := m.Counts()
-	c.log.Info("state loaded", "limits", m.LimitCount(), "leases", leases, "runs", m.RunCount(), "fence", state.Fence)
+	c.log.Info("state loaded", "limits", m.LimitCount(), "leases", leases, "runs", m.RunCount(),
+		"waiters", len(restored), "fence", state.Fence)
 	return c, nil
 }
 
@@ -323,18 +374,34 @@ func (c *Coordinator) dispatch(e sema.Event) {
 	switch e.Kind {
 	case sema.Granted:
 		c.met.grants.Inc()
-		if ch, ok := c.waiters[e.WaiterID]; ok {
+		if p, ok := c.waiters[e.WaiterID]; ok {
 			delete(c.waiters, e.WaiterID)
-			ch <- &waitResult{grant: Grant{Lease: e.Lease, Limits: e.Limits}, b: c.open}
+			switch {
+			case p.ch != nil:
+				p.ch <- &waitResult{grant: Grant{Lease: e.Lease, Limits: e.Limits}, b: c.open}
+			default:
+				p.grace.Stop()
+				if !p.noLease {
+					c.holdUnclaimed(e.Lease.ID)
+				}
+			}
 		}
 	case sema.WaiterFailed:
-		if ch, ok := c.waiters[e.WaiterID]; ok {
+		if p, ok := c.waiters[e.WaiterID]; ok {
 			delete(c.waiters, e.WaiterID)
-			ch <- &waitResult{err: e.Err}
+			if p.ch != nil {
+				p.ch <- &waitResult{err: e.Err}
+			} else {
+				p.grace.Stop()
+			}
 		}
 	case sema.Released:
 		c.met.releases.Inc()
 		c.leaseEnded(e)
+		if e.Reason == sema.ReasonUnclaimed {
+			c.log.Info("lease released: granted while its caller was away, and not claimed in time",
+				"lease_id", e.Lease.ID, "holder_type", e.Lease.Holder.Type, "holder_id", e.Lease.Holder.ID)
+		}
 	case sema.Expired:
 		c.met.expiries.Inc()
 		c.log.Info("lease expired", "lease_id", e.Lease.ID, "holder_type", e.Lease.Holder.Type, "holder_id", e.Lease.Holder.ID)
@@ -495,4 +562,52 @@ func lockedErr(err error) error {
 		return &sema.LockedError{RetryAfter: jitter(le.RetryAfter), Blocking: le.Blocking, Full: le.Full}
 	}
 	return err
+}
+
+// detach keeps p, a waiter whose caller went away, in line for the grace
+// (or until deadline, if sooner), then takes it out. mu must be held.
+func (c *Coordinator) detach(now time.Time, id uint64, p *parked, deadline time.Time) {
+	p.ch = nil
+	d := max(c.cfg.WaiterGrace, 0)
+	if !deadline.IsZero() {
+		d = min(d, deadline.Sub(now))
+	}
+	p.grace = time.AfterFunc(max(d, 0), func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.failed != nil || c.waiters[id] != p || p.ch != nil {
+			return
+		}
+		delete(c.waiters, id)
+		c.m.CancelWaiter(c.now(), id)
+		c.collect()
+	})
+}
+
+// holdUnclaimed keeps a lease granted to a waiter whose caller is away for
+// the grace; unless the caller comes back for it (claim), it is then
+// released as unclaimed. Nobody was ever told of the grant, so nothing can
+// be running under it. mu must be held.
+func (c *Coordinator) holdUnclaimed(id uuid.UUID) {
+	if _, ok := c.unclaimed[id]; ok {
+		return
+	}
+	c.unclaimed[id] = time.AfterFunc(max(c.cfg.WaiterGrace, 0), func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if _, ok := c.unclaimed[id]; !ok || c.failed != nil {
+			return
+		}
+		delete(c.unclaimed, id)
+		c.m.ReleaseUnclaimed(c.now(), id)
+		c.collect()
+	})
+}
+
+// claim marks a lease as handed to its caller. mu must be held.
+func (c *Coordinator) claim(id uuid.UUID) {
+	if t, ok := c.unclaimed[id]; ok {
+		t.Stop()
+		delete(c.unclaimed, id)
+	}
 }

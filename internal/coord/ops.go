@@ -100,6 +100,12 @@ type AcquireRequest struct {
 	// Anonymous marks a plain increment's lease, which a plain decrement
 	// gives back.
 	Anonymous bool
+	// Ticket is the client-chosen idempotency key of the request, or "":
+	// a request with the ticket of a live lease gets that lease, one with
+	// the ticket of a waiter takes up its place in line (see
+	// sema.Request.Ticket). A waiting request with a ticket whose caller
+	// goes away keeps its place for Config.WaiterGrace.
+	Ticket string
 }
 
 // Grant is a granted request.
@@ -126,7 +132,9 @@ func (c *Coordinator) LeaseDuration(d time.Duration) (time.Duration, error) {
 // cannot be granted in time fails with *sema.LockedError (its RetryAfter
 // already jittered); one that can never be granted with *sema.NeverError.
 // If ctx ends while the request waits, the request leaves the line and any
-// lease granted meanwhile is released.
+// lease granted meanwhile is released; with a ticket, it stays in line,
+// detached, for the waiter grace instead, and a lease granted to it is kept
+// as long for its caller to claim with the ticket.
 func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, error) {
 	d, err := c.LeaseDuration(req.LeaseDuration)
 	if err != nil {
@@ -137,7 +145,7 @@ func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, e
 		return Grant{}, err
 	}
 	sreq := sema.Request{Names: req.Names, Slots: req.Slots, Mode: req.Mode, LeaseID: id, LeaseDuration: d,
-		Holder: req.Holder, NoLease: req.NoLease, Anonymous: req.Anonymous, Wait: req.Wait > 0}
+		Holder: req.Holder, NoLease: req.NoLease, Anonymous: req.Anonymous, Wait: req.Wait > 0, Ticket: req.Ticket}
 
 	c.mu.Lock()
 	if c.failed != nil {
@@ -145,13 +153,30 @@ func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, e
 		return Grant{}, ErrUnavailable
 	}
 	start := c.now()
+	if req.Wait > 0 && req.Ticket != "" {
+		sreq.Deadline = start.Add(req.Wait)
+	}
 	out, err := c.m.Acquire(start, sreq)
 	// A pointer, so that each parked request keeps one word of buffer
 	// rather than a whole result.
 	var ch chan *waitResult
-	if err == nil && !out.Granted {
+	switch {
+	case err != nil:
+	case out.Granted && out.Resumed:
+		c.claim(out.Lease.ID)
+	case !out.Granted:
 		ch = make(chan *waitResult, 1)
-		c.waiters[out.WaiterID] = ch
+		if p := c.waiters[out.WaiterID]; p != nil {
+			// Back with its ticket: this request takes up the place.
+			if p.ch != nil {
+				p.ch <- &waitResult{err: ErrSuperseded}
+			} else {
+				p.grace.Stop()
+			}
+			p.ch = ch
+		} else {
+			c.waiters[out.WaiterID] = &parked{ch: ch, ticket: sreq.Ticket, noLease: sreq.NoLease}
+		}
 	}
 	b := c.collect()
 	c.mu.Unlock()
@@ -176,14 +201,14 @@ func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, e
 	select {
 	case r = <-ch:
 	case <-timer.C:
-		return c.giveUp(ctx, out.WaiterID, ch, sreq, start)
+		return c.giveUp(ctx, out.WaiterID, ch, sreq, start, true)
 	case <-ctx.Done():
-		return c.giveUp(ctx, out.WaiterID, ch, sreq, start)
+		return c.giveUp(ctx, out.WaiterID, ch, sreq, start, false)
 	}
-	return c.granted(ctx, r, start)
+	return c.granted(ctx, r, sreq, start)
 }
 
-func (c *Coordinator) granted(ctx context.Context, r *waitResult, start time.Time) (Grant, error) {
+func (c *Coordinator) granted(ctx context.Context, r *waitResult, sreq sema.Request, start time.Time) (Grant, error) {
 	if r.err != nil {
 		return Grant{}, r.err
 	}
@@ -193,8 +218,17 @@ func (c *Coordinator) granted(ctx context.Context, r *waitResult, start time.Tim
 	r.grant.Waited = c.now().Sub(start)
 	c.met.waitSeconds.Observe(r.grant.Waited.Seconds())
 	if ctx.Err() != nil {
-		// Nobody is there to use it.
-		_, _ = c.Release(context.WithoutCancel(ctx), r.grant.Lease.ID)
+		// Nobody is there to use it: released, or, with a ticket, kept for
+		// the grace in case its caller comes back for it.
+		if sreq.Ticket != "" && !sreq.NoLease && c.cfg.WaiterGrace > 0 {
+			c.mu.Lock()
+			if c.failed == nil {
+				c.holdUnclaimed(r.grant.Lease.ID)
+			}
+			c.mu.Unlock()
+		} else {
+			_, _ = c.Release(context.WithoutCancel(ctx), r.grant.Lease.ID)
+		}
 		return Grant{}, ctx.Err()
 	}
 	return r.grant, nil
@@ -203,9 +237,21 @@ func (c *Coordinator) granted(ctx context.Context, r *waitResult, start time.Tim
 // giveUp takes a waiter out of line after its time ran out or its caller
 // left. If it was granted meanwhile, the grant stands (or is released if
 // the caller left). A timed-out request gets one last non-waiting try,
-// which also computes its Retry-After as Prefect would.
-func (c *Coordinator) giveUp(ctx context.Context, waiter uint64, ch chan *waitResult, sreq sema.Request, start time.Time) (Grant, error) {
+// which also computes its Retry-After as Prefect would. A request with a
+// ticket whose caller left stays in line, detached, for the waiter grace.
+func (c *Coordinator) giveUp(ctx context.Context, waiter uint64, ch chan *waitResult, sreq sema.Request, start time.Time, timedOut bool) (Grant, error) {
 	c.mu.Lock()
+	if p := c.waiters[waiter]; p == nil || p.ch != ch {
+		// Granted, failed or taken over just before we looked: the
+		// answer is in ch.
+		c.mu.Unlock()
+		return c.granted(ctx, <-ch, sreq, start)
+	}
+	if !timedOut && sreq.Ticket != "" && c.cfg.WaiterGrace > 0 && c.failed == nil {
+		c.detach(c.now(), waiter, c.waiters[waiter], sreq.Deadline)
+		c.mu.Unlock()
+		return Grant{}, ctx.Err()
+	}
 	if c.m.CancelWaiter(c.now(), waiter) {
 		delete(c.waiters, waiter)
 		var err error
@@ -227,11 +273,11 @@ func (c *Coordinator) giveUp(ctx context.Context, waiter uint64, ch chan *waitRe
 			}
 			return Grant{}, lockedErr(err)
 		}
-		return c.granted(ctx, &waitResult{grant: Grant{Lease: out.Lease, Limits: out.Limits}, b: b}, start)
+		return c.granted(ctx, &waitResult{grant: Grant{Lease: out.Lease, Limits: out.Limits}, b: b}, sreq, start)
 	}
 	c.mu.Unlock()
 	// Granted or failed just before we looked: the answer is in ch.
-	return c.granted(ctx, <-ch, start)
+	return c.granted(ctx, <-ch, sreq, start)
 }
 
 // Release releases a lease. It reports whether the lease was held.

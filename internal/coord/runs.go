@@ -18,27 +18,30 @@ type runWatcher struct {
 }
 
 // CreateRun creates a Pending run. A zero ID gets a random one, a zero
-// LeaseDuration the configured RunLeaseDuration.
-func (c *Coordinator) CreateRun(ctx context.Context, s sema.RunSpec) (sema.Run, error) {
+// LeaseDuration the configured RunLeaseDuration. A run that exists with
+// the same id and spec (a retry after a lost answer) is returned as it is,
+// with created false.
+func (c *Coordinator) CreateRun(ctx context.Context, s sema.RunSpec) (r sema.Run, created bool, err error) {
 	if s.ID == uuid.Nil {
 		id, err := uuid.NewRandom()
 		if err != nil {
-			return sema.Run{}, err
+			return sema.Run{}, false, err
 		}
 		s.ID = id
 	}
 	if s.LeaseDuration == 0 {
 		s.LeaseDuration = c.cfg.RunLeaseDuration
 	} else if _, err := c.LeaseDuration(s.LeaseDuration); err != nil {
-		return sema.Run{}, err
+		return sema.Run{}, false, err
 	}
-	var r sema.Run
-	err := c.do(func(m *sema.Machine, now time.Time) error {
+	err = c.do(func(m *sema.Machine, now time.Time) error {
+		_, notFound := m.Run(s.ID)
+		created = notFound != nil
 		var err error
 		r, err = m.CreateRun(now, s)
 		return err
 	})
-	return r, err
+	return r, created && err == nil, err
 }
 
 // SetRunState moves a run to Running (or in line for it) or to a final

@@ -24,7 +24,7 @@ func newRun(t *testing.T, c *coord.Coordinator, s sema.RunSpec) sema.Run {
 	if s.Kind == 0 {
 		s.Kind = sema.KindTask
 	}
-	r, err := c.CreateRun(t.Context(), s)
+	r, _, err := c.CreateRun(t.Context(), s)
 	if err != nil {
 		t.Fatalf("CreateRun(%v): %v", s.Tags, err)
 	}
@@ -298,7 +298,7 @@ func TestWaitRunAnswersAfterCommit(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- c.Run(ctx) }()
-		r, err := c.CreateRun(t.Context(), sema.RunSpec{Kind: sema.KindTask})
+		r, _, err := c.CreateRun(t.Context(), sema.RunSpec{Kind: sema.KindTask})
 		if err != nil {
 			t.Fatal(err)
 		}

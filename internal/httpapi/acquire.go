@@ -64,6 +64,11 @@ func readAcquire(b *body) coord.AcquireRequest {
 	if b.number("timeout_seconds", &timeout, 0, maxTimeoutSeconds, false) {
 		req.Wait = time.Duration(timeout * float64(time.Second))
 	}
+	if b.str("ticket", &req.Ticket) {
+		if why := sema.ValidateTicket(req.Ticket); why != "" {
+			b.fail("ticket", why)
+		}
+	}
 	// Deprecated in Prefect 3.3 and ignored, but still type-checked.
 	b.boolean("create_if_missing", new(bool))
 	return req

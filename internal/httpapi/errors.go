@@ -100,6 +100,8 @@ var errorTable = [...]errorRule{
 	{isErr(sema.ErrRunNotFound), http.StatusNotFound, "run_not_found", detailRunNotFound},
 	{isErr(sema.ErrRunExists), http.StatusConflict, "run_exists", ""},
 	{isErr(sema.ErrRunFinished), http.StatusGone, "run_finished", ""},
+	{isErr(sema.ErrTicketConflict), http.StatusConflict, "ticket_conflict", ""},
+	{isErr(coord.ErrSuperseded), http.StatusConflict, "ticket_superseded", ""},
 	{isTransition, http.StatusConflict, "invalid_transition", ""},
 	{isNever("slots_exceed_limit"), http.StatusUnprocessableEntity, "slots_exceed_limit", ""},
 	{isNever("no_decay"), http.StatusUnprocessableEntity, "no_decay", ""},

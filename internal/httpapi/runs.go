@@ -162,12 +162,16 @@ func (h *handler) createRun(w http.ResponseWriter, r *http.Request) {
 		h.writeProblem(w, r, err)
 		return
 	}
-	run, err := h.c.CreateRun(r.Context(), s)
+	run, created, err := h.c.CreateRun(r.Context(), s)
 	if err != nil {
 		h.writeProblem(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, toRunJSON(run))
+	status := http.StatusCreated
+	if !created {
+		status = http.StatusOK // the same run asked for again
+	}
+	writeJSON(w, status, toRunJSON(run))
 }
 
 // readRun is GET /api/runs/{id}.

@@ -50,6 +50,11 @@ func (m *Machine) resume(now time.Time, req Request) (out Outcome, ok bool, err 
 	if !sameRequest(w.req, req) {
 		return Outcome{}, true, ErrTicketConflict
 	}
+	if !req.Wait && slices.ContainsFunc(w.limits, func(l *limitState) bool { return l.Active && !l.deleted }) {
+		// It would not wait: refused, as the waiter is not at the front
+		// yet; the waiter keeps its place.
+		return Outcome{}, true, m.refuse(now, req, w.limits)
+	}
 	if req.Deadline.After(w.req.Deadline) || req.Deadline.IsZero() != w.req.Deadline.IsZero() {
 		w.req.Deadline = req.Deadline
 		m.putWaiter(w)
