@@ -1,0 +1,255 @@
+package coord_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/allot-dev/allot/internal/coord"
+	"github.com/allot-dev/allot/internal/sema"
+)
+
+type result struct {
+	g   coord.Grant
+	err error
+}
+
+// wait starts a waiting acquisition of one slot of name with ticket, and
+// returns where its answer arrives once it is in line.
+func waitFor(ctx context.Context, c *coord.Coordinator, name, ticket string) <-chan result {
+	out := make(chan result, 1)
+	go func() {
+		g, err := c.Acquire(ctx, coord.AcquireRequest{Names: []string{name}, Slots: 1, Wait: time.Hour,
+			LeaseDuration: time.Hour, Ticket: ticket})
+		out <- result{g, err}
+	}()
+	synctest.Wait()
+	return out
+}
+
+// drop starts a waiter with ticket whose caller then goes away.
+func drop(t *testing.T, c *coord.Coordinator, name, ticket string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	res := waitFor(ctx, c, name, ticket)
+	cancel()
+	if r := <-res; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("dropped waiter %s: got %v, want context.Canceled", ticket, r.err)
+	}
+}
+
+func lineOf(t *testing.T, c *coord.Coordinator, name string) (holders []string, waiting int) {
+	t.Helper()
+	v, err := c.ReadLimit(t.Context(), name, sema.Full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range v.Holders {
+		holders = append(holders, h.LeaseID.String())
+	}
+	return holders, len(v.Waiters)
+}
+
+func TestTicketRetryGetsTheSameLease(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := setup(t, nil)
+		mustLimit(t, b.c, "db", 2)
+		req := coord.AcquireRequest{Names: []string{"db"}, Slots: 1, Ticket: "job-1"}
+		g1, err := b.c.Acquire(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g2, err := b.c.Acquire(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g2.Lease.ID != g1.Lease.ID || g2.Lease.Fence != g1.Lease.Fence {
+			t.Errorf("retry got lease %s (fence %d), want %s (fence %d)", g2.Lease.ID, g2.Lease.Fence, g1.Lease.ID, g1.Lease.Fence)
+		}
+		if h, _ := lineOf(t, b.c, "db"); len(h) != 1 {
+			t.Errorf("holders = %v, want one", h)
+		}
+		req.Slots = 2
+		if _, err := b.c.Acquire(t.Context(), req); !errors.Is(err, sema.ErrTicketConflict) {
+			t.Errorf("same ticket, other slots: %v, want ErrTicketConflict", err)
+		}
+	})
+}
+
+func TestTicketWaiterKeepsPlaceWhileAway(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := setup(t, nil)
+		mustLimit(t, b.c, "db", 1)
+		holder := acquire(t, b.c, "db", 0)
+		drop(t, b.c, "db", "a")
+		second := waitFor(t.Context(), b.c, "db", "b")
+		if _, n := lineOf(t, b.c, "db"); n != 2 {
+			t.Fatalf("waiting = %d, want 2 (a kept in line while away)", n)
+		}
+		time.Sleep(5 * time.Second) // within the grace
+		first := waitFor(t.Context(), b.c, "db", "a")
+		if _, err := b.c.Release(t.Context(), holder.Lease.ID); err != nil {
+			t.Fatal(err)
+		}
+		r := <-first
+		if r.err != nil {
+			t.Fatalf("a: %v", r.err)
+		}
+		select {
+		case r := <-second:
+			t.Fatalf("b granted ahead of a: %+v", r)
+		default:
+		}
+		if _, err := b.c.Release(t.Context(), r.g.Lease.ID); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-second; r.err != nil {
+			t.Fatalf("b: %v", r.err)
+		}
+	})
+}
+
+func TestTicketWaiterLeavesAfterGrace(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := setup(t, nil)
+		mustLimit(t, b.c, "db", 1)
+		holder := acquire(t, b.c, "db", 0)
+		drop(t, b.c, "db", "a")
+		second := waitFor(t.Context(), b.c, "db", "b")
+		time.Sleep(coord.DefaultConfig().WaiterGrace + time.Second)
+		if _, n := lineOf(t, b.c, "db"); n != 1 {
+			t.Fatalf("waiting after the grace = %d, want 1", n)
+		}
+		if _, err := b.c.Release(t.Context(), holder.Lease.ID); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-second; r.err != nil {
+			t.Fatalf("b: %v", r.err)
+		}
+	})
+}
+
+func TestTicketUnclaimedGrantReleasedAfterGrace(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := setup(t, nil)
+		mustLimit(t, b.c, "db", 1)
+		events, stop := b.c.Subscribe(64)
+		defer stop()
+		holder := acquire(t, b.c, "db", 0)
+		drop(t, b.c, "db", "a")
+		second := waitFor(t.Context(), b.c, "db", "b")
+		if _, err := b.c.Release(t.Context(), holder.Lease.ID); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		h, n := lineOf(t, b.c, "db")
+		if len(h) != 1 || h[0] == holder.Lease.ID.String() || n != 1 {
+			t.Fatalf("after release: holders %v waiting %d, want a's lease held for it and b waiting", h, n)
+		}
+		time.Sleep(coord.DefaultConfig().WaiterGrace + time.Second)
+		r := <-second
+		if r.err != nil {
+			t.Fatalf("b: %v", r.err)
+		}
+		unclaimed := 0
+		for len(events) > 0 {
+			if e := <-events; e.Kind == sema.Released && e.Reason == "unclaimed" {
+				unclaimed++
+				if e.Lease.ID.String() != h[0] {
+					t.Errorf("unclaimed release of %s, want a's lease %s", e.Lease.ID, h[0])
+				}
+			}
+		}
+		if unclaimed != 1 {
+			t.Errorf("unclaimed releases = %d, want 1", unclaimed)
+		}
+	})
+}
+
+func TestTicketGrantClaimedAfterReconnect(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := setup(t, nil)
+		mustLimit(t, b.c, "db", 1)
+		holder := acquire(t, b.c, "db", 0)
+		drop(t, b.c, "db", "a")
+		if _, err := b.c.Release(t.Context(), holder.Lease.ID); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		held, _ := lineOf(t, b.c, "db")
+		time.Sleep(3 * time.Second)
+		r := <-waitFor(t.Context(), b.c, "db", "a")
+		if r.err != nil || r.g.Lease.ID.String() != held[0] {
+			t.Fatalf("a back: lease %v, %v; want the lease held for it, %s", r.g.Lease.ID, r.err, held[0])
+		}
+		time.Sleep(2 * coord.DefaultConfig().WaiterGrace)
+		if h, _ := lineOf(t, b.c, "db"); len(h) != 1 || h[0] != held[0] {
+			t.Errorf("after the grace: holders %v, want a's claimed lease still held", h)
+		}
+	})
+}
+
+func TestTicketWaiterWithoutTicketLeavesAtOnce(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := setup(t, nil)
+		mustLimit(t, b.c, "db", 1)
+		acquire(t, b.c, "db", 0)
+		ctx, cancel := context.WithCancel(t.Context())
+		res := waitFor(ctx, b.c, "db", "")
+		cancel()
+		<-res
+		if _, n := lineOf(t, b.c, "db"); n != 0 {
+			t.Errorf("waiting = %d, want 0", n)
+		}
+	})
+}
+
+func TestRestartRestoresWaitersInOrder(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := setup(t, nil)
+		mustLimit(t, b.c, "db", 1)
+		holder := acquire(t, b.c, "db", 0)
+		for _, tk := range []string{"a", "b", "c"} {
+			drop(t, b.c, "db", tk) // each caller is cut off by the restart
+		}
+		if err := b.stop(); err != nil {
+			t.Fatal(err)
+		}
+		b2 := setup(t, b.st.Reopen())
+		if _, n := lineOf(t, b2.c, "db"); n != 3 {
+			t.Fatalf("waiting after restart = %d, want 3", n)
+		}
+		// They come back in another order, and keep their places.
+		res := map[string]<-chan result{}
+		for _, tk := range []string{"c", "a", "b"} {
+			res[tk] = waitFor(t.Context(), b2.c, "db", tk)
+		}
+		if _, err := b2.c.Release(t.Context(), holder.Lease.ID); err != nil {
+			t.Fatal(err)
+		}
+		for _, tk := range []string{"a", "b", "c"} {
+			r := <-res[tk]
+			if r.err != nil {
+				t.Fatalf("%s: %v", tk, r.err)
+			}
+			synctest.Wait()
+			for other, ch := range res {
+				if other > tk && len(ch) > 0 {
+					t.Fatalf("%s granted while %s holds the slot", other, tk)
+				}
+			}
+			if _, err := b2.c.Release(t.Context(), r.g.Lease.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
