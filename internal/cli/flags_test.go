@@ -71,6 +71,7 @@ func TestServerFlagsRefuseBadValues(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
 		{"--run-retention", "-1s"},
+		{"--waiter-grace", "-1s"},
 		{"--v1-lease-duration", "-5m"},
 		{"--run-lease-duration", "-1s"},
 		{"--default-lease-duration", "-1s"},

@@ -18,7 +18,7 @@ import (
 func newServerCmd(env Env) *cobra.Command {
 	cfg := server.Config{}
 	var logLevel, logFormat string
-	var leaseDefault, v1Lease, runLease, runRetention time.Duration
+	var leaseDefault, v1Lease, runLease, runRetention, waiterGrace time.Duration
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Start the allot server",
@@ -68,6 +68,14 @@ ALLOT_LOG_LEVEL, --log-format as ALLOT_LOG_FORMAT. Flags win.`,
 					*d.dst = d.v
 				}
 			}
+			switch {
+			case waiterGrace < 0:
+				return usageError{fmt.Errorf("--waiter-grace must not be negative")}
+			case waiterGrace == 0:
+				cfg.Coord.WaiterGrace = -1 // none
+			default:
+				cfg.Coord.WaiterGrace = waiterGrace
+			}
 			cfg.Listening = func(a net.Addr) { fmt.Fprintf(env.Stdout, "allot server listening on http://%s/api\n", a) }
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -85,6 +93,7 @@ ALLOT_LOG_LEVEL, --log-format as ALLOT_LOG_FORMAT. Flags win.`,
 	f.DurationVar(&v1Lease, "v1-lease-duration", 0, "time to live of leases taken through Prefect's v1 tag routes, whose clients cannot renew (default 1h0m0s)")
 	f.DurationVar(&runLease, "run-lease-duration", 0, "a run's lease duration when it names none; a run that stops heartbeating is Crashed after it (default 1m0s)")
 	f.DurationVar(&runRetention, "run-retention", 0, "how long finished runs are kept (default 1h0m0s)")
+	f.DurationVar(&waiterGrace, "waiter-grace", coord.DefaultConfig().WaiterGrace, "how long a waiting request with a ticket keeps its place after its connection drops or the server restarts, and a lease granted meanwhile is kept for it; 0: none")
 	return cmd
 }
 
