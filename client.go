@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -343,6 +344,52 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// transient reports whether err is a failure to reach the server rather
+// than its answer: a connection refused, reset or cut, or a 502, 503 or 504
+// (a restart, a proxy in front of one). A call that waits in line rides
+// these out: it reconnects with the same ticket, which keeps its place.
+func transient(err error) bool {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		switch ae.Status {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+		return false
+	}
+	if errors.As(err, new(*LockedError)) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ue *url.Error
+	var ne net.Error
+	return errors.As(err, &ue) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// reconnectPause is the jittered pause before the n-th reconnection of a
+// waiting call (n from 1), at most maxBackoff, and not past deadline (if
+// not zero).
+func (c *Client) reconnectPause(n int, deadline time.Time) time.Duration {
+	p := c.pause(min(n, 16))
+	if !deadline.IsZero() {
+		p = min(p, time.Until(deadline))
+	}
+	return max(p, 0)
+}
+
+// newTicket returns a fresh ticket: the idempotency key of one logical
+// acquisition, sent with every request and retry of it.
+func newTicket() string { return rand.Text() }
+
+// newRunID returns a random (version 4) UUID for a run this client
+// creates, so that a retried creation names the same run.
+func newRunID() string {
+	var b [16]byte
+	_, _ = io.ReadFull(rand.Reader, b[:]) // crypto/rand.Reader never fails
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 // path joins the v2 limits prefix and an escaped id or name.

@@ -2,9 +2,11 @@ package allot
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -314,6 +316,10 @@ type acquireBody struct {
 	LeaseDuration  float64   `json:"lease_duration,omitempty"`
 	Holder         *Identity `json:"holder,omitempty"`
 	TimeoutSeconds float64   `json:"timeout_seconds,omitempty"`
+	// Ticket is the idempotency key of the acquisition: a retry after a
+	// lost answer gets the lease granted, a reconnection its place in
+	// line.
+	Ticket string `json:"ticket,omitempty"`
 }
 
 // grant is the answer of increment-with-lease.
@@ -370,13 +376,14 @@ func (c *Client) acquire(ctx context.Context, names []string, s settings, try bo
 		g    grant
 		sent time.Time
 	)
-	err := c.waitInLine(ctx, op, s, try, func(ctx context.Context, hold func() time.Duration) error {
+	ticket := newTicket()
+	err := c.waitInLine(ctx, op, s, try, ticket, func(ctx context.Context, hold func() time.Duration) error {
 		sent = time.Now()
 		return c.do(ctx, request{method: http.MethodPost, path: limitsPrefix + "/increment-with-lease",
 			body: func() (any, time.Duration) {
 				h := hold()
 				return acquireBody{Names: names, Slots: s.slots, LeaseDuration: s.leaseDuration.Seconds(),
-					Holder: &holder, TimeoutSeconds: h.Seconds()}, h
+					Holder: &holder, TimeoutSeconds: h.Seconds(), Ticket: ticket}, h
 			},
 			accept: []int{http.StatusOK}}, &g)
 	})
@@ -419,9 +426,20 @@ func (c *Client) missing(op string, names []string, strict bool) error {
 // a 423, or time runs out. send passes hold, called per attempt, to the
 // server as timeout_seconds: the time the request may stand in line.
 // A server that answers 423 at once (one that does not let requests wait)
-// is asked again after its Retry-After.
-func (c *Client) waitInLine(ctx context.Context, op string, s settings, try bool,
-	send func(ctx context.Context, hold func() time.Duration) error) error {
+// is asked again after its Retry-After. A server that cannot be reached
+// (a restart, a dropped connection: see transient) is asked again, with
+// jittered backoff, until it answers or time runs out; send carries the
+// same ticket every time, so the request takes up its place in line again.
+// When it gives up (ctx done, time out), it cancels the ticket, so that its
+// place is not kept for a caller that is gone.
+func (c *Client) waitInLine(ctx context.Context, op string, s settings, try bool, ticket string,
+	send func(ctx context.Context, hold func() time.Duration) error) (err error) {
+	defer func() {
+		if err != nil && !try && ticket != "" && (ctx.Err() != nil || errors.Is(err, ErrTimeout) ||
+			errors.Is(err, context.DeadlineExceeded) || transient(err)) {
+			c.cancelTicket(ctx, ticket)
+		}
+	}()
 	var deadline time.Time
 	if s.hasTimeout {
 		deadline = time.Now().Add(s.timeout)
@@ -439,10 +457,32 @@ func (c *Client) waitInLine(ctx context.Context, op string, s settings, try bool
 		}
 		return max(h, 0)
 	}
+	reconnects := 0
 	for retries := 0; ; retries++ {
 		start := time.Now()
 		asked := hold()
 		err := send(ctx, hold)
+		if err != nil && !try && transient(err) {
+			now := time.Now()
+			switch d, ok := ctx.Deadline(); {
+			case ctx.Err() != nil:
+				return fmt.Errorf("%s: %w", op, context.Cause(ctx))
+			case ok && !now.Before(d):
+				return fmt.Errorf("%s: %w: %w", op, context.DeadlineExceeded, err)
+			case !deadline.IsZero() && !now.Before(deadline):
+				return fmt.Errorf("%s: %w after %s: %w", op, ErrTimeout, s.timeout, err)
+			}
+			reconnects++
+			pause := c.reconnectPause(reconnects, deadline)
+			c.log.Warn("allot: server unreachable while waiting in line; reconnecting to keep the place",
+				"op", op, "reconnect", reconnects, "pause", pause, "err", err)
+			if !sleep(ctx, pause) {
+				return fmt.Errorf("%s: %w", op, context.Cause(ctx))
+			}
+			retries--
+			continue
+		}
+		reconnects = 0
 		var le *LockedError
 		if !errors.As(err, &le) {
 			if err != nil {
@@ -475,6 +515,24 @@ func (c *Client) waitInLine(ctx context.Context, op string, s settings, try bool
 		}
 	}
 }
+
+// cancelTicket tells the server, in one try, that the acquisition with
+// ticket was given up: its place in line is let go at once and a lease
+// granted to it meanwhile is released. If the server cannot be reached,
+// its waiter grace does the same a few seconds later.
+func (c *Client) cancelTicket(ctx context.Context, ticket string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelTicketTimeout)
+	defer cancel()
+	_, err := c.attempt(ctx, request{method: http.MethodDelete, path: limitsPrefix + "/tickets/" + url.PathEscape(ticket),
+		accept: []int{http.StatusNoContent, http.StatusOK}}, rand.Text())
+	if err != nil {
+		c.log.Debug("allot: cancel of a given-up acquisition failed; the server lets its place go after its grace",
+			"ticket", ticket, "err", err)
+	}
+}
+
+// cancelTicketTimeout bounds the cancellation of a given-up acquisition.
+const cancelTicketTimeout = 2 * time.Second
 
 // leaseKey is the context key of the lease Concurrency holds.
 type leaseKey struct{}
@@ -558,11 +616,12 @@ func (c *Client) RateLimit(ctx context.Context, names []string, opts ...Option) 
 		return nil
 	}
 	var refs []LimitRef
-	err = c.waitInLine(ctx, op, s, false, func(ctx context.Context, hold func() time.Duration) error {
+	ticket := newTicket()
+	err = c.waitInLine(ctx, op, s, false, ticket, func(ctx context.Context, hold func() time.Duration) error {
 		return c.do(ctx, request{method: http.MethodPost, path: limitsPrefix + "/increment",
 			body: func() (any, time.Duration) {
 				h := hold()
-				return acquireBody{Names: names, Slots: s.slots, Mode: "rate_limit", TimeoutSeconds: h.Seconds()}, h
+				return acquireBody{Names: names, Slots: s.slots, Mode: "rate_limit", TimeoutSeconds: h.Seconds(), Ticket: ticket}, h
 			},
 			accept: []int{http.StatusOK}}, &refs)
 	})

@@ -117,6 +117,11 @@ func TestAcquireSendsTheRequest(t *testing.T) {
 		}
 		want := map[string]any{"names": []any{"db", "api"}, "slots": 2.0, "lease_duration": 60.0, "timeout_seconds": 3600.0,
 			"holder": map[string]any{"type": "task_run", "id": "run-1", "metadata": map[string]any{"team": "data"}}}
+		ticket, _ := calls[0].body["ticket"].(string)
+		if len(ticket) < 16 {
+			t.Errorf("ticket = %q, want a random one", ticket)
+		}
+		delete(calls[0].body, "ticket")
 		if diff := cmp.Diff(want, calls[0].body); diff != "" {
 			t.Errorf("acquire body (-want +got):\n%s", diff)
 		}

@@ -192,6 +192,7 @@ func final(state string) bool {
 }
 
 type runCreateBody struct {
+	ID                string   `json:"id"`
 	Kind              string   `json:"kind"`
 	Name              string   `json:"name"`
 	Tags              []string `json:"tags"`
@@ -258,7 +259,9 @@ func (c *Client) runFunc(ctx context.Context, kind, name string, fn func(ctx con
 	if len(s.limits) > 0 && s.slots < 1 {
 		return fmt.Errorf("%s: %w: RunLimits(%d, …) must take at least 1 slot", op, ErrInvalid, s.slots)
 	}
-	body := runCreateBody{Kind: kind, Name: name, Tags: normalTags(append(TagsFrom(ctx), s.tags...)),
+	// The id is chosen here, so that a creation retried after a lost
+	// answer names the same run (the server answers it as it is).
+	body := runCreateBody{ID: newRunID(), Kind: kind, Name: name, Tags: normalTags(append(TagsFrom(ctx), s.tags...)),
 		Limits: s.limits, LeaseDuration: s.leaseDuration.Seconds()}
 	if len(s.limits) > 0 {
 		body.Slots = s.slots
@@ -357,6 +360,7 @@ func (c *Client) start(ctx context.Context, r *run) error {
 	if err != nil {
 		return fmt.Errorf("set state %s: %w", StateRunning, err)
 	}
+	reconnects := 0
 	for r.State != StateRunning && !final(r.State) {
 		hold := func() time.Duration {
 			h := c.longPoll
@@ -371,6 +375,19 @@ func (c *Client) start(ctx context.Context, r *run) error {
 				return waitBody{State: StateRunning, TimeoutSeconds: h.Seconds()}, h
 			},
 			accept: []int{http.StatusOK}}, r)
+		if err != nil && transient(err) && ctx.Err() == nil {
+			// The run keeps its place in line on the server, across a
+			// restart too: ask again once it answers.
+			reconnects++
+			pause := c.reconnectPause(reconnects, time.Time{})
+			c.log.Warn("allot: server unreachable while the run waits for its slots; reconnecting",
+				"run_id", r.ID, "reconnect", reconnects, "pause", pause, "err", err)
+			if !sleep(ctx, pause) {
+				return context.Cause(ctx)
+			}
+			continue
+		}
+		reconnects = 0
 		if err != nil {
 			return fmt.Errorf("wait: %w", err)
 		}

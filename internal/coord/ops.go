@@ -329,3 +329,28 @@ func (c *Coordinator) Lease(ctx context.Context, id uuid.UUID) (sema.Lease, []se
 	}
 	return l, refs, err
 }
+
+// CancelTicket ends what a ticket names, for a caller that gave up (see
+// sema.Machine.CancelTicket): its waiter leaves the line at once, rather
+// than after the waiter grace, and a lease granted to it is released. A
+// request still attached to the waiter is answered context.Canceled.
+func (c *Coordinator) CancelTicket(ctx context.Context, ticket string) error {
+	if why := sema.ValidateTicket(ticket); why != "" {
+		return &sema.InvalidError{Field: "ticket", Detail: why}
+	}
+	return c.do(func(m *sema.Machine, now time.Time) error {
+		waiter, lease := m.CancelTicket(now, ticket)
+		if p := c.waiters[waiter]; waiter != 0 && p != nil {
+			delete(c.waiters, waiter)
+			if p.ch != nil {
+				p.ch <- &waitResult{err: context.Canceled}
+			} else {
+				p.grace.Stop()
+			}
+		}
+		if lease != uuid.Nil {
+			c.claim(lease)
+		}
+		return nil
+	})
+}

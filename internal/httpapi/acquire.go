@@ -220,6 +220,18 @@ func (h *handler) decrementWithLease(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// cancelTicket is DELETE /v2/concurrency_limits/tickets/{ticket}, an allot
+// extension for a client that gave up: the ticket's waiter leaves the line
+// and a lease granted to it is released. 204 whether or not the ticket
+// named anything.
+func (h *handler) cancelTicket(w http.ResponseWriter, r *http.Request) {
+	if err := h.c.CancelTicket(r.Context(), r.PathValue("ticket")); err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func pathLeaseID(r *http.Request) (uuid.UUID, error) {
 	id, err := uuid.Parse(r.PathValue("lease_id"))
 	if err != nil {

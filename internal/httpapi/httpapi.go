@@ -114,6 +114,7 @@ func (h *handler) routes() *http.ServeMux {
 		{"GET " + v2 + "/leases/{lease_id}/watch", h.watchLease},
 		{"POST " + v2 + "/leases/{lease_id}/revoke", h.revokeLease},
 		{"GET " + v2 + "/leases/{lease_id}", h.readLease},
+		{"DELETE " + v2 + "/tickets/{ticket}", h.cancelTicket},
 		{"GET " + v2 + "/{id_or_name}", h.readLimit},
 		{"PATCH " + v2 + "/{id_or_name}", h.updateLimit},
 		{"DELETE " + v2 + "/{id_or_name}", h.deleteLimit},

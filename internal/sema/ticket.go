@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"slices"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // MaxTicketLength bounds a ticket.
@@ -169,4 +171,21 @@ func (m *Machine) RestoreWaiters(now time.Time, ws []Waiter) []Restored {
 		out = append(out, Restored{Waiter: w, Outcome: o, Err: err})
 	}
 	return out
+}
+
+// CancelTicket ends what a ticket names, for a caller that gave up: its
+// waiter leaves the line (waiter is its id), or its lease is released
+// (lease is its id; the Released event has Reason ReasonTicketCancelled). Both are
+// zero when the ticket names nothing.
+func (m *Machine) CancelTicket(now time.Time, ticket string) (waiter uint64, lease uuid.UUID) {
+	if w := m.ticketWaiters[ticket]; w != nil && w.run == nil {
+		m.removeWaiter(w)
+		m.pump(now, w.limits)
+		return w.id, uuid.Nil
+	}
+	if ll := m.ticketLeases[ticket]; ll != nil {
+		m.release(now, ll, ReasonTicketCancelled)
+		return 0, ll.ID
+	}
+	return 0, uuid.Nil
 }

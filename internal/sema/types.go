@@ -185,7 +185,8 @@ type Event struct {
 	Run      *Run  // RunChanged: a snapshot of the run
 	// Reason says why a lease ended (Released, Expired, Revoked): the
 	// operator's reason, or the run's message; ReasonUnclaimed for a
-	// grant nobody came back for.
+	// grant nobody came back for, ReasonTicketCancelled for one whose
+	// ticket its caller cancelled.
 	Reason string
 }
 
@@ -236,6 +237,10 @@ func (req *Request) slotsFor(l *limitState) int {
 // ReasonUnclaimed is the Reason of the Released event of a lease granted
 // to a waiter whose caller had gone and did not come back for it in time.
 const ReasonUnclaimed = "unclaimed: granted while its caller was away, and not claimed in time"
+
+// ReasonTicketCancelled is the Reason of the Released event of a lease
+// whose ticket its caller cancelled: it gave up before it was told.
+const ReasonTicketCancelled = "cancelled: its caller gave up before it was told of the grant"
 
 // Outcome is the answer to a Request that did not fail.
 type Outcome struct {
