@@ -57,7 +57,7 @@ func (p *cutter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.lose {
 		rec := httptest.NewRecorder()
-		p.proxy.ServeHTTP(rec, r) // the server grants it...
+		p.proxy.ServeHTTP(rec, r)   // the server grants it...
 		panic(http.ErrAbortHandler) // ...and the answer is lost
 	}
 	ctx, cancel := context.WithCancel(r.Context())
