@@ -53,7 +53,7 @@ func TestWaitersKeepTheirPlaceAcrossARestart(t *testing.T) {
 		t.Cleanup(func() { _ = w.cmd.Process.Kill(); <-w.done })
 		go func() { w.err = w.cmd.Wait(); close(w.done) }()
 		ws = append(ws, w)
-		waitFor(t, waiting(i+1))
+		pollFor(t, "waiter "+name+" in line", waiting(i+1))
 	}
 	// Every change committed before this answer is durable, the waiters
 	// included: batches are committed in order.
@@ -74,7 +74,7 @@ func TestWaitersKeepTheirPlaceAcrossARestart(t *testing.T) {
 		}
 	}
 	// Both come back to their places in line before the holder leaves.
-	waitFor(t, waiting(2))
+	pollFor(t, "both waiters back in line", waiting(2))
 	if b, _ := os.ReadFile(out); len(b) != 0 {
 		t.Fatalf("commands ran while the holder held the slot: %q", b)
 	}
@@ -95,5 +95,18 @@ func TestWaitersKeepTheirPlaceAcrossARestart(t *testing.T) {
 	}
 	if strings.TrimSpace(string(got)) != "A\nB" {
 		t.Errorf("ran in order %q, want A then B", got)
+	}
+}
+
+// pollFor polls cond until it holds, failing the test after a minute: a
+// race-built allot starting on a loaded machine can take seconds.
+func pollFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within a minute", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
