@@ -73,8 +73,9 @@ func TestWaitersKeepTheirPlaceAcrossARestart(t *testing.T) {
 		default:
 		}
 	}
-	// Both come back to their places in line before the holder leaves.
-	pollFor(t, "both waiters back in line", waiting(2))
+	// Both are back in line, in their places, before the holder leaves;
+	// their clients reconnect to them within the grace.
+	pollFor(t, "both waiters restored in line", waiting(2))
 	if b, _ := os.ReadFile(out); len(b) != 0 {
 		t.Fatalf("commands ran while the holder held the slot: %q", b)
 	}
