@@ -129,7 +129,9 @@ type Coordinator struct {
 	pending []sema.Change
 	spare   []sema.Change // a committed batch's slice, emptied, for the next
 	open    *batch        // collects the changes in pending
-	waiters map[uint64]*parked
+	// inflight is the last batch handed to the store.
+	inflight *batch
+	waiters  map[uint64]*parked
 	// unclaimed are the leases granted to detached waiters, each released
 	// by its timer unless its caller comes back for it first.
 	unclaimed map[uuid.UUID]*time.Timer
@@ -307,6 +309,7 @@ func (c *Coordinator) commitOnce() error {
 	}
 	c.pending, c.spare = c.spare, nil
 	c.open = &batch{done: make(chan struct{})}
+	c.inflight = b // stays once committed: waiting on it then returns at once
 	c.mu.Unlock()
 
 	start := time.Now()
@@ -336,6 +339,16 @@ func (c *Coordinator) commitOnce() error {
 		c.mu.Unlock()
 	}
 	return nil
+}
+
+// syncPoint returns the batch whose commit makes everything decided so far
+// durable: the open one if it has changes, else the last one handed to the
+// store (committed already, or being committed), or nil. mu must be held.
+func (c *Coordinator) syncPoint() *batch {
+	if len(c.pending) > 0 {
+		return c.open
+	}
+	return c.inflight
 }
 
 // maxSpareChanges is the largest batch slice kept for reuse.

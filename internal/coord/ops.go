@@ -179,6 +179,11 @@ func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, e
 		}
 	}
 	b := c.collect()
+	if err == nil && out.Resumed && b == nil {
+		// The lease (or the waiter) may be so recent that its batch is not
+		// committed yet: answer once everything decided so far is.
+		b = c.syncPoint()
+	}
 	c.mu.Unlock()
 	if err != nil {
 		if errors.As(err, new(*sema.LockedError)) {
