@@ -516,6 +516,17 @@ func (s *propState) retry(t *rapid.T) {
 		s.send(t, req)
 		return
 	}
+	if ll := s.m.leases[lid]; live && ll != nil {
+		for _, l := range ll.limits {
+			if !slices.Contains(req.Names, l.Name) {
+				// Renamed since: the retry names other limits.
+				if _, err := s.m.Acquire(s.now, req); !errors.Is(err, ErrTicketConflict) {
+					t.Fatalf("retry %s after %s was renamed: %v, want ErrTicketConflict", tk, l.Name, err)
+				}
+				return
+			}
+		}
+	}
 	o, err := s.m.Acquire(s.now, req)
 	if err != nil {
 		t.Fatalf("retry %s: %v", tk, err)
@@ -750,14 +761,18 @@ func ticketLine(l *limitState) []string {
 // checkTicketLines checks that a restart keeps the waiters with a ticket in
 // their order: on every active limit the restored line of tickets is the
 // live one less those granted at once, which were at its head (and plus
-// those that named the limit before it existed).
+// those that named the limit before it existed, less those it refuses now).
 func checkTicketLines(t *rapid.T, live, restored *Machine) {
 	for _, l := range live.sorted {
 		if !l.Active {
 			continue
 		}
 		r := restored.byID[l.ID]
-		want := ticketLine(l)
+		// A waiter that cannot stand in line again (a limit it names now
+		// refuses it) is gone after a restart.
+		want := slices.DeleteFunc(ticketLine(l), func(t string) bool {
+			return restored.ticketWaiters[t] == nil && restored.ticketLeases[t] == nil
+		})
 		// A waiter that named this limit before it existed waits for it
 		// after a restart, which names its limits again.
 		got := slices.DeleteFunc(ticketLine(r), func(t string) bool { return !slices.Contains(want, t) })
