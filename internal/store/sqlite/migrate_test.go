@@ -345,7 +345,7 @@ func TestOpenUpgradesFirstSchema(t *testing.T) {
 	if err := s.Commit(t.Context(), []sema.Change{{Kind: sema.PutRun, Run: &run}}); err != nil {
 		t.Fatalf("commit a run after the upgrade: %v", err)
 	}
-	// Tickets and waiters (0003) too.
+	// Tickets and waiters (0004) too.
 	w := sema.Waiter{Ticket: "t-1", Seq: 1, Names: []string{"tag:db"}, Slots: 1, Since: fixedNow().UTC()}
 	lease := sema.Lease{ID: uuid.New(), Slots: 1, Fence: 1, Ticket: "t-0", Holds: []sema.Hold{{LimitID: id, Slots: 1}}}
 	if err := s.Commit(t.Context(), []sema.Change{{Kind: sema.PutWaiter, Waiter: &w}, {Kind: sema.PutLease, Lease: lease}}); err != nil {

@@ -1,4 +1,4 @@
--- 0003: tickets and durable waiters.
+-- 0004: tickets and durable waiters.
 --
 -- Encodings as in 0001. A lease keeps the ticket of the request it was
 -- granted to (NULL for none), so that a retry with that ticket gets the
