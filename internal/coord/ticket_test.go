@@ -159,7 +159,7 @@ func TestTicketUnclaimedGrantReleasedAfterGrace(t *testing.T) {
 		}
 		unclaimed := 0
 		for len(events) > 0 {
-			if e := <-events; e.Kind == sema.Released && e.Reason == "unclaimed" {
+			if e := <-events; e.Kind == sema.Released && e.Reason == sema.ReasonUnclaimed {
 				unclaimed++
 				if e.Lease.ID.String() != h[0] {
 					t.Errorf("unclaimed release of %s, want a's lease %s", e.Lease.ID, h[0])
