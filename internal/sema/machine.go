@@ -577,18 +577,22 @@ func (m *Machine) refuse(now time.Time, req Request, ls []*limitState) error {
 	} else {
 		wait = worst / b.SlotDecayPerSecond
 	}
-	var full []string
+	le := &LockedError{Blocking: b.Name}
 	for _, l := range ls {
 		if l.Active {
+			if l.queue.n > 0 || !fits(now, l, req.slotsFor(l)) {
+				if le.Full == nil {
+					le.Used, le.Capacity, le.Waiting = used(now, l), l.Limit.Limit, l.queue.n
+				}
+				le.Full = append(le.Full, l.Name)
+			}
 			l.Denied += float64(req.slotsFor(l))
 			m.markSoft(l)
-			if l.queue.n > 0 || !fits(now, l, req.slotsFor(l)) {
-				full = append(full, l.Name)
-			}
 		}
 	}
 	wait = min(wait, 24*3600) // a day is as far as any answer should point
-	return &LockedError{RetryAfter: time.Duration(wait * float64(time.Second)), Blocking: b.Name, Full: full}
+	le.RetryAfter = time.Duration(wait * float64(time.Second))
+	return le
 }
 
 // grant takes the slots for req on ls and records the lease.
