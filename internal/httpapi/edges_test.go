@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/allot-dev/allot/internal/httpapi"
 )
 
 // rawConn is one kept-alive HTTP/1.1 connection to a test server, spoken
@@ -104,4 +107,78 @@ func TestHEADEventsAnswersTheStreamHeaders(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Errorf("HEAD /api/events: %d %q, want 200 text/event-stream", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
+}
+
+// TestSlowBodyIsCutOffButALongPollIsNot: a client that trickles its body
+// is answered 408 and cut off within the body bound, while a request that
+// waits in line longer than the bound after sending its body is answered
+// when its wait ends.
+func TestSlowBodyIsCutOffButALongPollIsNot(t *testing.T) {
+	t.Parallel()
+	const bound = 300 * time.Millisecond
+	b := setupWith(t, setupOpts{options: func(o *httpapi.Options) { o.BodyReadTimeout = bound }})
+
+	t.Run("trickled body", func(t *testing.T) {
+		t.Parallel()
+		rc := dialRaw(t, b)
+		if err := rc.c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if _, err := fmt.Fprintf(rc.c, "POST %s/filter HTTP/1.1\r\nHost: allot\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", v2); err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { // one byte every 50 ms: never idle for the bound, never done
+			defer close(done)
+			tick := time.NewTicker(50 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					if _, err := rc.c.Write([]byte(" ")); err != nil {
+						return
+					}
+				}
+			}
+		}()
+		defer func() { close(stop); <-done }()
+		req, _ := http.NewRequest("POST", v2+"/filter", nil)
+		resp, err := http.ReadResponse(rc.br, req)
+		if err != nil {
+			t.Fatalf("no answer to a trickled body within 5 s: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestTimeout {
+			t.Errorf("got %d, want 408", resp.StatusCode)
+		}
+		// Cut off within the bound, with a generous margin.
+		if el := time.Since(start); el > 3*time.Second {
+			t.Errorf("answered after %v, want about %v", el, bound)
+		}
+		if _, err := io.ReadAll(rc.br); err != nil && !errors.Is(err, net.ErrClosed) && !isReset(err) {
+			t.Errorf("connection after the 408: %v, want it closed", err)
+		}
+	})
+
+	t.Run("long poll", func(t *testing.T) {
+		t.Parallel()
+		b.create(t, map[string]any{"name": "slow-body-db", "limit": 1})
+		b.do(t, "POST", v2+"/increment-with-lease", map[string]any{"names": []string{"slow-body-db"}, "slots": 1}).want(t, 200)
+		start := time.Now()
+		// Waits in line 1 s, more than three times the bound, and is
+		// answered when its wait runs out, not cut off.
+		b.do(t, "POST", v2+"/increment-with-lease", map[string]any{"names": []string{"slow-body-db"}, "slots": 1, "timeout_seconds": 1}).
+			wantProblem(t, http.StatusLocked, "locked", "")
+		if el := time.Since(start); el < time.Second {
+			t.Errorf("answered after %v, want after its 1 s wait", el)
+		}
+	})
+}
+
+func isReset(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "reset") || strings.Contains(err.Error(), "i/o timeout"))
 }

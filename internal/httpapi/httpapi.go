@@ -25,6 +25,11 @@ type Options struct {
 	Registry *prometheus.Registry
 	// MaxBodyBytes bounds request bodies (default 1 MiB).
 	MaxBodyBytes int64
+	// BodyReadTimeout bounds the reading of a request's body (default
+	// 10 s): a client that trickles its body is cut off, as the server's
+	// ReadHeaderTimeout cuts off one that trickles its headers. It covers
+	// the body only, so a long poll that waits after reading is not cut.
+	BodyReadTimeout time.Duration
 	// EventHeartbeat is how often /api/events writes a comment to keep the
 	// stream open (default 15 s).
 	EventHeartbeat time.Duration
@@ -47,6 +52,7 @@ type handler struct {
 	c              *coord.Coordinator
 	log            *slog.Logger
 	maxBody        int64
+	bodyTimeout    time.Duration
 	heartbeat      time.Duration
 	openapiYAML    []byte
 	requests       *prometheus.CounterVec
@@ -71,10 +77,11 @@ func New(c *coord.Coordinator, opts Options) http.Handler {
 
 func newHandler(c *coord.Coordinator, opts Options) *handler {
 	h := &handler{
-		c:         c,
-		log:       opts.Logger,
-		maxBody:   opts.MaxBodyBytes,
-		heartbeat: opts.EventHeartbeat,
+		c:           c,
+		log:         opts.Logger,
+		maxBody:     opts.MaxBodyBytes,
+		bodyTimeout: opts.BodyReadTimeout,
+		heartbeat:   opts.EventHeartbeat,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "allot_http_requests_total", Help: "HTTP requests answered, by route pattern and status code."},
 			[]string{"route", "code"}),
@@ -87,6 +94,9 @@ func newHandler(c *coord.Coordinator, opts Options) *handler {
 	}
 	if h.maxBody <= 0 {
 		h.maxBody = 1 << 20
+	}
+	if h.bodyTimeout <= 0 {
+		h.bodyTimeout = 10 * time.Second
 	}
 	if h.heartbeat <= 0 {
 		h.heartbeat = 15 * time.Second
@@ -153,11 +163,17 @@ func (h *handler) register(reg *prometheus.Registry) {
 }
 
 // middleware answers unknown routes and wrong methods with problems,
-// recovers from panics, and counts requests.
+// recovers from panics, counts requests and bounds the reading of bodies:
+// a request with a body must deliver it within bodyTimeout (readBody lifts
+// the bound once the body is read; a handler that never reads it leaves the
+// bound on the server's draining of it).
 func (h *handler) middleware(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, r: r}
+		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(start.Add(h.bodyTimeout))
+		}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
