@@ -19,6 +19,8 @@ type eventJSON struct {
 	Slots        int          `json:"slots,omitempty"`
 	FencingToken uint64       `json:"fencing_token,omitempty"`
 	Deleted      bool         `json:"deleted,omitempty"`
+	// Reason says why a limit was deleted by the server itself: "idle".
+	Reason string `json:"reason,omitempty"`
 }
 
 // eventName names the events streamed; others are not streamed.
@@ -39,7 +41,7 @@ func eventName(k sema.EventKind) string {
 }
 
 func toEventJSON(e sema.Event) eventJSON {
-	out := eventJSON{Limits: make([]string, len(e.Limits)), Deleted: e.Deleted}
+	out := eventJSON{Limits: make([]string, len(e.Limits)), Deleted: e.Deleted, Reason: e.Reason}
 	for i, l := range e.Limits {
 		out.Limits[i] = l.Name
 	}

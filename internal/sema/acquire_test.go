@@ -785,7 +785,8 @@ func TestTemplates(t *testing.T) {
 			}
 			want := Limit{ID: v.ID, Name: tt.acquire, Limit: tt.wantLimit, Active: true,
 				SlotDecayPerSecond: float64(tt.wantLimit) / 10, AvgSlotOccupancySeconds: 2,
-				Created: at(time.Second), Updated: at(time.Second), DecayAt: at(time.Second)}
+				Created: at(time.Second), Updated: at(time.Second), DecayAt: at(time.Second),
+				Idle: DefaultTemplateIdle, FromTemplate: true}
 			if d := cmp.Diff(want, v.Limit); d != "" {
 				t.Errorf("materialised limit (-want +got):\n%s", d)
 			}

@@ -39,6 +39,11 @@ type limitState struct {
 	lastFence uint64
 	soft      bool      // Denied or AvgSlotOccupancySeconds changed and not recorded
 	wakeAt    time.Time // the earliest decay wake scheduled for this limit
+	// idleAt is when a template-created limit becomes due for idle removal
+	// if nothing uses it before; idleQueued says it has an entry in the
+	// machine's idles heap (at most one, at or before idleAt).
+	idleAt     time.Time
+	idleQueued bool
 }
 
 type leaseState struct {
@@ -59,6 +64,7 @@ type Machine struct {
 	leases    map[uuid.UUID]*leaseState
 	expiry    leaseHeap
 	wakes     wakeHeap
+	idles     wakeHeap // template-created limits' idle deadlines
 	waiters   map[uint64]*waiter
 	lastWait  uint64
 	fence     uint64
@@ -98,7 +104,10 @@ func New(cfg Config) *Machine {
 // Tick. fence is the highest fencing token ever granted.
 func (m *Machine) Restore(limits []Limit, leases []Lease, fence uint64) {
 	for _, l := range limits {
-		m.insertLimit(&limitState{Limit: l})
+		ls := &limitState{Limit: l}
+		m.insertLimit(ls)
+		// Its last use is not durable: count from its last durable change.
+		m.touch(latest(l.Created, l.Updated, l.DecayAt), ls)
 	}
 	for _, l := range leases {
 		ls := &leaseState{Lease: l}
@@ -187,6 +196,9 @@ type LimitSpec struct {
 	ActiveSlots        int
 	DeniedSlots        int
 	SlotDecayPerSecond float64
+	// Idle is a template's idle time (see Limit.Idle); nil takes
+	// DefaultTemplateIdle. Only a template has one.
+	Idle *time.Duration
 }
 
 func validateSpec(s LimitSpec) error {
@@ -195,6 +207,19 @@ func validateSpec(s LimitSpec) error {
 	}
 	if err := validateSettings(s.Limit, s.ActiveSlots, s.DeniedSlots, s.SlotDecayPerSecond); err != nil {
 		return err
+	}
+	return validateIdle(s.Name, s.Idle)
+}
+
+// validateIdle checks an idle time given for the limit called name.
+func validateIdle(name string, idle *time.Duration) error {
+	switch {
+	case idle == nil:
+		return nil
+	case !isPattern(name):
+		return invalid("idle_seconds", "only a template (a name with '*') has an idle time; %q is not one", name)
+	case *idle < 0 || *idle > MaxIdle:
+		return invalid("idle_seconds", "must be between 0 and %g", MaxIdle.Seconds())
 	}
 	return nil
 }
@@ -233,6 +258,12 @@ func (m *Machine) CreateLimit(now time.Time, id uuid.UUID, s LimitSpec) (Limit, 
 		Created: now, Updated: now, DecayAt: now,
 		Level: float64(s.ActiveSlots), Denied: float64(s.DeniedSlots),
 	}}
+	if l.IsTemplate() {
+		l.Idle = DefaultTemplateIdle
+		if s.Idle != nil {
+			l.Idle = *s.Idle
+		}
+	}
 	m.insertLimit(l)
 	m.putLimit(l)
 	m.events = append(m.events, Event{Kind: LimitChanged, Limits: []LimitRef{l.ref()}})
@@ -247,6 +278,8 @@ type LimitPatch struct {
 	ActiveSlots        *int
 	DeniedSlots        *int
 	SlotDecayPerSecond *float64
+	// Idle sets a template's idle time (see Limit.Idle).
+	Idle *time.Duration
 }
 
 // UpdateLimit changes a limit. Lowering the limit never revokes a lease;
@@ -282,6 +315,13 @@ func (m *Machine) UpdateLimit(now time.Time, id uuid.UUID, p LimitPatch) (Limit,
 	if err := validateSettings(limit, active, denied, decay); err != nil {
 		return Limit{}, err
 	}
+	name := l.Name
+	if p.Name != nil {
+		name = *p.Name
+	}
+	if err := validateIdle(name, p.Idle); err != nil {
+		return Limit{}, err
+	}
 	m.settle(now, l)
 	if p.Name != nil && *p.Name != l.Name {
 		m.unindexName(l)
@@ -304,7 +344,11 @@ func (m *Machine) UpdateLimit(now time.Time, id uuid.UUID, p LimitPatch) (Limit,
 	if p.DeniedSlots != nil {
 		l.Denied = float64(*p.DeniedSlots)
 	}
+	if p.Idle != nil {
+		l.Idle = *p.Idle
+	}
 	l.Updated = now
+	m.touch(now, l)
 	m.putLimit(l)
 	m.events = append(m.events, Event{Kind: LimitChanged, Limits: []LimitRef{l.ref()}})
 	m.pump(now, append(m.failHopeless(now, l), l))
@@ -331,7 +375,7 @@ func (m *Machine) failHopeless(now time.Time, l *limitState) []*limitState {
 		default:
 			continue
 		}
-		m.removeWaiter(w)
+		m.removeWaiter(now, w)
 		m.events = append(m.events, Event{Kind: WaiterFailed, WaiterID: w.id, Err: err})
 		if r := w.run; r != nil {
 			r.waiter = nil
@@ -349,6 +393,13 @@ func (m *Machine) DeleteLimit(now time.Time, id uuid.UUID) error {
 	if l == nil {
 		return ErrLimitNotFound
 	}
+	m.deleteLimit(now, l, "")
+	return nil
+}
+
+// deleteLimit deletes l; reason, if any, is why (see Event.Reason).
+func (m *Machine) deleteLimit(now time.Time, l *limitState, reason string) {
+	id := l.ID
 	l.deleted = true
 	delete(m.byID, id)
 	m.unindexName(l)
@@ -367,9 +418,8 @@ func (m *Machine) DeleteLimit(now time.Time, id uuid.UUID) error {
 		others = append(others, n.w.limits...)
 	}
 	m.changes = append(m.changes, Change{Kind: DeleteLimit, ID: id})
-	m.events = append(m.events, Event{Kind: LimitChanged, Limits: []LimitRef{l.ref()}, Deleted: true})
+	m.events = append(m.events, Event{Kind: LimitChanged, Limits: []LimitRef{l.ref()}, Deleted: true, Reason: reason})
 	m.pump(now, others)
-	return nil
 }
 
 func (l *limitState) ref() LimitRef { return LimitRef{ID: l.ID, Name: l.Name, Limit: l.Limit.Limit} }
@@ -438,6 +488,7 @@ func (m *Machine) resolve(now time.Time, names []string) ([]*limitState, error) 
 			l = m.fromTemplate(now, name)
 		}
 		if l != nil {
+			m.touch(now, l)
 			out = append(out, l)
 		}
 	}
@@ -467,7 +518,7 @@ func (m *Machine) fromTemplate(now time.Time, name string) *limitState {
 	l := &limitState{Limit: Limit{
 		ID: id, Name: name, Limit: best.Limit.Limit, Active: best.Active,
 		SlotDecayPerSecond: best.SlotDecayPerSecond, AvgSlotOccupancySeconds: m.cfg.DefaultAvgOccupancy,
-		Created: now, Updated: now, DecayAt: now,
+		Created: now, Updated: now, DecayAt: now, Idle: best.Idle, FromTemplate: true,
 	}}
 	m.insertLimit(l)
 	m.putLimit(l)
@@ -597,6 +648,9 @@ func (m *Machine) refuse(now time.Time, req Request, ls []*limitState) error {
 
 // grant takes the slots for req on ls and records the lease.
 func (m *Machine) grant(now time.Time, req Request, ls []*limitState) Lease {
+	for _, l := range ls {
+		m.touch(now, l)
+	}
 	if req.Mode == ModeRateLimit {
 		for _, l := range ls {
 			if l.Active {
@@ -659,6 +713,7 @@ func (m *Machine) dropLease(now time.Time, ll *leaseState) []*limitState {
 		slots := ll.Holds[i].Slots
 		l.held -= slots
 		delete(l.leases, ll)
+		m.touch(now, l)
 		if l.Active && !l.deleted && slots > 0 {
 			m.observeOccupancy(l, occupancy/float64(slots))
 		}
@@ -798,6 +853,7 @@ func (m *Machine) Decrement(now time.Time, names []string, slots int, occupancy 
 		if occupancy > 0 {
 			m.observeOccupancy(l, occupancy/float64(slots))
 		}
+		m.touch(now, l)
 	}
 	m.pump(now, ls)
 	return refs(ls), nil
@@ -829,21 +885,23 @@ func (m *Machine) CancelWaiter(now time.Time, id uint64) bool {
 	if w == nil || w.run != nil {
 		return false
 	}
-	m.removeWaiter(w)
+	m.removeWaiter(now, w)
 	// The head may have been the one blocking everybody behind it.
 	m.pump(now, w.limits)
 	return true
 }
 
-func (m *Machine) removeWaiter(w *waiter) {
+func (m *Machine) removeWaiter(now time.Time, w *waiter) {
 	delete(m.waiters, w.id)
 	for i, l := range w.limits {
 		l.queue.remove(&w.nodes[i])
+		m.touch(now, l)
 	}
 }
 
-// Tick expires the leases whose time is up and lets in the waiters that
-// decay has made room for.
+// Tick expires the leases whose time is up, lets in the waiters that decay
+// has made room for, and removes the template-created limits that have sat
+// unused for their idle time.
 func (m *Machine) Tick(now time.Time) {
 	for len(m.expiry) > 0 && !now.Before(m.expiry[0].Expires) {
 		m.expire(now, m.expiry[0])
@@ -857,6 +915,61 @@ func (m *Machine) Tick(now time.Time) {
 		due = append(due, w.limit)
 	}
 	m.pump(now, due)
+	for len(m.idles) > 0 && !now.Before(m.idles[0].at) {
+		m.idleDue(now, heap.Pop(&m.idles).(wake).limit)
+	}
+}
+
+// touch records a use of l at now: a template-created limit is removed
+// only once its idle time has passed since its last use. A limit has at
+// most one entry in m.idles: a later use only moves idleAt, and the entry
+// is moved there when it comes due.
+func (m *Machine) touch(now time.Time, l *limitState) {
+	if !l.FromTemplate || l.Idle <= 0 || l.deleted {
+		return
+	}
+	l.idleAt = now.Add(l.Idle)
+	if !l.idleQueued {
+		l.idleQueued = true
+		heap.Push(&m.idles, wake{at: l.idleAt, limit: l})
+	}
+}
+
+// idleDue removes l if it has been unused for its idle time and nothing
+// holds, waits for or has taken (a rate limit's level) any of its slots.
+func (m *Machine) idleDue(now time.Time, l *limitState) {
+	l.idleQueued = false
+	if l.deleted || !l.FromTemplate || l.Idle <= 0 {
+		return
+	}
+	at := l.idleAt
+	switch lv := level(now, l); {
+	case now.Before(at):
+		// Used since it was queued: due at its new deadline.
+	case len(l.leases) > 0 || l.queue.n > 0:
+		// In use: looked at again one idle time on (its release or
+		// departure is a use, so it cannot go before its full idle time).
+		at = now.Add(l.Idle)
+	case lv > epsilon && l.SlotDecayPerSecond == 0:
+		return // preset slots never decay; a decrement is a use
+	case lv > epsilon:
+		at = now.Add(time.Duration(math.Ceil(lv / l.SlotDecayPerSecond * float64(time.Second))))
+	default:
+		m.deleteLimit(now, l, "idle")
+		return
+	}
+	l.idleQueued = true
+	heap.Push(&m.idles, wake{at: at, limit: l})
+}
+
+func latest(ts ...time.Time) time.Time {
+	var t time.Time
+	for _, u := range ts {
+		if u.After(t) {
+			t = u
+		}
+	}
+	return t
 }
 
 // NextDeadline returns the next moment Tick has work to do.
@@ -868,6 +981,9 @@ func (m *Machine) NextDeadline() (time.Time, bool) {
 	}
 	if len(m.wakes) > 0 && (!ok || m.wakes[0].at.Before(t)) {
 		t, ok = m.wakes[0].at, true
+	}
+	if len(m.idles) > 0 && (!ok || m.idles[0].at.Before(t)) {
+		t, ok = m.idles[0].at, true
 	}
 	return t, ok
 }
@@ -889,7 +1005,7 @@ func (m *Machine) pump(now time.Time, work []*limitState) {
 				}
 				break
 			}
-			m.removeWaiter(w)
+			m.removeWaiter(now, w)
 			live := slices.DeleteFunc(slices.Clone(w.limits), func(l *limitState) bool { return l.deleted })
 			lease := m.grant(now, w.req, live)
 			m.events[len(m.events)-1].WaiterID = w.id
