@@ -1,0 +1,53 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+)
+
+// TestTemplateCreatedLimitsDoNotPileUp: 2,000 resource:N acquired and
+// released over HTTP leave only their template once its idle time (1 s
+// here) has passed.
+func TestTemplateCreatedLimitsDoNotPileUp(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tmpl := b.create(t, map[string]any{"name": "resource:*", "limit": 1, "idle_seconds": 1})
+	if tmpl.IdleSeconds == nil || *tmpl.IdleSeconds != 1 {
+		t.Fatalf("template idle_seconds %v, want 1", tmpl.IdleSeconds)
+	}
+	const n = 2000
+	for i := range n {
+		l := decode[leaseDoc](t, b.do(t, "POST", v2+"/increment-with-lease",
+			map[string]any{"names": []string{fmt.Sprintf("resource:%d", i)}, "slots": 1}).want(t, 200))
+		b.do(t, "POST", v2+"/decrement-with-lease", map[string]any{"lease_id": l.LeaseID}).want(t, 204)
+	}
+	poll(t, "the created limits to be removed", func() bool {
+		got := decode[[]limitDoc](t, b.do(t, "POST", v2+"/filter", map[string]any{"limit": 10}).want(t, 200))
+		return len(got) == 1 && got[0].Name == "resource:*"
+	})
+	b.do(t, "GET", v2+"/resource:1999", nil).wantProblem(t, http.StatusNotFound, "limit_not_found", "")
+}
+
+func TestIdleSecondsOnlyOnTemplates(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if got := b.create(t, map[string]any{"name": "tenant:*", "limit": 1}).IdleSeconds; got == nil || *got != 3600 {
+		t.Errorf("template default idle_seconds %v, want 3600", got)
+	}
+	b.do(t, "POST", v2+"/", map[string]any{"name": "plain", "limit": 1, "idle_seconds": 5}).
+		wantProblem(t, http.StatusUnprocessableEntity, "invalid_field", "idle_seconds")
+	if got := b.create(t, map[string]any{"name": "plain", "limit": 1}).IdleSeconds; got != nil {
+		t.Errorf("plain limit idle_seconds %v, want none", *got)
+	}
+	b.do(t, "PATCH", v2+"/plain", map[string]any{"idle_seconds": 5}).
+		wantProblem(t, http.StatusUnprocessableEntity, "invalid_field", "idle_seconds")
+	b.do(t, "PATCH", v2+"/tenant:*", map[string]any{"idle_seconds": 0}).want(t, 204)
+	if got := b.read(t, "tenant:*").IdleSeconds; got == nil || *got != 0 {
+		t.Errorf("idle_seconds after PATCH %v, want 0", got)
+	}
+	b.do(t, "POST", v2+"/increment-with-lease", map[string]any{"names": []string{"tenant:1"}, "slots": 1}).want(t, 200)
+	if got := b.read(t, "tenant:1"); !got.FromTemplate || got.IdleSeconds == nil || *got.IdleSeconds != 0 {
+		t.Errorf("created limit from_template %v idle_seconds %v, want true 0", got.FromTemplate, got.IdleSeconds)
+	}
+}
