@@ -116,6 +116,7 @@ func (h *handler) routes() *http.ServeMux {
 		{"POST " + v2 + "/{$}", h.createLimit},
 		{"POST " + v2, h.createLimit},
 		{"POST " + v2 + "/filter", h.filterLimits},
+		{"POST " + v2 + "/delete", h.deleteMatching},
 		{"POST " + v2 + "/increment", h.increment},
 		{"POST " + v2 + "/increment-with-lease", h.incrementWithLease},
 		{"POST " + v2 + "/decrement", h.decrement},

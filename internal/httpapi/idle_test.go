@@ -51,3 +51,36 @@ func TestIdleSecondsOnlyOnTemplates(t *testing.T) {
 		t.Errorf("created limit from_template %v idle_seconds %v, want true 0", got.FromTemplate, got.IdleSeconds)
 	}
 }
+
+func TestDeleteLimitsMatchingAPattern(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.create(t, map[string]any{"name": "resource:*", "limit": 1})
+	b.create(t, map[string]any{"name": "keep", "limit": 1})
+	lease := decode[leaseDoc](t, b.do(t, "POST", v2+"/increment-with-lease", map[string]any{"names": []string{"resource:0"}, "slots": 1}).want(t, 200))
+	for i := 1; i < 5; i++ {
+		b.do(t, "POST", v2+"/increment", map[string]any{"names": []string{fmt.Sprintf("resource:%d", i)}, "slots": 1}).want(t, 200)
+	}
+	for _, body := range []map[string]any{{}, {"pattern": ""}, {"pattern": "*"}} {
+		b.do(t, "POST", v2+"/delete", body).wantProblem(t, http.StatusUnprocessableEntity, "invalid_field", "pattern")
+	}
+	type answer struct{ Matched, Deleted int }
+	if got := decode[answer](t, b.do(t, "POST", v2+"/delete", map[string]any{"pattern": "resource:*", "dry_run": true}).want(t, 200)); got != (answer{5, 0}) {
+		t.Errorf("dry run %+v, want 5 matched, 0 deleted", got)
+	}
+	if got := decode[answer](t, b.do(t, "POST", v2+"/delete", map[string]any{"pattern": "resource:*"}).want(t, 200)); got != (answer{5, 5}) {
+		t.Errorf("delete %+v, want 5 deleted", got)
+	}
+	var names []string
+	for _, l := range decode[[]limitDoc](t, b.do(t, "POST", v2+"/filter", nil).want(t, 200)) {
+		names = append(names, l.Name)
+	}
+	if fmt.Sprint(names) != "[keep resource:*]" {
+		t.Errorf("left %v, want keep and the template", names)
+	}
+	// The held lease was not revoked: it is still there to release.
+	b.do(t, "GET", v2+"/leases/"+lease.LeaseID, nil).want(t, 200)
+	if got := decode[answer](t, b.do(t, "POST", v2+"/delete", map[string]any{"pattern": "*", "all": true, "templates": true}).want(t, 200)); got != (answer{2, 2}) {
+		t.Errorf("delete all %+v, want 2", got)
+	}
+}

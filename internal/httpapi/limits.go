@@ -145,3 +145,40 @@ func (h *handler) deleteLimit(w http.ResponseWriter, r *http.Request) {
 func idleDuration(seconds float64) time.Duration {
 	return time.Duration(seconds * float64(time.Second))
 }
+
+// deleteMatchingJSON answers a bulk delete.
+type deleteMatchingJSON struct {
+	// Matched is the number of limits the pattern selected; Deleted is
+	// Matched unless dry_run was set, then 0.
+	Matched int `json:"matched"`
+	Deleted int `json:"deleted"`
+}
+
+// deleteMatching is POST /v2/concurrency_limits/delete, an allot
+// extension: delete every limit whose name matches a pattern.
+func (h *handler) deleteMatching(w http.ResponseWriter, r *http.Request) {
+	b, err := h.readBody(w, r, false)
+	if err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	var d sema.DeleteMatch
+	b.str("pattern", &d.Pattern)
+	b.boolean("all", &d.All)
+	b.boolean("templates", &d.Templates)
+	b.boolean("dry_run", &d.DryRun)
+	if err := b.finish(true); err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	n, err := h.c.DeleteMatching(r.Context(), d)
+	if err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	out := deleteMatchingJSON{Matched: n, Deleted: n}
+	if d.DryRun {
+		out.Deleted = 0
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -216,3 +216,51 @@ func TestIdleRemovalSurvivesRestore(t *testing.T) {
 		t.Errorf("after its idle time since restore: %v, want removed", err)
 	}
 }
+
+func TestDeleteMatching(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.create(t0, "resource:*", 1)
+	b.create(t0, "resource", 1)
+	held := b.mustGrant(t0, b.req(1, "resource:1", "resource"))
+	b.mustGrant(t0, b.req(1, "resource:2"))
+	b.create(t0, "other:1", 1)
+	b.events()
+
+	for _, d := range []DeleteMatch{{Pattern: ""}, {Pattern: "*"}, {Pattern: "**"}, {Pattern: "a/b"}} {
+		var ie *InvalidError
+		if _, err := b.m.DeleteMatching(t0, d); !errors.As(err, &ie) || ie.Field != "pattern" {
+			t.Errorf("DeleteMatching(%+v): %v, want invalid pattern", d, err)
+		}
+	}
+	if n, err := b.m.DeleteMatching(t0, DeleteMatch{Pattern: "resource:*", DryRun: true}); err != nil || n != 2 {
+		t.Errorf("dry run: %d, %v, want 2", n, err)
+	}
+	if n, err := b.m.DeleteMatching(t0, DeleteMatch{Pattern: "resource:*"}); err != nil || n != 2 {
+		t.Errorf("delete: %d, %v, want 2", n, err)
+	}
+	for name, want := range map[string]bool{"resource:*": true, "resource": true, "other:1": true, "resource:1": false, "resource:2": false} {
+		if got := b.exists(t0, name); got != want {
+			t.Errorf("%s exists %v, want %v", name, got, want)
+		}
+	}
+	// The lease that held resource:1 keeps its other hold.
+	if v := b.view(t0, "resource"); v.Held != 1 || v.Holders[0].LeaseID != held.ID {
+		t.Errorf("resource after the delete: held %d, want 1 by the lease", v.Held)
+	}
+	deleted := 0
+	for _, e := range b.events() {
+		if e.Kind == LimitChanged && e.Deleted {
+			deleted++
+		}
+	}
+	if deleted != 2 {
+		t.Errorf("%d deletion events, want 2", deleted)
+	}
+	if n, _ := b.m.DeleteMatching(t0, DeleteMatch{Pattern: "resource*", Templates: true}); n != 2 {
+		t.Errorf("with templates: %d, want 2 (resource and resource:*)", n)
+	}
+	if n, _ := b.m.DeleteMatching(t0, DeleteMatch{All: true}); n != 1 {
+		t.Errorf("all: %d, want 1 (other:1)", n)
+	}
+}

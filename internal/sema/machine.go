@@ -397,6 +397,49 @@ func (m *Machine) DeleteLimit(now time.Time, id uuid.UUID) error {
 	return nil
 }
 
+// DeleteMatch selects limits to delete by name.
+type DeleteMatch struct {
+	// Pattern matches names as a template does ('*' is any run of
+	// characters); a name without '*' matches only itself.
+	Pattern string
+	// All must be set for a pattern that matches every name (empty, or
+	// only stars), so that a slip never deletes everything.
+	All bool
+	// Templates deletes matching templates too; without it they stay.
+	Templates bool
+	// DryRun counts the matching limits and deletes nothing.
+	DryRun bool
+}
+
+// DeleteMatching deletes the limits that match, as DeleteLimit deletes
+// one: leases that hold them keep their other holds. It returns how many
+// limits matched (and, unless DryRun, were deleted).
+func (m *Machine) DeleteMatching(now time.Time, d DeleteMatch) (int, error) {
+	everything := strings.Trim(d.Pattern, "*") == ""
+	switch {
+	case everything && !d.All:
+		return 0, invalid("pattern", "%q matches every limit; set all to delete every limit", d.Pattern)
+	case d.Pattern == "":
+		d.Pattern = "*"
+	default:
+		if why := ValidateName(d.Pattern); why != "" {
+			return 0, invalid("pattern", "%s", why)
+		}
+	}
+	var match []*limitState
+	for _, l := range m.sorted {
+		if matchPattern(d.Pattern, l.Name) && (d.Templates || !l.IsTemplate()) {
+			match = append(match, l)
+		}
+	}
+	if !d.DryRun {
+		for _, l := range match {
+			m.deleteLimit(now, l, "")
+		}
+	}
+	return len(match), nil
+}
+
 // deleteLimit deletes l; reason, if any, is why (see Event.Reason).
 func (m *Machine) deleteLimit(now time.Time, l *limitState, reason string) {
 	id := l.ID
