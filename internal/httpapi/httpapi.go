@@ -57,7 +57,10 @@ type handler struct {
 	openapiYAML    []byte
 	requests       *prometheus.CounterVec
 	requestSeconds *prometheus.HistogramVec
-	metrics        sync.Map // routeCode → *routeMetrics
+	// clientEventCount counts the events Prefect's clients send to
+	// /api/events/in, by outcome (accepted, invalid).
+	clientEventCount *prometheus.CounterVec
+	metrics          sync.Map // routeCode → *routeMetrics
 }
 
 // New returns the HTTP handler of allot's API, served from c.
@@ -88,6 +91,9 @@ func newHandler(c *coord.Coordinator, opts Options) *handler {
 		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "allot_http_request_seconds", Help: "Time to answer HTTP requests, waiting in line included, by route pattern.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12)}, []string{"route"}),
+		clientEventCount: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "allot_client_events_total", Help: "Prefect client events received on /api/events/in and dropped, by outcome (accepted, invalid)."},
+			[]string{"outcome"}),
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -131,6 +137,8 @@ func (h *handler) routes() *http.ServeMux {
 		{"GET /api/health", h.health},
 		{"GET /api/ready", h.ready},
 		{"GET /api/events", h.events},
+		{"GET /api/events/in", h.clientEvents},
+		{"GET /api/admin/version", h.adminVersion},
 		{"GET /api/openapi.json", h.openapiJSON},
 		{"GET /api/openapi.yaml", h.openapiYAMLDoc},
 	} {
@@ -150,6 +158,14 @@ func (h *handler) register(reg *prometheus.Registry) {
 		if errors.As(err, &are) {
 			if cv, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
 				h.requests = cv
+			}
+		}
+	}
+	if err := reg.Register(h.clientEventCount); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if cv, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				h.clientEventCount = cv
 			}
 		}
 	}

@@ -180,6 +180,7 @@ func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
 	b.do(t, "GET", "/api/openapi.json", nil).want(t, 200)
 	b.do(t, "GET", "/api/openapi.yaml", nil).want(t, 200)
 	b.do(t, "GET", "/metrics", nil).want(t, 200)
+	b.do(t, "GET", "/api/admin/version", nil).want(t, 200)
 
 	// Requests the document refuses are refused by the server too, with
 	// answers the document describes.
@@ -221,7 +222,7 @@ func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
 		"GET /v2/concurrency_limits/leases/{lease_id}/watch 200", "POST /v2/concurrency_limits/leases/{lease_id}/revoke 200",
 		"POST /v2/concurrency_limits/leases/{lease_id}/revoke 410",
 		"POST /v2/concurrency_limits/delete 200", "POST /v2/concurrency_limits/delete 422",
-		"GET /health 200", "GET /ready 200", "GET /openapi.json 200", "GET /openapi.yaml 200", "GET /metrics 200",
+		"GET /health 200", "GET /ready 200", "GET /openapi.json 200", "GET /openapi.yaml 200", "GET /metrics 200", "GET /admin/version 200",
 	} {
 		if !c.seen[want] {
 			t.Errorf("never checked %s", want)
