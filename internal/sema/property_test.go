@@ -230,7 +230,7 @@ func (s *propState) create(t *rapid.T) {
 	}
 	if isPattern(spec.Name) {
 		// Short idle times, so that idle removal happens within a run.
-		idle := time.Duration(rapid.SampledFrom([]int{0, 1, 5, 3600}).Draw(t, "idle_s")) * time.Second
+		idle := time.Duration(rapid.SampledFrom([]int{0, 1, 1, 1, 5, 3600}).Draw(t, "idle_s")) * time.Second
 		spec.Idle = &idle
 	}
 	taken := s.m.byName[spec.Name] != nil
