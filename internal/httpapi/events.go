@@ -41,11 +41,13 @@ func eventName(k sema.EventKind) string {
 }
 
 func toEventJSON(e sema.Event) eventJSON {
-	out := eventJSON{Limits: make([]string, len(e.Limits)), Deleted: e.Deleted, Reason: e.Reason}
+	out := eventJSON{Limits: make([]string, len(e.Limits)), Deleted: e.Deleted}
 	for i, l := range e.Limits {
 		out.Limits[i] = l.Name
 	}
-	if e.Kind != sema.LimitChanged {
+	if e.Kind == sema.LimitChanged {
+		out.Reason = e.Reason
+	} else {
 		id := e.Lease.ID
 		out.LeaseID, out.Holder, out.Slots, out.FencingToken = &id, holderPtr(e.Lease.Holder), e.Lease.Slots, e.Lease.Fence
 	}

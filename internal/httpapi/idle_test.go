@@ -1,9 +1,11 @@
 package httpapi_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 )
 
 // TestTemplateCreatedLimitsDoNotPileUp: 2,000 resource:N acquired and
@@ -82,5 +84,42 @@ func TestDeleteLimitsMatchingAPattern(t *testing.T) {
 	b.do(t, "GET", v2+"/leases/"+lease.LeaseID, nil).want(t, 200)
 	if got := decode[answer](t, b.do(t, "POST", v2+"/delete", map[string]any{"pattern": "*", "all": true, "templates": true}).want(t, 200)); got != (answer{2, 2}) {
 		t.Errorf("delete all %+v, want 2", got)
+	}
+}
+
+// TestIdleRemovalIsAnEvent: the removal of an idle template-created limit
+// shows on /api/events as a limit event, deleted, with reason "idle".
+func TestIdleRemovalIsAnEvent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", b.srv.URL+"/api/events", nil)
+	resp, err := b.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events, beats := make(chan sseEvent, 16), make(chan struct{}, 1)
+	go readEvents(resp.Body, events, beats)
+	b.create(t, map[string]any{"name": "resource:*", "limit": 1, "idle_seconds": 0.2})
+	l := decode[leaseDoc](t, b.do(t, "POST", v2+"/increment-with-lease", map[string]any{"names": []string{"resource:9"}, "slots": 1}).want(t, 200))
+	b.do(t, "POST", v2+"/decrement-with-lease", map[string]any{"lease_id": l.LeaseID}).want(t, 204)
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case e, ok := <-events:
+			if !ok {
+				t.Fatal("stream ended before the idle removal")
+			}
+			if e.name == "limit" && e.data["deleted"] == true {
+				if e.data["reason"] != "idle" || fmt.Sprint(e.data["limits"]) != "[resource:9]" {
+					t.Errorf("deletion event %v, want resource:9 deleted as idle", e.data)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatal("no idle removal event within 10 s")
+		}
 	}
 }

@@ -1,4 +1,4 @@
--- 0003: idle removal of limits that templates create.
+-- 0004: idle removal of limits that templates create.
 --
 -- idle is a duration in INTEGER nanoseconds: on a template, how long a limit
 -- it creates may sit unused before it is removed (0 keeps them); on a limit
