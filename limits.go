@@ -182,6 +182,34 @@ func (c *Client) UpdateLimit(ctx context.Context, nameOrID string, u LimitUpdate
 	return nil
 }
 
+// DeleteMatching selects limits by name for DeleteLimitsMatching.
+type DeleteMatching struct {
+	// Pattern matches names as a template does: '*' is any run of
+	// characters; a pattern without '*' matches only that name.
+	Pattern string `json:"pattern"`
+	// All must be set for a pattern that matches every name ("" or "*").
+	All bool `json:"all,omitempty"`
+	// Templates deletes matching templates too.
+	Templates bool `json:"templates,omitempty"`
+	// DryRun only counts.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// DeleteLimitsMatching deletes the limits that d selects (an allot
+// extension) and returns how many matched. Leases holding them keep their
+// other limits. With DryRun it deletes nothing.
+func (c *Client) DeleteLimitsMatching(ctx context.Context, d DeleteMatching) (int, error) {
+	var out struct {
+		Matched int `json:"matched"`
+	}
+	err := c.do(ctx, request{method: http.MethodPost, path: limitsPrefix + "/delete",
+		body: jsonBody(d), accept: []int{http.StatusOK}}, &out)
+	if err != nil {
+		return 0, fmt.Errorf("delete limits matching %q: %w", d.Pattern, err)
+	}
+	return out.Matched, nil
+}
+
 // DeleteLimit deletes a limit. Leases holding it keep their other limits.
 func (c *Client) DeleteLimit(ctx context.Context, nameOrID string) error {
 	err := c.do(ctx, request{method: http.MethodDelete, path: limitPath(nameOrID),

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -244,16 +245,36 @@ func gclEnable(env Env, g *globals, on bool) *cobra.Command {
 }
 
 func gclDelete(env Env, g *globals) *cobra.Command {
-	var yes bool
+	var (
+		yes, all, templates bool
+		matching            string
+	)
 	cmd := &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Delete a global concurrency limit",
+		Use:   "delete NAME | --matching PATTERN",
+		Short: "Delete a global concurrency limit, or every limit matching a pattern",
 		Long: `Delete a global concurrency limit, after asking (unless --yes). Leases that
-hold it keep their other limits.`,
-		Example:           "  allot gcl delete my-concurrency-limit --yes",
-		Args:              exactArgs(1),
+hold it keep their other limits.
+
+With --matching, delete every limit whose name matches PATTERN ('*' is any
+run of characters, as in templates): it first counts them and asks
+"Delete N limits matching PATTERN?". Templates are kept unless --templates;
+a pattern that matches every name ('*') needs --all.`,
+		Example: "  allot gcl delete my-concurrency-limit --yes\n" +
+			"  allot gcl delete --matching 'resource:*'",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if matching != "" || all {
+				if len(args) != 0 {
+					return usagef("give either NAME or --matching, not both")
+				}
+				return nil
+			}
+			return exactArgs(1)(cmd, args)
+		},
 		ValidArgsFunction: g.completeLimits(""),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if matching != "" || all {
+				return gclDeleteMatching(cmd, env, g, allot.DeleteMatching{Pattern: matching, All: all, Templates: templates}, yes)
+			}
 			name := args[0]
 			if !yes && !confirm(env, "Are you sure you want to delete global concurrency limit '"+name+"'?") {
 				return fail("Aborted.")
@@ -274,5 +295,55 @@ hold it keep their other limits.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	cmd.Flags().StringVar(&matching, "matching", "", "delete every limit whose name matches this pattern ('*' is any run of characters)")
+	cmd.Flags().BoolVar(&templates, "templates", false, "with --matching, delete matching templates too")
+	cmd.Flags().BoolVar(&all, "all", false, "allow a pattern that matches every limit ('*', or no --matching)")
 	return cmd
+}
+
+// gclDeleteMatching counts the limits d selects, asks, and deletes them.
+// Limits created between the count and the delete are deleted too; the
+// answer says how many were.
+func gclDeleteMatching(cmd *cobra.Command, env Env, g *globals, d allot.DeleteMatching, yes bool) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	if !yes {
+		dry := d
+		dry.DryRun = true
+		n, err := c.DeleteLimitsMatching(cmd.Context(), dry)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			fmt.Fprintf(env.Stdout, "No limits match %s.\n", d.Pattern)
+			return nil
+		}
+		if !confirm(env, fmt.Sprintf("Delete %s %s matching %s?", thousands(n), plural(n, "limit", "limits"), d.Pattern)) {
+			return fail("Aborted.")
+		}
+	}
+	n, err := c.DeleteLimitsMatching(cmd.Context(), d)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "Deleted %s %s matching %s.\n", thousands(n), plural(n, "limit", "limits"), d.Pattern)
+	return nil
+}
+
+// thousands writes n with commas between groups of three digits.
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

@@ -572,7 +572,9 @@ func jitter(mean time.Duration) time.Duration {
 func lockedErr(err error) error {
 	var le *sema.LockedError
 	if errors.As(err, &le) {
-		return &sema.LockedError{RetryAfter: jitter(le.RetryAfter), Blocking: le.Blocking, Full: le.Full}
+		out := *le
+		out.RetryAfter = jitter(le.RetryAfter)
+		return &out
 	}
 	return err
 }

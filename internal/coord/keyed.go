@@ -198,7 +198,9 @@ func (c *Coordinator) IncrementKeyed(ctx context.Context, kind sema.RunKind, key
 		if wait <= 0 {
 			wait = sema.DefaultConfig().TagMaxWait
 		}
-		return nil, &sema.LockedError{RetryAfter: wait, Blocking: le.Blocking, Full: le.Full}
+		out := *le
+		out.RetryAfter = wait
+		return nil, &out
 	}
 	return refs, err
 }

@@ -84,6 +84,18 @@ func (c *Coordinator) DeleteLimit(ctx context.Context, ref string) (sema.LimitVi
 	return v, err
 }
 
+// DeleteMatching deletes the limits that d selects and returns how many
+// it matched.
+func (c *Coordinator) DeleteMatching(ctx context.Context, d sema.DeleteMatch) (int, error) {
+	var n int
+	err := c.do(func(m *sema.Machine, now time.Time) error {
+		var err error
+		n, err = m.DeleteMatching(now, d)
+		return err
+	})
+	return n, err
+}
+
 // AcquireRequest asks for slots.
 type AcquireRequest struct {
 	Names []string

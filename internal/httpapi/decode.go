@@ -9,9 +9,11 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -62,9 +64,18 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, optional bool
 		return nil, tooLarge(h.maxBody)
 	}
 	data, err := readAll(w, r, h.maxBody)
+	if err == nil {
+		// The body is in: what follows (a wait in line) is not bounded by
+		// the body's deadline that middleware set.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		if errors.As(err, new(*http.MaxBytesError)) {
 			return nil, tooLarge(h.maxBody)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, &requestError{Status: http.StatusRequestTimeout, Code: "body_timeout",
+				Detail: fmt.Sprintf("the request body did not arrive within %v", h.bodyTimeout)}
 		}
 		return nil, &requestError{Status: http.StatusBadRequest, Code: "invalid_json", Detail: "reading request body: " + err.Error()}
 	}

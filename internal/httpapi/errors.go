@@ -57,7 +57,6 @@ const (
 	// Prefect's 409 opens with these words; allot then says what
 	// conflicted rather than point to server logs that say nothing more.
 	detailNameTaken   = "Data integrity conflict: a limit with this name already exists."
-	detailLocked      = "Locked"
 	detailUnavailable = "Service Unavailable"
 	// Prefect's v1 tag routes spell it with a lower-case "limit".
 	detailKeyedNotFound = "Concurrency limit not found"
@@ -145,7 +144,9 @@ func problemFor(err error) problem {
 	case errors.As(err, &ie):
 		return newProblem(http.StatusUnprocessableEntity, "invalid_field", ie.Detail, ie.Field)
 	case errors.As(err, &le):
-		p := newProblem(http.StatusLocked, "locked", detailLocked, "")
+		// Prefect answers "Locked"; its clients read only the status and
+		// Retry-After, so the detail can say which limit is full.
+		p := newProblem(http.StatusLocked, "locked", le.Error(), "")
 		s := retryAfterSeconds(le)
 		p.RetryAfter = &s
 		return p

@@ -20,7 +20,8 @@ type eventJSON struct {
 	FencingToken uint64       `json:"fencing_token,omitempty"`
 	Deleted      bool         `json:"deleted,omitempty"`
 	// Reason says why a lease ended (see sema.Event.Reason), e.g. that
-	// it was granted while its caller was away and not claimed in time.
+	// it was granted while its caller was away and not claimed in time;
+	// or why a limit was deleted by the server itself: "idle".
 	Reason string `json:"reason,omitempty"`
 }
 
@@ -46,7 +47,9 @@ func toEventJSON(e sema.Event) eventJSON {
 	for i, l := range e.Limits {
 		out.Limits[i] = l.Name
 	}
-	if e.Kind != sema.LimitChanged {
+	if e.Kind == sema.LimitChanged {
+		out.Reason = e.Reason
+	} else {
 		id := e.Lease.ID
 		out.LeaseID, out.Holder, out.Slots, out.FencingToken = &id, holderPtr(e.Lease.Holder), e.Lease.Slots, e.Lease.Fence
 	}
@@ -56,14 +59,21 @@ func toEventJSON(e sema.Event) eventJSON {
 // events is GET /api/events: grants, releases, expiries, revocations and
 // limit changes as server-sent events, until the client goes. A client that
 // does not keep up misses events rather than slowing the server.
+//
+// HEAD answers the stream's headers and ends: a stream without a body would
+// otherwise never end, and hold its kept-alive connection.
 func (h *handler) events(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{}) // the stream outlives any write timeout
 	ch, stop := h.c.Subscribe(256)
 	defer stop()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	if _, err := fmt.Fprint(w, ": allot events\n\n"); err != nil {
 		return

@@ -209,6 +209,8 @@ type limitDoc struct {
 	SlotDecayPerSecond      float64     `json:"slot_decay_per_second"`
 	AvgSlotOccupancySeconds float64     `json:"avg_slot_occupancy_seconds"`
 	Template                bool        `json:"template"`
+	IdleSeconds             *float64    `json:"idle_seconds"`
+	FromTemplate            bool        `json:"from_template"`
 	FencingToken            uint64      `json:"fencing_token"`
 	Waiting                 int         `json:"waiting"`
 	Holders                 []holderDoc `json:"holders"`

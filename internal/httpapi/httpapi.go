@@ -25,6 +25,11 @@ type Options struct {
 	Registry *prometheus.Registry
 	// MaxBodyBytes bounds request bodies (default 1 MiB).
 	MaxBodyBytes int64
+	// BodyReadTimeout bounds the reading of a request's body (default
+	// 10 s): a client that trickles its body is cut off, as the server's
+	// ReadHeaderTimeout cuts off one that trickles its headers. It covers
+	// the body only, so a long poll that waits after reading is not cut.
+	BodyReadTimeout time.Duration
 	// EventHeartbeat is how often /api/events writes a comment to keep the
 	// stream open (default 15 s).
 	EventHeartbeat time.Duration
@@ -47,11 +52,15 @@ type handler struct {
 	c              *coord.Coordinator
 	log            *slog.Logger
 	maxBody        int64
+	bodyTimeout    time.Duration
 	heartbeat      time.Duration
 	openapiYAML    []byte
 	requests       *prometheus.CounterVec
 	requestSeconds *prometheus.HistogramVec
-	metrics        sync.Map // routeCode → *routeMetrics
+	// clientEventCount counts the events Prefect's clients send to
+	// /api/events/in, by outcome (accepted, invalid).
+	clientEventCount *prometheus.CounterVec
+	metrics          sync.Map // routeCode → *routeMetrics
 }
 
 // New returns the HTTP handler of allot's API, served from c.
@@ -71,22 +80,29 @@ func New(c *coord.Coordinator, opts Options) http.Handler {
 
 func newHandler(c *coord.Coordinator, opts Options) *handler {
 	h := &handler{
-		c:         c,
-		log:       opts.Logger,
-		maxBody:   opts.MaxBodyBytes,
-		heartbeat: opts.EventHeartbeat,
+		c:           c,
+		log:         opts.Logger,
+		maxBody:     opts.MaxBodyBytes,
+		bodyTimeout: opts.BodyReadTimeout,
+		heartbeat:   opts.EventHeartbeat,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "allot_http_requests_total", Help: "HTTP requests answered, by route pattern and status code."},
 			[]string{"route", "code"}),
 		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "allot_http_request_seconds", Help: "Time to answer HTTP requests, waiting in line included, by route pattern.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12)}, []string{"route"}),
+		clientEventCount: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "allot_client_events_total", Help: "Prefect client events received on /api/events/in and dropped, by outcome (accepted, invalid)."},
+			[]string{"outcome"}),
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
 	if h.maxBody <= 0 {
 		h.maxBody = 1 << 20
+	}
+	if h.bodyTimeout <= 0 {
+		h.bodyTimeout = 10 * time.Second
 	}
 	if h.heartbeat <= 0 {
 		h.heartbeat = 15 * time.Second
@@ -106,6 +122,7 @@ func (h *handler) routes() *http.ServeMux {
 		{"POST " + v2 + "/{$}", h.createLimit},
 		{"POST " + v2, h.createLimit},
 		{"POST " + v2 + "/filter", h.filterLimits},
+		{"POST " + v2 + "/delete", h.deleteMatching},
 		{"POST " + v2 + "/increment", h.increment},
 		{"POST " + v2 + "/increment-with-lease", h.incrementWithLease},
 		{"POST " + v2 + "/decrement", h.decrement},
@@ -121,6 +138,8 @@ func (h *handler) routes() *http.ServeMux {
 		{"GET /api/health", h.health},
 		{"GET /api/ready", h.ready},
 		{"GET /api/events", h.events},
+		{"GET /api/events/in", h.clientEvents},
+		{"GET /api/admin/version", h.adminVersion},
 		{"GET /api/openapi.json", h.openapiJSON},
 		{"GET /api/openapi.yaml", h.openapiYAMLDoc},
 	} {
@@ -143,6 +162,14 @@ func (h *handler) register(reg *prometheus.Registry) {
 			}
 		}
 	}
+	if err := reg.Register(h.clientEventCount); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if cv, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				h.clientEventCount = cv
+			}
+		}
+	}
 	if err := reg.Register(h.requestSeconds); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if errors.As(err, &are) {
@@ -154,11 +181,17 @@ func (h *handler) register(reg *prometheus.Registry) {
 }
 
 // middleware answers unknown routes and wrong methods with problems,
-// recovers from panics, and counts requests.
+// recovers from panics, counts requests and bounds the reading of bodies:
+// a request with a body must deliver it within bodyTimeout (readBody lifts
+// the bound once the body is read; a handler that never reads it leaves the
+// bound on the server's draining of it).
 func (h *handler) middleware(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, r: r}
+		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(start.Add(h.bodyTimeout))
+		}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {

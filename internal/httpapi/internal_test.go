@@ -74,11 +74,11 @@ func TestErrorTable(t *testing.T) {
 		t.Parallel()
 		rec := httptest.NewRecorder()
 		h := newHandler(nil, Options{})
-		h.writeProblem(rec, httptest.NewRequest("POST", "/", nil), &sema.LockedError{RetryAfter: 2273150 * time.Microsecond, Blocking: "a"})
+		h.writeProblem(rec, httptest.NewRequest("POST", "/", nil), &sema.LockedError{RetryAfter: 2273150 * time.Microsecond, Blocking: "a", Full: []string{"a"}, Used: 3, Capacity: 3})
 		if rec.Code != http.StatusLocked || rec.Header().Get("Retry-After") != "2.2732" {
 			t.Errorf("got %d with Retry-After %q, want 423 and 2.2732", rec.Code, rec.Header().Get("Retry-After"))
 		}
-		if !strings.Contains(rec.Body.String(), `"detail":"Locked"`) || !strings.Contains(rec.Body.String(), `"retry_after":2.2732`) {
+		if !strings.Contains(rec.Body.String(), `"detail":"Concurrency limit \"a\" is full (3/3 slots in use)"`) || !strings.Contains(rec.Body.String(), `"retry_after":2.2732`) {
 			t.Errorf("got body %s", rec.Body)
 		}
 	})

@@ -35,7 +35,11 @@ type limitJSON struct {
 	SlotDecayPerSecond      float64   `json:"slot_decay_per_second"`
 	AvgSlotOccupancySeconds float64   `json:"avg_slot_occupancy_seconds"`
 
-	Template     bool          `json:"template"`
+	Template bool `json:"template"`
+	// IdleSeconds is a template's idle time, or that of a limit a
+	// template created; FromTemplate marks the latter.
+	IdleSeconds  *float64      `json:"idle_seconds,omitempty"`
+	FromTemplate bool          `json:"from_template,omitempty"`
 	FencingToken uint64        `json:"fencing_token"`
 	Waiting      int           `json:"waiting"`
 	Holders      *[]holderJSON `json:"holders,omitempty"`
@@ -73,7 +77,11 @@ func toLimitJSON(v sema.LimitView, full bool) limitJSON {
 		ID: v.ID, Created: stamp(v.Created), Updated: stamp(v.Updated), Active: v.Active, Name: v.Name,
 		Limit: v.Limit.Limit, ActiveSlots: v.ActiveSlots, DeniedSlots: v.DeniedSlots,
 		SlotDecayPerSecond: v.SlotDecayPerSecond, AvgSlotOccupancySeconds: v.AvgSlotOccupancySeconds,
-		Template: v.Template, FencingToken: v.FencingToken, Waiting: v.Waiting,
+		Template: v.Template, FencingToken: v.FencingToken, Waiting: v.Waiting, FromTemplate: v.FromTemplate,
+	}
+	if v.Template || v.FromTemplate {
+		idle := v.Idle.Seconds()
+		out.IdleSeconds = &idle
 	}
 	if !full {
 		return out

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/allot-dev/allot/internal/sema"
 )
@@ -21,6 +22,11 @@ func (h *handler) createLimit(w http.ResponseWriter, r *http.Request) {
 	b.integer("active_slots", &s.ActiveSlots, 0, sema.MaxSlots)
 	b.integer("denied_slots", &s.DeniedSlots, 0, sema.MaxSlots)
 	b.number("slot_decay_per_second", &s.SlotDecayPerSecond, 0, sema.MaxDecay, false)
+	var idle float64
+	if b.number("idle_seconds", &idle, 0, sema.MaxIdle.Seconds(), false) {
+		d := idleDuration(idle)
+		s.Idle = &d
+	}
 	if err := b.finish(true); err != nil {
 		h.writeProblem(w, r, err)
 		return
@@ -110,6 +116,11 @@ func (h *handler) updateLimit(w http.ResponseWriter, r *http.Request) {
 	if b.number("slot_decay_per_second", &decay, 0, sema.MaxDecay, false) {
 		p.SlotDecayPerSecond = &decay
 	}
+	var idle float64
+	if b.number("idle_seconds", &idle, 0, sema.MaxIdle.Seconds(), false) {
+		d := idleDuration(idle)
+		p.Idle = &d
+	}
 	if err := b.finish(true); err != nil {
 		h.writeProblem(w, r, err)
 		return
@@ -128,4 +139,46 @@ func (h *handler) deleteLimit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// idleDuration is a template's idle_seconds as a duration.
+func idleDuration(seconds float64) time.Duration {
+	return time.Duration(seconds * float64(time.Second))
+}
+
+// deleteMatchingJSON answers a bulk delete.
+type deleteMatchingJSON struct {
+	// Matched is the number of limits the pattern selected; Deleted is
+	// Matched unless dry_run was set, then 0.
+	Matched int `json:"matched"`
+	Deleted int `json:"deleted"`
+}
+
+// deleteMatching is POST /v2/concurrency_limits/delete, an allot
+// extension: delete every limit whose name matches a pattern.
+func (h *handler) deleteMatching(w http.ResponseWriter, r *http.Request) {
+	b, err := h.readBody(w, r, false)
+	if err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	var d sema.DeleteMatch
+	b.str("pattern", &d.Pattern)
+	b.boolean("all", &d.All)
+	b.boolean("templates", &d.Templates)
+	b.boolean("dry_run", &d.DryRun)
+	if err := b.finish(true); err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	n, err := h.c.DeleteMatching(r.Context(), d)
+	if err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	out := deleteMatchingJSON{Matched: n, Deleted: n}
+	if d.DryRun {
+		out.Deleted = 0
+	}
+	writeJSON(w, http.StatusOK, out)
 }

@@ -138,7 +138,7 @@ func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
 
 	l := b.create(t, map[string]any{"name": "db", "limit": 2, "slot_decay_per_second": 0, "active": true, "active_slots": 0, "denied_slots": 0})
 	b.create(t, map[string]any{"name": "api", "limit": 5, "slot_decay_per_second": 2.5})
-	b.create(t, map[string]any{"name": "job:*", "limit": 1})
+	b.create(t, map[string]any{"name": "job:*", "limit": 1, "idle_seconds": 600})
 	g := decode[grantDoc](t, b.do(t, "POST", v2+"/increment-with-lease", map[string]any{"names": []string{"db", "job:1"}, "slots": 1, "mode": "concurrency",
 		"lease_duration": 60, "timeout_seconds": 1, "create_if_missing": nil,
 		"holder": map[string]any{"type": "task_run", "id": uuid.NewString(), "metadata": map[string]string{"host": "h1"}}}).want(t, 200))
@@ -171,11 +171,16 @@ func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
 	b.do(t, "DELETE", v2+"/database", nil).want(t, 204)
 	b.do(t, "DELETE", v2+"/database", nil).want(t, 404)
 	b.do(t, "POST", v2+"/", map[string]any{"name": "api", "limit": 1}).want(t, 409)
+	b.do(t, "PATCH", v2+"/job:*", map[string]any{"idle_seconds": 60}).want(t, 204)
+	b.do(t, "POST", v2+"/delete", map[string]any{"pattern": "job:*", "dry_run": true}).want(t, 200)
+	b.do(t, "POST", v2+"/delete", map[string]any{"pattern": "*", "all": true, "templates": false}).want(t, 200)
+	b.do(t, "POST", v2+"/delete", map[string]any{"pattern": "*"}).want(t, 422)
 	b.do(t, "GET", "/api/health", nil).want(t, 200)
 	b.do(t, "GET", "/api/ready", nil).want(t, 200)
 	b.do(t, "GET", "/api/openapi.json", nil).want(t, 200)
 	b.do(t, "GET", "/api/openapi.yaml", nil).want(t, 200)
 	b.do(t, "GET", "/metrics", nil).want(t, 200)
+	b.do(t, "GET", "/api/admin/version", nil).want(t, 200)
 
 	// Requests the document refuses are refused by the server too, with
 	// answers the document describes.
@@ -191,6 +196,8 @@ func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
 		{"POST", v2 + "/", map[string]any{"name": "x"}, 422},
 		{"PATCH", v2 + "/api", map[string]any{"limit": 1.5}, 422},
 		{"POST", v2 + "/filter", map[string]any{"limit": 201}, 422},
+		{"POST", v2 + "/delete", map[string]any{"pattern": "x", "force": true}, 422},
+		{"POST", v2 + "/", map[string]any{"name": "x:*", "limit": 1, "idle_seconds": -1}, 422},
 		{"POST", v2 + "/increment", map[string]any{"names": []string{}, "slots": 1}, 422},
 		{"POST", v2 + "/increment", map[string]any{"names": []string{"api"}, "slots": 0}, 422},
 		{"POST", v2 + "/increment-with-lease", map[string]any{"names": []string{"api"}, "slots": 1, "lease_duration": 0.5}, 422},
@@ -214,7 +221,8 @@ func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
 		"POST /v2/concurrency_limits/leases/{lease_id}/renew 410", "GET /v2/concurrency_limits/leases/{lease_id} 200",
 		"GET /v2/concurrency_limits/leases/{lease_id}/watch 200", "POST /v2/concurrency_limits/leases/{lease_id}/revoke 200",
 		"POST /v2/concurrency_limits/leases/{lease_id}/revoke 410",
-		"GET /health 200", "GET /ready 200", "GET /openapi.json 200", "GET /openapi.yaml 200", "GET /metrics 200",
+		"POST /v2/concurrency_limits/delete 200", "POST /v2/concurrency_limits/delete 422",
+		"GET /health 200", "GET /ready 200", "GET /openapi.json 200", "GET /openapi.yaml 200", "GET /metrics 200", "GET /admin/version 200",
 	} {
 		if !c.seen[want] {
 			t.Errorf("never checked %s", want)

@@ -256,7 +256,7 @@ func TestPrefectScenarios(t *testing.T) {
 			b.create(t, map[string]any{"name": "test_limit", "limit": 10, "active_slots": 10})
 			r := b.do(t, "POST", v2+"/increment", map[string]any{"names": []string{"test_limit"}, "slots": 1})
 			p := r.wantProblem(t, http.StatusLocked, "locked", "")
-			if p.Detail != "Locked" || p.RetryAfter == nil || *p.RetryAfter != retryAfter(t, r) {
+			if p.Detail != `Concurrency limit "test_limit" is full (10/10 slots in use)` || p.RetryAfter == nil || *p.RetryAfter != retryAfter(t, r) {
 				t.Errorf("got problem %+v with Retry-After %q", p, r.header.Get("Retry-After"))
 			}
 			if got := b.read(t, "test_limit").ActiveSlots; got != 10 {

@@ -122,6 +122,9 @@ func TestAcquireAllOrNothing(t *testing.T) {
 	if !errors.As(err, &le) {
 		t.Fatalf("Acquire(b, a) with a full: %v, want *LockedError", err)
 	}
+	if got, want := err.Error(), `Concurrency limit "a" is full (1/1 slots in use)`; got != want {
+		t.Errorf("error %q, want %q", got, want)
+	}
 	if v := b.view(t0, "b"); v.Held != 0 || v.ActiveSlots != 0 {
 		t.Errorf("b held %d active %d after a refused multi-name acquire, want 0 0", v.Held, v.ActiveSlots)
 	}
@@ -442,6 +445,9 @@ func TestFIFOArrivalQueuesBehindWaiters(t *testing.T) {
 	var le *LockedError
 	if !errors.As(err, &le) {
 		t.Fatalf("Acquire(1) behind a waiter: %v, want *LockedError", err)
+	}
+	if got, want := err.Error(), `Concurrency limit "db" has 1 waiting in line (1/2 slots in use)`; got != want {
+		t.Errorf("error %q, want %q", got, want)
 	}
 	r := b.req(1, "db")
 	r.Wait = true
@@ -779,7 +785,8 @@ func TestTemplates(t *testing.T) {
 			}
 			want := Limit{ID: v.ID, Name: tt.acquire, Limit: tt.wantLimit, Active: true,
 				SlotDecayPerSecond: float64(tt.wantLimit) / 10, AvgSlotOccupancySeconds: 2,
-				Created: at(time.Second), Updated: at(time.Second), DecayAt: at(time.Second)}
+				Created: at(time.Second), Updated: at(time.Second), DecayAt: at(time.Second),
+				Idle: DefaultTemplateIdle, FromTemplate: true}
 			if d := cmp.Diff(want, v.Limit); d != "" {
 				t.Errorf("materialised limit (-want +got):\n%s", d)
 			}

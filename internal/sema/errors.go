@@ -75,10 +75,21 @@ type LockedError struct {
 	// Full names the active limits of the request, in request order, that
 	// have no room or someone waiting: the ones it would wait for.
 	Full []string
+	// Used, Capacity and Waiting describe Full[0] when the refusal was
+	// made: its slots in use, its limit and the requests in its line.
+	Used, Capacity, Waiting int
 }
 
+// Error names the first limit the request would wait for and how full it
+// is, e.g. `Concurrency limit "db" is full (10/10 slots in use)`.
 func (e *LockedError) Error() string {
-	return fmt.Sprintf("concurrency limit %q is full", e.Blocking)
+	if len(e.Full) == 0 {
+		return fmt.Sprintf("Concurrency limit %q is full", e.Blocking)
+	}
+	if e.Used < e.Capacity && e.Waiting > 0 {
+		return fmt.Sprintf("Concurrency limit %q has %d waiting in line (%d/%d slots in use)", e.Full[0], e.Waiting, e.Used, e.Capacity)
+	}
+	return fmt.Sprintf("Concurrency limit %q is full (%d/%d slots in use)", e.Full[0], e.Used, e.Capacity)
 }
 
 // TransitionError reports a run state change that the run's state does not

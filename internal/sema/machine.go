@@ -39,6 +39,11 @@ type limitState struct {
 	lastFence uint64
 	soft      bool      // Denied or AvgSlotOccupancySeconds changed and not recorded
 	wakeAt    time.Time // the earliest decay wake scheduled for this limit
+	// idleAt is when a template-created limit becomes due for idle removal
+	// if nothing uses it before; idleQueued says it has an entry in the
+	// machine's idles heap (at most one, at or before idleAt).
+	idleAt     time.Time
+	idleQueued bool
 }
 
 type leaseState struct {
@@ -59,6 +64,7 @@ type Machine struct {
 	leases    map[uuid.UUID]*leaseState
 	expiry    leaseHeap
 	wakes     wakeHeap
+	idles     wakeHeap // template-created limits' idle deadlines
 	waiters   map[uint64]*waiter
 	lastWait  uint64
 	// The tickets of live leases and of waiters in line.
@@ -104,7 +110,10 @@ func New(cfg Config) *Machine {
 // Tick. fence is the highest fencing token ever granted.
 func (m *Machine) Restore(limits []Limit, leases []Lease, fence uint64) {
 	for _, l := range limits {
-		m.insertLimit(&limitState{Limit: l})
+		ls := &limitState{Limit: l}
+		m.insertLimit(ls)
+		// Its last use is not durable: count from its last durable change.
+		m.touch(latest(l.Created, l.Updated, l.DecayAt), ls)
 	}
 	for _, l := range leases {
 		ls := &leaseState{Lease: l}
@@ -193,6 +202,9 @@ type LimitSpec struct {
 	ActiveSlots        int
 	DeniedSlots        int
 	SlotDecayPerSecond float64
+	// Idle is a template's idle time (see Limit.Idle); nil takes
+	// DefaultTemplateIdle. Only a template has one.
+	Idle *time.Duration
 }
 
 func validateSpec(s LimitSpec) error {
@@ -201,6 +213,19 @@ func validateSpec(s LimitSpec) error {
 	}
 	if err := validateSettings(s.Limit, s.ActiveSlots, s.DeniedSlots, s.SlotDecayPerSecond); err != nil {
 		return err
+	}
+	return validateIdle(s.Name, s.Idle)
+}
+
+// validateIdle checks an idle time given for the limit called name.
+func validateIdle(name string, idle *time.Duration) error {
+	switch {
+	case idle == nil:
+		return nil
+	case !isPattern(name):
+		return invalid("idle_seconds", "only a template (a name with '*') has an idle time; %q is not one", name)
+	case *idle < 0 || *idle > MaxIdle:
+		return invalid("idle_seconds", "must be between 0 and %g", MaxIdle.Seconds())
 	}
 	return nil
 }
@@ -239,6 +264,12 @@ func (m *Machine) CreateLimit(now time.Time, id uuid.UUID, s LimitSpec) (Limit, 
 		Created: now, Updated: now, DecayAt: now,
 		Level: float64(s.ActiveSlots), Denied: float64(s.DeniedSlots),
 	}}
+	if l.IsTemplate() {
+		l.Idle = DefaultTemplateIdle
+		if s.Idle != nil {
+			l.Idle = *s.Idle
+		}
+	}
 	m.insertLimit(l)
 	m.putLimit(l)
 	m.events = append(m.events, Event{Kind: LimitChanged, Limits: []LimitRef{l.ref()}})
@@ -253,6 +284,8 @@ type LimitPatch struct {
 	ActiveSlots        *int
 	DeniedSlots        *int
 	SlotDecayPerSecond *float64
+	// Idle sets a template's idle time (see Limit.Idle).
+	Idle *time.Duration
 }
 
 // UpdateLimit changes a limit. Lowering the limit never revokes a lease;
@@ -288,6 +321,13 @@ func (m *Machine) UpdateLimit(now time.Time, id uuid.UUID, p LimitPatch) (Limit,
 	if err := validateSettings(limit, active, denied, decay); err != nil {
 		return Limit{}, err
 	}
+	name := l.Name
+	if p.Name != nil {
+		name = *p.Name
+	}
+	if err := validateIdle(name, p.Idle); err != nil {
+		return Limit{}, err
+	}
 	m.settle(now, l)
 	if p.Name != nil && *p.Name != l.Name {
 		m.unindexName(l)
@@ -310,7 +350,11 @@ func (m *Machine) UpdateLimit(now time.Time, id uuid.UUID, p LimitPatch) (Limit,
 	if p.DeniedSlots != nil {
 		l.Denied = float64(*p.DeniedSlots)
 	}
+	if p.Idle != nil {
+		l.Idle = *p.Idle
+	}
 	l.Updated = now
+	m.touch(now, l)
 	m.putLimit(l)
 	m.events = append(m.events, Event{Kind: LimitChanged, Limits: []LimitRef{l.ref()}})
 	m.pump(now, append(m.failHopeless(now, l), l))
@@ -337,7 +381,7 @@ func (m *Machine) failHopeless(now time.Time, l *limitState) []*limitState {
 		default:
 			continue
 		}
-		m.removeWaiter(w)
+		m.removeWaiter(now, w)
 		m.events = append(m.events, Event{Kind: WaiterFailed, WaiterID: w.id, Err: err})
 		if r := w.run; r != nil {
 			r.waiter = nil
@@ -355,6 +399,56 @@ func (m *Machine) DeleteLimit(now time.Time, id uuid.UUID) error {
 	if l == nil {
 		return ErrLimitNotFound
 	}
+	m.deleteLimit(now, l, "")
+	return nil
+}
+
+// DeleteMatch selects limits to delete by name.
+type DeleteMatch struct {
+	// Pattern matches names as a template does ('*' is any run of
+	// characters); a name without '*' matches only itself.
+	Pattern string
+	// All must be set for a pattern that matches every name (empty, or
+	// only stars), so that a slip never deletes everything.
+	All bool
+	// Templates deletes matching templates too; without it they stay.
+	Templates bool
+	// DryRun counts the matching limits and deletes nothing.
+	DryRun bool
+}
+
+// DeleteMatching deletes the limits that match, as DeleteLimit deletes
+// one: leases that hold them keep their other holds. It returns how many
+// limits matched (and, unless DryRun, were deleted).
+func (m *Machine) DeleteMatching(now time.Time, d DeleteMatch) (int, error) {
+	everything := strings.Trim(d.Pattern, "*") == ""
+	switch {
+	case everything && !d.All:
+		return 0, invalid("pattern", "%q matches every limit; set all to delete every limit", d.Pattern)
+	case d.Pattern == "":
+		d.Pattern = "*"
+	default:
+		if why := ValidateName(d.Pattern); why != "" {
+			return 0, invalid("pattern", "%s", why)
+		}
+	}
+	var match []*limitState
+	for _, l := range m.sorted {
+		if matchPattern(d.Pattern, l.Name) && (d.Templates || !l.IsTemplate()) {
+			match = append(match, l)
+		}
+	}
+	if !d.DryRun {
+		for _, l := range match {
+			m.deleteLimit(now, l, "")
+		}
+	}
+	return len(match), nil
+}
+
+// deleteLimit deletes l; reason, if any, is why (see Event.Reason).
+func (m *Machine) deleteLimit(now time.Time, l *limitState, reason string) {
+	id := l.ID
 	l.deleted = true
 	delete(m.byID, id)
 	m.unindexName(l)
@@ -373,9 +467,8 @@ func (m *Machine) DeleteLimit(now time.Time, id uuid.UUID) error {
 		others = append(others, n.w.limits...)
 	}
 	m.changes = append(m.changes, Change{Kind: DeleteLimit, ID: id})
-	m.events = append(m.events, Event{Kind: LimitChanged, Limits: []LimitRef{l.ref()}, Deleted: true})
+	m.events = append(m.events, Event{Kind: LimitChanged, Limits: []LimitRef{l.ref()}, Deleted: true, Reason: reason})
 	m.pump(now, others)
-	return nil
 }
 
 func (l *limitState) ref() LimitRef { return LimitRef{ID: l.ID, Name: l.Name, Limit: l.Limit.Limit} }
@@ -444,6 +537,7 @@ func (m *Machine) resolve(now time.Time, names []string) ([]*limitState, error) 
 			l = m.fromTemplate(now, name)
 		}
 		if l != nil {
+			m.touch(now, l)
 			out = append(out, l)
 		}
 	}
@@ -473,7 +567,7 @@ func (m *Machine) fromTemplate(now time.Time, name string) *limitState {
 	l := &limitState{Limit: Limit{
 		ID: id, Name: name, Limit: best.Limit.Limit, Active: best.Active,
 		SlotDecayPerSecond: best.SlotDecayPerSecond, AvgSlotOccupancySeconds: m.cfg.DefaultAvgOccupancy,
-		Created: now, Updated: now, DecayAt: now,
+		Created: now, Updated: now, DecayAt: now, Idle: best.Idle, FromTemplate: true,
 	}}
 	m.insertLimit(l)
 	m.putLimit(l)
@@ -595,22 +689,29 @@ func (m *Machine) refuse(now time.Time, req Request, ls []*limitState) error {
 	} else {
 		wait = worst / b.SlotDecayPerSecond
 	}
-	var full []string
+	le := &LockedError{Blocking: b.Name}
 	for _, l := range ls {
 		if l.Active {
+			if l.queue.n > 0 || !fits(now, l, req.slotsFor(l)) {
+				if le.Full == nil {
+					le.Used, le.Capacity, le.Waiting = used(now, l), l.Limit.Limit, l.queue.n
+				}
+				le.Full = append(le.Full, l.Name)
+			}
 			l.Denied += float64(req.slotsFor(l))
 			m.markSoft(l)
-			if l.queue.n > 0 || !fits(now, l, req.slotsFor(l)) {
-				full = append(full, l.Name)
-			}
 		}
 	}
 	wait = min(wait, 24*3600) // a day is as far as any answer should point
-	return &LockedError{RetryAfter: time.Duration(wait * float64(time.Second)), Blocking: b.Name, Full: full}
+	le.RetryAfter = time.Duration(wait * float64(time.Second))
+	return le
 }
 
 // grant takes the slots for req on ls and records the lease.
 func (m *Machine) grant(now time.Time, req Request, ls []*limitState) Lease {
+	for _, l := range ls {
+		m.touch(now, l)
+	}
 	if req.Mode == ModeRateLimit {
 		for _, l := range ls {
 			if l.Active {
@@ -677,6 +778,7 @@ func (m *Machine) dropLease(now time.Time, ll *leaseState) []*limitState {
 		slots := ll.Holds[i].Slots
 		l.held -= slots
 		delete(l.leases, ll)
+		m.touch(now, l)
 		if l.Active && !l.deleted && slots > 0 {
 			m.observeOccupancy(l, occupancy/float64(slots))
 		}
@@ -828,6 +930,7 @@ func (m *Machine) Decrement(now time.Time, names []string, slots int, occupancy 
 		if occupancy > 0 {
 			m.observeOccupancy(l, occupancy/float64(slots))
 		}
+		m.touch(now, l)
 	}
 	m.pump(now, ls)
 	return refs(ls), nil
@@ -859,13 +962,13 @@ func (m *Machine) CancelWaiter(now time.Time, id uint64) bool {
 	if w == nil || w.run != nil {
 		return false
 	}
-	m.removeWaiter(w)
+	m.removeWaiter(now, w)
 	// The head may have been the one blocking everybody behind it.
 	m.pump(now, w.limits)
 	return true
 }
 
-func (m *Machine) removeWaiter(w *waiter) {
+func (m *Machine) removeWaiter(now time.Time, w *waiter) {
 	delete(m.waiters, w.id)
 	if t := w.req.Ticket; t != "" && m.ticketWaiters[t] == w {
 		delete(m.ticketWaiters, t)
@@ -873,11 +976,13 @@ func (m *Machine) removeWaiter(w *waiter) {
 	}
 	for i, l := range w.limits {
 		l.queue.remove(&w.nodes[i])
+		m.touch(now, l)
 	}
 }
 
-// Tick expires the leases whose time is up and lets in the waiters that
-// decay has made room for.
+// Tick expires the leases whose time is up, lets in the waiters that decay
+// has made room for, and removes the template-created limits that have sat
+// unused for their idle time.
 func (m *Machine) Tick(now time.Time) {
 	for len(m.expiry) > 0 && !now.Before(m.expiry[0].Expires) {
 		m.expire(now, m.expiry[0])
@@ -891,6 +996,61 @@ func (m *Machine) Tick(now time.Time) {
 		due = append(due, w.limit)
 	}
 	m.pump(now, due)
+	for len(m.idles) > 0 && !now.Before(m.idles[0].at) {
+		m.idleDue(now, heap.Pop(&m.idles).(wake).limit)
+	}
+}
+
+// touch records a use of l at now: a template-created limit is removed
+// only once its idle time has passed since its last use. A limit has at
+// most one entry in m.idles: a later use only moves idleAt, and the entry
+// is moved there when it comes due.
+func (m *Machine) touch(now time.Time, l *limitState) {
+	if !l.FromTemplate || l.Idle <= 0 || l.deleted {
+		return
+	}
+	l.idleAt = now.Add(l.Idle)
+	if !l.idleQueued {
+		l.idleQueued = true
+		heap.Push(&m.idles, wake{at: l.idleAt, limit: l})
+	}
+}
+
+// idleDue removes l if it has been unused for its idle time and nothing
+// holds, waits for or has taken (a rate limit's level) any of its slots.
+func (m *Machine) idleDue(now time.Time, l *limitState) {
+	l.idleQueued = false
+	if l.deleted || !l.FromTemplate || l.Idle <= 0 {
+		return
+	}
+	at := l.idleAt
+	switch lv := level(now, l); {
+	case now.Before(at):
+		// Used since it was queued: due at its new deadline.
+	case len(l.leases) > 0 || l.queue.n > 0:
+		// In use: looked at again one idle time on (its release or
+		// departure is a use, so it cannot go before its full idle time).
+		at = now.Add(l.Idle)
+	case lv > epsilon && l.SlotDecayPerSecond == 0:
+		return // preset slots never decay; a decrement is a use
+	case lv > epsilon:
+		at = now.Add(time.Duration(math.Ceil(lv / l.SlotDecayPerSecond * float64(time.Second))))
+	default:
+		m.deleteLimit(now, l, "idle")
+		return
+	}
+	l.idleQueued = true
+	heap.Push(&m.idles, wake{at: at, limit: l})
+}
+
+func latest(ts ...time.Time) time.Time {
+	var t time.Time
+	for _, u := range ts {
+		if u.After(t) {
+			t = u
+		}
+	}
+	return t
 }
 
 // NextDeadline returns the next moment Tick has work to do.
@@ -902,6 +1062,9 @@ func (m *Machine) NextDeadline() (time.Time, bool) {
 	}
 	if len(m.wakes) > 0 && (!ok || m.wakes[0].at.Before(t)) {
 		t, ok = m.wakes[0].at, true
+	}
+	if len(m.idles) > 0 && (!ok || m.idles[0].at.Before(t)) {
+		t, ok = m.idles[0].at, true
 	}
 	return t, ok
 }
@@ -923,7 +1086,7 @@ func (m *Machine) pump(now time.Time, work []*limitState) {
 				}
 				break
 			}
-			m.removeWaiter(w)
+			m.removeWaiter(now, w)
 			live := slices.DeleteFunc(slices.Clone(w.limits), func(l *limitState) bool { return l.deleted })
 			lease := m.grant(now, w.req, live)
 			m.events[len(m.events)-1].WaiterID = w.id

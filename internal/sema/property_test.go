@@ -238,6 +238,11 @@ func (s *propState) create(t *rapid.T) {
 	if rapid.IntRange(0, 3).Draw(t, "preset") == 0 {
 		spec.ActiveSlots = rapid.IntRange(1, 3).Draw(t, "active_slots")
 	}
+	if isPattern(spec.Name) {
+		// Short idle times, so that idle removal happens within a run.
+		idle := time.Duration(rapid.SampledFrom([]int{0, 1, 1, 1, 5, 3600}).Draw(t, "idle_s")) * time.Second
+		spec.Idle = &idle
+	}
 	taken := s.m.byName[spec.Name] != nil
 	_, err := s.m.CreateLimit(s.now, s.id('L'), spec)
 	if taken != errors.Is(err, ErrNameTaken) || (!taken && err != nil) {
@@ -685,9 +690,23 @@ func (s *propState) check(t *rapid.T) {
 			}
 		case LimitChanged:
 			if e.Deleted {
+				id := e.Limits[0].ID
+				// (g) idle removal never takes a limit that was held or
+				// waited on.
+				if e.Reason == "idle" {
+					if len(s.queues[id]) > 0 {
+						t.Fatalf("%s removed as idle with waiters %v", e.Limits[0].Name, s.queues[id])
+					}
+					for _, l := range s.prevLeases {
+						for _, h := range l.Holds {
+							if h.LimitID == id {
+								t.Fatalf("%s removed as idle while lease %s held it", e.Limits[0].Name, l.ID)
+							}
+						}
+					}
+				}
 				// A template name deleted and used again gets the same id,
 				// but waiters queued before wait only for the old one.
-				id := e.Limits[0].ID
 				delete(s.queues, id)
 				for _, w := range s.waiters {
 					w.limits = slices.DeleteFunc(w.limits, func(x uuid.UUID) bool { return x == id })

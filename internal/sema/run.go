@@ -639,7 +639,7 @@ func (m *Machine) finish(now time.Time, r *runState, s RunState, message string)
 	var work []*limitState
 	if w := r.waiter; w != nil {
 		r.waiter = nil
-		m.removeWaiter(w)
+		m.removeWaiter(now, w)
 		work = w.limits
 	}
 	if ll := r.lease; ll != nil {

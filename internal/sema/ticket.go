@@ -179,7 +179,7 @@ func (m *Machine) RestoreWaiters(now time.Time, ws []Waiter) []Restored {
 // zero when the ticket names nothing.
 func (m *Machine) CancelTicket(now time.Time, ticket string) (waiter uint64, lease uuid.UUID) {
 	if w := m.ticketWaiters[ticket]; w != nil && w.run == nil {
-		m.removeWaiter(w)
+		m.removeWaiter(now, w)
 		m.pump(now, w.limits)
 		return w.id, uuid.Nil
 	}

@@ -66,7 +66,22 @@ type Limit struct {
 	// shapes Retry-After.
 	Denied  float64
 	DecayAt time.Time
+
+	// Idle is, on a template, how long a limit it creates may sit unused
+	// (no lease, no waiter, its level decayed to zero) before it is removed;
+	// 0 keeps such limits. A limit created by a template carries the
+	// template's Idle from its creation on.
+	Idle time.Duration
+	// FromTemplate marks a limit that a template created on first use: the
+	// only kind that idle removal ever removes.
+	FromTemplate bool
 }
+
+// DefaultTemplateIdle is a template's Idle when its creator gives none.
+const DefaultTemplateIdle = time.Hour
+
+// MaxIdle bounds a template's Idle.
+const MaxIdle = 366 * 24 * time.Hour
 
 // IsTemplate reports whether the limit is a template: a name with a '*'
 // that gives its settings to the names it matches on first use.
@@ -186,7 +201,9 @@ type Event struct {
 	// Reason says why a lease ended (Released, Expired, Revoked): the
 	// operator's reason, or the run's message; ReasonUnclaimed for a
 	// grant nobody came back for, ReasonTicketCancelled for one whose
-	// ticket its caller cancelled.
+	// ticket its caller cancelled. For LimitChanged, why a limit was
+	// deleted when nobody deleted it: "idle" for a limit a template
+	// created, removed by idle removal.
 	Reason string
 }
 

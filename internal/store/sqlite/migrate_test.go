@@ -321,9 +321,17 @@ func TestOpenUpgradesFirstSchema(t *testing.T) {
 	if v, err := migrate(t.Context(), db, ms[:1], fixedNow); err != nil || v != 1 {
 		t.Fatalf("migrate to 1 = %d, %v", v, err)
 	}
-	id := uuid.New()
-	if _, err := db.ExecContext(t.Context(), upsertLimit, id[:], "tag:db", 3, 1, 0.0, 2.0, nil, nil, 0.0, 0.0, nil); err != nil {
-		t.Fatal(err)
+	// The columns of version 1, as it wrote them.
+	const insertV1 = `INSERT INTO limits (id, name, slot_limit, active, slot_decay_per_second, avg_slot_occupancy_seconds,
+    created, updated, level, denied, decay_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	id, tmplID := uuid.New(), uuid.New()
+	for _, l := range []struct {
+		id   uuid.UUID
+		name string
+	}{{id, "tag:db"}, {tmplID, "resource:*"}} {
+		if _, err := db.ExecContext(t.Context(), insertV1, l.id[:], l.name, 3, 1, 0.0, 2.0, nil, nil, 0.0, 0.0, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
@@ -338,8 +346,16 @@ func TestOpenUpgradesFirstSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Limits) != 1 || st.Limits[0].ID != id || len(st.Runs) != 0 {
-		t.Fatalf("loaded %+v, want the one limit and no runs", st)
+	if len(st.Limits) != 2 || len(st.Runs) != 0 {
+		t.Fatalf("loaded %+v, want the two limits and no runs", st)
+	}
+	// Sorted by name: the template first. It takes the default idle time;
+	// the plain limit has none and was not created by a template.
+	if l := st.Limits[0]; l.ID != tmplID || l.Idle != sema.DefaultTemplateIdle || l.FromTemplate {
+		t.Errorf("template after the upgrade: %+v, want idle %v", l, sema.DefaultTemplateIdle)
+	}
+	if l := st.Limits[1]; l.ID != id || l.Idle != 0 || l.FromTemplate {
+		t.Errorf("plain limit after the upgrade: %+v, want no idle time", l)
 	}
 	run := sema.Run{ID: uuid.New(), Kind: sema.KindTask, State: sema.Pending, Tags: []string{"db"}}
 	if err := s.Commit(t.Context(), []sema.Change{{Kind: sema.PutRun, Run: &run}}); err != nil {

@@ -108,7 +108,7 @@ const (
 	pragmaLockingMode = `PRAGMA locking_mode`
 
 	selectLimits = `SELECT id, name, slot_limit, active, slot_decay_per_second, avg_slot_occupancy_seconds,
-       created, updated, level, denied, decay_at
+       created, updated, level, denied, decay_at, idle, from_template
 FROM limits ORDER BY name`
 	selectLeases = `SELECT id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
        created, duration, expires, fence, ticket
@@ -122,8 +122,8 @@ FROM waiters ORDER BY ticket`
 FROM runs ORDER BY id`
 
 	upsertLimit = `INSERT INTO limits (id, name, slot_limit, active, slot_decay_per_second, avg_slot_occupancy_seconds,
-    created, updated, level, denied, decay_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    created, updated, level, denied, decay_at, idle, from_template)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     name = excluded.name,
     slot_limit = excluded.slot_limit,
@@ -134,7 +134,9 @@ ON CONFLICT (id) DO UPDATE SET
     updated = excluded.updated,
     level = excluded.level,
     denied = excluded.denied,
-    decay_at = excluded.decay_at`
+    decay_at = excluded.decay_at,
+    idle = excluded.idle,
+    from_template = excluded.from_template`
 	deleteLimit = `DELETE FROM limits WHERE id = ?`
 
 	upsertLease = `INSERT INTO leases (id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
@@ -415,19 +417,20 @@ func loadLimits(ctx context.Context, tx *sql.Tx) ([]sema.Limit, error) {
 	var out []sema.Limit
 	for rows.Next() {
 		var (
-			l                         sema.Limit
-			id                        []byte
-			active                    int64
-			created, updated, decayAt sql.Null[int64]
+			l                          sema.Limit
+			id                         []byte
+			active, idle, fromTemplate int64
+			created, updated, decayAt  sql.Null[int64]
 		)
 		if err := rows.Scan(&id, &l.Name, &l.Limit, &active, &l.SlotDecayPerSecond, &l.AvgSlotOccupancySeconds,
-			&created, &updated, &l.Level, &l.Denied, &decayAt); err != nil {
+			&created, &updated, &l.Level, &l.Denied, &decayAt, &idle, &fromTemplate); err != nil {
 			return nil, err
 		}
 		if l.ID, err = uuid.FromBytes(id); err != nil {
 			return nil, fmt.Errorf("limit id: %w", err)
 		}
 		l.Active = active != 0
+		l.Idle, l.FromTemplate = time.Duration(idle), fromTemplate != 0
 		l.Created, l.Updated, l.DecayAt = scanTime(created), scanTime(updated), scanTime(decayAt)
 		out = append(out, l)
 	}
@@ -695,7 +698,8 @@ func (s *Store) putLimit(l *sema.Limit) error {
 		return fmt.Errorf("decay_at: %w", err)
 	}
 	return s.upsertLimit.run(l.ID[:], l.Name, int64(l.Limit), boolArg(l.Active),
-		l.SlotDecayPerSecond, l.AvgSlotOccupancySeconds, created, updated, l.Level, l.Denied, decayAt)
+		l.SlotDecayPerSecond, l.AvgSlotOccupancySeconds, created, updated, l.Level, l.Denied, decayAt,
+		int64(l.Idle), boolArg(l.FromTemplate))
 }
 
 func (s *Store) putLease(l *sema.Lease) error {

@@ -332,7 +332,17 @@ func testLimitRoundtrip(t *testing.T, h Harness) {
 			l.Created, l.Updated, l.DecayAt = l.Created.UTC(), l.Updated.UTC(), l.DecayAt.UTC()
 			return l
 		}},
-		{"template name", func() sema.Limit { return newLimit("resource:*") }, nil},
+		{"template with an idle time", func() sema.Limit {
+			l := newLimit("resource:*")
+			l.Idle = 90*time.Minute + time.Nanosecond
+			return l
+		}, nil},
+		{"created by a template", func() sema.Limit {
+			l := newLimit("resource:42")
+			l.FromTemplate = true
+			l.Idle = sema.MaxIdle
+			return l
+		}, nil},
 		{"unicode name", func() sema.Limit { return newLimit("名前:ü 😀 'quoted' \"double\"") }, nil},
 		{"longest name", func() sema.Limit { return newLimit(strings.Repeat("n", sema.MaxNameLength)) }, nil},
 	}
@@ -373,6 +383,7 @@ func testLimitUpsert(t *testing.T, h Harness) {
 		ID: a.ID, Name: "a", Limit: 3, Active: false, SlotDecayPerSecond: 2.5,
 		AvgSlotOccupancySeconds: 7.125, Created: a.Created, Updated: a.Updated.Add(time.Minute),
 		Level: 0.5, Denied: 0, DecayAt: a.DecayAt.Add(time.Minute + 3),
+		Idle: time.Second, FromTemplate: true,
 	}
 	renamed := a
 	renamed.Name = "a-renamed"
