@@ -61,22 +61,22 @@ type ResetResult struct {
 	Refused []string `json:"refused"`
 }
 
-// keyedAPI is one of the v1-style limit APIs: tags under
+// tagLimitAPI is one of the v1-style limit APIs: tags under
 // /api/concurrency_limits, labels under /api/label_limits. The calls of
 // both share it.
-type keyedAPI struct {
+type tagLimitAPI struct {
 	base  string // the routes' prefix under the API's URL
 	field string // the field and path segment naming a limit
 }
 
-func tagAPI() keyedAPI   { return keyedAPI{base: "/concurrency_limits", field: "tag"} }
-func labelAPI() keyedAPI { return keyedAPI{base: "/label_limits", field: "label"} }
+func tagAPI() tagLimitAPI   { return tagLimitAPI{base: "/concurrency_limits", field: "tag"} }
+func labelAPI() tagLimitAPI { return tagLimitAPI{base: "/label_limits", field: "label"} }
 
-func (a keyedAPI) keyPath(key string) string {
+func (a tagLimitAPI) keyPath(key string) string {
 	return a.base + "/" + a.field + "/" + url.PathEscape(key)
 }
 
-func keyedCreate[T any](ctx context.Context, c *Client, a keyedAPI, key string, limit int) (*T, error) {
+func tagLimitCreate[T any](ctx context.Context, c *Client, a tagLimitAPI, key string, limit int) (*T, error) {
 	var out T
 	err := c.do(ctx, request{method: http.MethodPost, path: a.base + "/",
 		body:   jsonBody(map[string]any{a.field: key, "concurrency_limit": limit}),
@@ -87,7 +87,7 @@ func keyedCreate[T any](ctx context.Context, c *Client, a keyedAPI, key string, 
 	return &out, nil
 }
 
-func keyedGet[T any](ctx context.Context, c *Client, a keyedAPI, key string) (*T, error) {
+func tagLimitGet[T any](ctx context.Context, c *Client, a tagLimitAPI, key string) (*T, error) {
 	var out T
 	err := c.do(ctx, request{method: http.MethodGet, path: a.keyPath(key), accept: []int{http.StatusOK}}, &out)
 	if err != nil {
@@ -96,7 +96,7 @@ func keyedGet[T any](ctx context.Context, c *Client, a keyedAPI, key string) (*T
 	return &out, nil
 }
 
-func keyedList[T any](ctx context.Context, c *Client, a keyedAPI, offset, n int) ([]*T, error) {
+func tagLimitList[T any](ctx context.Context, c *Client, a tagLimitAPI, offset, n int) ([]*T, error) {
 	var out []*T
 	err := c.do(ctx, request{method: http.MethodPost, path: a.base + "/filter",
 		body:   jsonBody(map[string]int{"offset": offset, "limit": n}),
@@ -107,7 +107,7 @@ func keyedList[T any](ctx context.Context, c *Client, a keyedAPI, offset, n int)
 	return out, nil
 }
 
-func (a keyedAPI) reset(ctx context.Context, c *Client, key string, slotOverride []string) (*ResetResult, error) {
+func (a tagLimitAPI) reset(ctx context.Context, c *Client, key string, slotOverride []string) (*ResetResult, error) {
 	if slotOverride == nil {
 		slotOverride = []string{}
 	}
@@ -121,7 +121,7 @@ func (a keyedAPI) reset(ctx context.Context, c *Client, key string, slotOverride
 	return &out, nil
 }
 
-func (a keyedAPI) delete(ctx context.Context, c *Client, key string) error {
+func (a tagLimitAPI) delete(ctx context.Context, c *Client, key string) error {
 	err := c.do(ctx, request{method: http.MethodDelete, path: a.keyPath(key),
 		accept: []int{http.StatusOK, http.StatusNoContent}}, nil)
 	if err != nil {
@@ -135,20 +135,20 @@ func (a keyedAPI) delete(ctx context.Context, c *Client, key string) error {
 // of a run's tags: a tag with '*' (not a tag, but a template's pattern) is
 // an *APIError with CodeInvalidField on field "tag", matching ErrInvalid.
 func (c *Client) CreateTagLimit(ctx context.Context, tag string, limit int) (*TagLimit, error) {
-	return keyedCreate[TagLimit](ctx, c, tagAPI(), tag, limit)
+	return tagLimitCreate[TagLimit](ctx, c, tagAPI(), tag, limit)
 }
 
 // GetTagLimit returns the limit of a tag, with the task runs holding its
 // slots. A tag without a limit is an error matching ErrLimitNotFound (and
 // ErrNotFound).
 func (c *Client) GetTagLimit(ctx context.Context, tag string) (*TagLimit, error) {
-	return keyedGet[TagLimit](ctx, c, tagAPI(), tag)
+	return tagLimitGet[TagLimit](ctx, c, tagAPI(), tag)
 }
 
 // ListTagLimits returns up to n limits of tags (at most 200) ordered by
 // tag, from the offset-th on.
 func (c *Client) ListTagLimits(ctx context.Context, offset, n int) ([]*TagLimit, error) {
-	return keyedList[TagLimit](ctx, c, tagAPI(), offset, n)
+	return tagLimitList[TagLimit](ctx, c, tagAPI(), offset, n)
 }
 
 // ResetTagLimit revokes every lease on the limit of a tag (the runs
@@ -169,20 +169,20 @@ func (c *Client) DeleteTagLimit(ctx context.Context, tag string) error {
 // the number of slots of the label's limit if it has one. A label with '*'
 // is refused as CreateTagLimit refuses such a tag.
 func (c *Client) CreateLabelLimit(ctx context.Context, label string, limit int) (*LabelLimit, error) {
-	return keyedCreate[LabelLimit](ctx, c, labelAPI(), label, limit)
+	return tagLimitCreate[LabelLimit](ctx, c, labelAPI(), label, limit)
 }
 
 // GetLabelLimit returns the limit of a label, with the flow runs holding
 // its slots. A label without a limit is an error matching
 // ErrLimitNotFound (and ErrNotFound).
 func (c *Client) GetLabelLimit(ctx context.Context, label string) (*LabelLimit, error) {
-	return keyedGet[LabelLimit](ctx, c, labelAPI(), label)
+	return tagLimitGet[LabelLimit](ctx, c, labelAPI(), label)
 }
 
 // ListLabelLimits returns up to n limits of labels (at most 200) ordered
 // by label, from the offset-th on.
 func (c *Client) ListLabelLimits(ctx context.Context, offset, n int) ([]*LabelLimit, error) {
-	return keyedList[LabelLimit](ctx, c, labelAPI(), offset, n)
+	return tagLimitList[LabelLimit](ctx, c, labelAPI(), offset, n)
 }
 
 // ResetLabelLimit is ResetTagLimit for the limit of a label.

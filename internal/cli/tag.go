@@ -21,9 +21,9 @@ const tagPrefix = "tag:"
 // labelPrefix starts the name of the limit of a flow run's label.
 const labelPrefix = "label:"
 
-// keyedLimit is a tag's or a label's limit as the commands show it; v is
+// tagLimitRow is a tag's or a label's limit as the commands show it; v is
 // the SDK's value, printed by -o json.
-type keyedLimit struct {
+type tagLimitRow struct {
 	id, key          string
 	concurrencyLimit int
 	activeSlots      []string
@@ -34,20 +34,20 @@ type keyedLimit struct {
 	v                any
 }
 
-func fromTag(l *allot.TagLimit) keyedLimit {
-	return keyedLimit{id: l.ID, key: l.Tag, concurrencyLimit: l.ConcurrencyLimit, activeSlots: l.ActiveSlots,
+func fromTag(l *allot.TagLimit) tagLimitRow {
+	return tagLimitRow{id: l.ID, key: l.Tag, concurrencyLimit: l.ConcurrencyLimit, activeSlots: l.ActiveSlots,
 		active: l.Active, waiting: l.Waiting, holders: l.Holders, created: l.Created, updated: l.Updated, v: l}
 }
 
-func fromLabel(l *allot.LabelLimit) keyedLimit {
-	return keyedLimit{id: l.ID, key: l.Label, concurrencyLimit: l.ConcurrencyLimit, activeSlots: l.ActiveSlots,
+func fromLabel(l *allot.LabelLimit) tagLimitRow {
+	return tagLimitRow{id: l.ID, key: l.Label, concurrencyLimit: l.ConcurrencyLimit, activeSlots: l.ActiveSlots,
 		active: l.Active, waiting: l.Waiting, holders: l.Holders, created: l.Created, updated: l.Updated, v: l}
 }
 
-// keyedKind is what differs between the commands of tags' limits (allot
+// tagLimitKind is what differs between the commands of tags' limits (allot
 // concurrency-limit) and labels' limits (allot label-limit): names, texts
 // and the SDK calls.
-type keyedKind struct {
+type tagLimitKind struct {
 	cmd     string // the command's name
 	noun    string // "tag" or "label"
 	prefix  string // the prefix of the limit's name: "tag:" or "label:"
@@ -56,9 +56,9 @@ type keyedKind struct {
 	example string // an example key
 
 	// The SDK's calls, as method expressions: the client comes first.
-	create func(c *allot.Client, ctx context.Context, key string, n int) (keyedLimit, error)
-	get    func(c *allot.Client, ctx context.Context, key string) (keyedLimit, error)
-	list   func(c *allot.Client, ctx context.Context, offset, n int) ([]keyedLimit, error)
+	create func(c *allot.Client, ctx context.Context, key string, n int) (tagLimitRow, error)
+	get    func(c *allot.Client, ctx context.Context, key string) (tagLimitRow, error)
+	list   func(c *allot.Client, ctx context.Context, offset, n int) ([]tagLimitRow, error)
 	reset  func(c *allot.Client, ctx context.Context, key string, override []string) (*allot.ResetResult, error)
 	delete func(c *allot.Client, ctx context.Context, key string) error
 }
@@ -66,47 +66,47 @@ type keyedKind struct {
 // pageSize is the most limits one list call asks for.
 const pageSize = 200
 
-func tagKind() keyedKind {
-	k := keyedKind{cmd: "concurrency-limit", noun: "tag", prefix: tagPrefix, holder: "task_run", runs: "Task Run", example: "database",
+func tagKind() tagLimitKind {
+	k := tagLimitKind{cmd: "concurrency-limit", noun: "tag", prefix: tagPrefix, holder: "task_run", runs: "Task Run", example: "database",
 		reset: (*allot.Client).ResetTagLimit, delete: (*allot.Client).DeleteTagLimit}
 	k.create, k.get, k.list = sdkCalls((*allot.Client).CreateTagLimit, (*allot.Client).GetTagLimit, (*allot.Client).ListTagLimits, fromTag)
 	return k
 }
 
-func labelKind() keyedKind {
-	k := keyedKind{cmd: "label-limit", noun: "label", prefix: labelPrefix, holder: "flow_run", runs: "Flow Run", example: "gpu",
+func labelKind() tagLimitKind {
+	k := tagLimitKind{cmd: "label-limit", noun: "label", prefix: labelPrefix, holder: "flow_run", runs: "Flow Run", example: "gpu",
 		reset: (*allot.Client).ResetLabelLimit, delete: (*allot.Client).DeleteLabelLimit}
 	k.create, k.get, k.list = sdkCalls((*allot.Client).CreateLabelLimit, (*allot.Client).GetLabelLimit, (*allot.Client).ListLabelLimits, fromLabel)
 	return k
 }
 
 // sdkCalls adapts the SDK's calls for one kind of limit (T is
-// allot.TagLimit or allot.LabelLimit) to keyedLimit.
+// allot.TagLimit or allot.LabelLimit) to tagLimitRow.
 func sdkCalls[T any](
 	create func(*allot.Client, context.Context, string, int) (*T, error),
 	get func(*allot.Client, context.Context, string) (*T, error),
 	list func(*allot.Client, context.Context, int, int) ([]*T, error),
-	from func(*T) keyedLimit,
+	from func(*T) tagLimitRow,
 ) (
-	func(*allot.Client, context.Context, string, int) (keyedLimit, error),
-	func(*allot.Client, context.Context, string) (keyedLimit, error),
-	func(*allot.Client, context.Context, int, int) ([]keyedLimit, error),
+	func(*allot.Client, context.Context, string, int) (tagLimitRow, error),
+	func(*allot.Client, context.Context, string) (tagLimitRow, error),
+	func(*allot.Client, context.Context, int, int) ([]tagLimitRow, error),
 ) {
-	one := func(l *T, err error) (keyedLimit, error) {
+	one := func(l *T, err error) (tagLimitRow, error) {
 		if err != nil {
-			return keyedLimit{}, err
+			return tagLimitRow{}, err
 		}
 		return from(l), nil
 	}
-	return func(c *allot.Client, ctx context.Context, key string, n int) (keyedLimit, error) {
+	return func(c *allot.Client, ctx context.Context, key string, n int) (tagLimitRow, error) {
 			return one(create(c, ctx, key, n))
 		},
-		func(c *allot.Client, ctx context.Context, key string) (keyedLimit, error) {
+		func(c *allot.Client, ctx context.Context, key string) (tagLimitRow, error) {
 			return one(get(c, ctx, key))
 		},
-		func(c *allot.Client, ctx context.Context, offset, n int) ([]keyedLimit, error) {
+		func(c *allot.Client, ctx context.Context, offset, n int) ([]tagLimitRow, error) {
 			ls, err := list(c, ctx, offset, n)
-			out := make([]keyedLimit, len(ls))
+			out := make([]tagLimitRow, len(ls))
 			for i, l := range ls {
 				out[i] = from(l)
 			}
@@ -137,16 +137,16 @@ named "label:LABEL".`
 }
 
 // notFound maps a limit not found to Prefect's message.
-func (k keyedKind) notFound(key string, err error) error {
+func (k tagLimitKind) notFound(key string, err error) error {
 	if errors.Is(err, allot.ErrLimitNotFound) {
 		return fail("No concurrency limit found for the %s: %s", k.noun, key)
 	}
 	return err
 }
 
-func (k keyedKind) upper() string { return strings.ToUpper(k.noun) }
+func (k tagLimitKind) upper() string { return strings.ToUpper(k.noun) }
 
-func (k keyedKind) createCmd(env Env, g *globals) *cobra.Command {
+func (k tagLimitKind) createCmd(env Env, g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "create " + k.upper() + " LIMIT",
 		Short: "Create the limit of a " + k.noun + ", or change its number of slots",
@@ -183,7 +183,7 @@ Inspect the concurrency limit:
 	}
 }
 
-func (k keyedKind) listCmd(env Env, g *globals) *cobra.Command {
+func (k tagLimitKind) listCmd(env Env, g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:     "ls",
@@ -200,7 +200,7 @@ func (k keyedKind) listCmd(env Env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ls []keyedLimit
+			var ls []tagLimitRow
 			for offset := 0; ; offset += pageSize {
 				page, err := k.list(c, cmd.Context(), offset, pageSize)
 				if err != nil {
@@ -233,7 +233,7 @@ func (k keyedKind) listCmd(env Env, g *globals) *cobra.Command {
 	return cmd
 }
 
-func (k keyedKind) inspectCmd(env Env, g *globals) *cobra.Command {
+func (k tagLimitKind) inspectCmd(env Env, g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "inspect " + k.upper(),
@@ -285,7 +285,7 @@ const maxNamed = 100
 
 // runNames reads the names of the runs holding or waiting for the limit,
 // the first maxNamed of them; a run that cannot be read keeps no name.
-func (k keyedKind) runNames(ctx context.Context, c *allot.Client, l keyedLimit, waiters []allot.Waiter) map[string]string {
+func (k tagLimitKind) runNames(ctx context.Context, c *allot.Client, l tagLimitRow, waiters []allot.Waiter) map[string]string {
 	names := map[string]string{}
 	look := func(h *allot.Identity) {
 		if h == nil || h.Kind != k.holder || len(names) >= maxNamed {
@@ -308,7 +308,7 @@ func (k keyedKind) runNames(ctx context.Context, c *allot.Client, l keyedLimit, 
 	return names
 }
 
-func (k keyedKind) detail(w io.Writer, l keyedLimit, waiters []allot.Waiter, names map[string]string, now time.Time) error {
+func (k tagLimitKind) detail(w io.Writer, l tagLimitRow, waiters []allot.Waiter, names map[string]string, now time.Time) error {
 	held := 0
 	var runs, others [][]string
 	for _, h := range l.holders {
@@ -376,7 +376,7 @@ func orDash(s string) string {
 	return s
 }
 
-func (k keyedKind) resetCmd(env Env, g *globals) *cobra.Command {
+func (k tagLimitKind) resetCmd(env Env, g *globals) *cobra.Command {
 	var override []string
 	cmd := &cobra.Command{
 		Use:   "reset " + k.upper(),
@@ -415,7 +415,7 @@ them (they are Crashed) and the runs waiting in line take them. Each
 	return cmd
 }
 
-func (k keyedKind) deleteCmd(env Env, g *globals) *cobra.Command {
+func (k tagLimitKind) deleteCmd(env Env, g *globals) *cobra.Command {
 	var yes bool
 	cmd := &cobra.Command{
 		Use:               "delete " + k.upper(),

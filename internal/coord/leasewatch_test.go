@@ -110,7 +110,7 @@ func TestWatchLeaseHearsAResetAndItsRun(t *testing.T) {
 		r := runTask(t, b.c, uuid.Nil, "db")
 		got := watch(b.c, r.LeaseID, time.Hour)
 		synctest.Wait()
-		if _, err := b.c.ResetKeyed(t.Context(), sema.KindTask, coord.KeyRef{Key: "db"}, nil); err != nil {
+		if _, err := b.c.ResetTagLimit(t.Context(), sema.KindTask, coord.TagLimitRef{Key: "db"}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if st := <-got; st.State != coord.LeaseRevoked || st.Reason != "slot revoked by reset" {

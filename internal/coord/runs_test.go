@@ -327,39 +327,39 @@ func TestWaitRunAnswersAfterCommit(t *testing.T) {
 	})
 }
 
-func TestKeyedLimits(t *testing.T) {
+func TestTagAndLabelLimits(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		b := setup(t, nil)
-		v, created, err := b.c.UpsertKeyed(t.Context(), sema.KindTask, "db", 1)
+		v, created, err := b.c.UpsertTagLimit(t.Context(), sema.KindTask, "db", 1)
 		if err != nil || !created || v.Name != "tag:db" || v.Limit.Limit != 1 {
-			t.Fatalf("UpsertKeyed new: %+v %v %v", v, created, err)
+			t.Fatalf("UpsertTagLimit new: %+v %v %v", v, created, err)
 		}
-		v2, created, err := b.c.UpsertKeyed(t.Context(), sema.KindTask, "db", 2)
+		v2, created, err := b.c.UpsertTagLimit(t.Context(), sema.KindTask, "db", 2)
 		if err != nil || created || v2.ID != v.ID || v2.Limit.Limit != 2 {
-			t.Fatalf("UpsertKeyed existing: %+v %v %v", v2, created, err)
+			t.Fatalf("UpsertTagLimit existing: %+v %v %v", v2, created, err)
 		}
 		var ie *sema.InvalidError
-		if _, _, err := b.c.UpsertKeyed(t.Context(), sema.KindTask, "a/b", 1); !errors.As(err, &ie) || ie.Field != "tag" {
-			t.Errorf("UpsertKeyed with a bad tag: %v, want *InvalidError on tag", err)
+		if _, _, err := b.c.UpsertTagLimit(t.Context(), sema.KindTask, "a/b", 1); !errors.As(err, &ie) || ie.Field != "tag" {
+			t.Errorf("UpsertTagLimit with a bad tag: %v, want *InvalidError on tag", err)
 		}
 		mustLimit(t, b.c, "plain", 1)
 		plain, _ := b.c.ReadLimit(t.Context(), "plain", sema.Summary)
-		if _, err := b.c.ReadKeyed(t.Context(), sema.KindTask, coord.KeyRef{ID: plain.ID}); !errors.Is(err, sema.ErrLimitNotFound) {
-			t.Errorf("ReadKeyed of a limit that is not a tag's: %v, want ErrLimitNotFound", err)
+		if _, err := b.c.ReadTagLimit(t.Context(), sema.KindTask, coord.TagLimitRef{ID: plain.ID}); !errors.Is(err, sema.ErrLimitNotFound) {
+			t.Errorf("ReadTagLimit of a limit that is not a tag's: %v, want ErrLimitNotFound", err)
 		}
-		if _, err := b.c.ReadKeyed(t.Context(), sema.KindFlow, coord.KeyRef{ID: v.ID}); !errors.Is(err, sema.ErrLimitNotFound) {
-			t.Errorf("ReadKeyed of a tag limit as a label limit: %v, want ErrLimitNotFound", err)
+		if _, err := b.c.ReadTagLimit(t.Context(), sema.KindFlow, coord.TagLimitRef{ID: v.ID}); !errors.Is(err, sema.ErrLimitNotFound) {
+			t.Errorf("ReadTagLimit of a tag limit as a label limit: %v, want ErrLimitNotFound", err)
 		}
 
 		// Increment is all or nothing and refuses with the tag wait.
-		if _, err := b.c.IncrementKeyed(t.Context(), sema.KindTask, []string{"db", "nope"}, "t1"); err != nil {
+		if _, err := b.c.IncrementTagLimits(t.Context(), sema.KindTask, []string{"db", "nope"}, "t1"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := b.c.IncrementKeyed(t.Context(), sema.KindTask, []string{"db"}, "t2"); err != nil {
+		if _, err := b.c.IncrementTagLimits(t.Context(), sema.KindTask, []string{"db"}, "t2"); err != nil {
 			t.Fatal(err)
 		}
-		_, err = b.c.IncrementKeyed(t.Context(), sema.KindTask, []string{"db"}, "t3")
+		_, err = b.c.IncrementTagLimits(t.Context(), sema.KindTask, []string{"db"}, "t3")
 		var le *sema.LockedError
 		if !errors.As(err, &le) || le.RetryAfter != 10*time.Second || !cmp.Equal(le.Full, []string{"tag:db"}) {
 			t.Fatalf("increment on a full tag: %v, want *LockedError of 10s naming tag:db", err)
@@ -367,7 +367,7 @@ func TestKeyedLimits(t *testing.T) {
 		// A waiting run is served before reset's overrides.
 		waiting := newRun(t, b.c, sema.RunSpec{Tags: []string{"db"}})
 		setState(t, b.c, waiting.ID, sema.Running)
-		res, err := b.c.ResetKeyed(t.Context(), sema.KindTask, coord.KeyRef{Key: "db"}, []string{"o1", "o2", "o1"})
+		res, err := b.c.ResetTagLimit(t.Context(), sema.KindTask, coord.TagLimitRef{Key: "db"}, []string{"o1", "o2", "o1"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -377,7 +377,7 @@ func TestKeyedLimits(t *testing.T) {
 		if r, _ := b.c.ReadRun(t.Context(), waiting.ID); r.State != sema.Running {
 			t.Errorf("run waiting at the reset: %v, want Running", r.State)
 		}
-		v3, _ := b.c.ReadKeyed(t.Context(), sema.KindTask, coord.KeyRef{Key: "db"})
+		v3, _ := b.c.ReadTagLimit(t.Context(), sema.KindTask, coord.TagLimitRef{Key: "db"})
 		var holders []string
 		for _, h := range v3.Holders {
 			holders = append(holders, h.Holder.ID)
@@ -385,20 +385,20 @@ func TestKeyedLimits(t *testing.T) {
 		if d := cmp.Diff([]string{waiting.ID.String(), "o1"}, holders); d != "" {
 			t.Errorf("holders after the reset (-want +got):\n%s", d)
 		}
-		refs, err := b.c.DecrementKeyed(t.Context(), sema.KindTask, []string{"db", "nope"}, "o1")
+		refs, err := b.c.DecrementTagLimits(t.Context(), sema.KindTask, []string{"db", "nope"}, "o1")
 		if err != nil || len(refs) != 1 {
-			t.Fatalf("DecrementKeyed: %v %v", refs, err)
+			t.Fatalf("DecrementTagLimits: %v %v", refs, err)
 		}
-		if v4, _ := b.c.ReadKeyed(t.Context(), sema.KindTask, coord.KeyRef{Key: "db"}); v4.Held != 1 {
+		if v4, _ := b.c.ReadTagLimit(t.Context(), sema.KindTask, coord.TagLimitRef{Key: "db"}); v4.Held != 1 {
 			t.Errorf("held %d after the decrement, want 1", v4.Held)
 		}
-		if err := b.c.DeleteKeyed(t.Context(), sema.KindTask, coord.KeyRef{ID: v.ID}); err != nil {
+		if err := b.c.DeleteTagLimit(t.Context(), sema.KindTask, coord.TagLimitRef{ID: v.ID}); err != nil {
 			t.Fatal(err)
 		}
 		if r, _ := b.c.ReadRun(t.Context(), waiting.ID); r.State != sema.Running {
 			t.Errorf("run holding a deleted tag limit: %v, want still Running", r.State)
 		}
-		if err := b.c.DeleteKeyed(t.Context(), sema.KindTask, coord.KeyRef{Key: "db"}); !errors.Is(err, sema.ErrLimitNotFound) {
+		if err := b.c.DeleteTagLimit(t.Context(), sema.KindTask, coord.TagLimitRef{Key: "db"}); !errors.Is(err, sema.ErrLimitNotFound) {
 			t.Errorf("second delete: %v, want ErrLimitNotFound", err)
 		}
 	})

@@ -59,8 +59,8 @@ const (
 	detailNameTaken   = "Data integrity conflict: a limit with this name already exists."
 	detailUnavailable = "Service Unavailable"
 	// Prefect's v1 tag routes spell it with a lower-case "limit".
-	detailKeyedNotFound = "Concurrency limit not found"
-	detailRunNotFound   = "Run not found"
+	detailTagLimitNotFound = "Concurrency limit not found"
+	detailRunNotFound      = "Run not found"
 )
 
 // errorRule maps one kind of error to an answer. detail, when empty, is
@@ -112,10 +112,10 @@ var errorTable = [...]errorRule{
 	{isErr(context.DeadlineExceeded), http.StatusServiceUnavailable, "unavailable", "request canceled"},
 }
 
-// keyedLockedError is a refusal of Prefect's v1 tag increment, which has
+// tagLockedError is a refusal of Prefect's v1 tag increment, which has
 // its own texts: a full tag is 423 with the tag wait as Retry-After, a tag
 // limited to 0 is 423 without one.
-type keyedLockedError struct {
+type tagLockedError struct {
 	code   string
 	detail string
 	limits []string
@@ -123,7 +123,7 @@ type keyedLockedError struct {
 	retryAfter *float64
 }
 
-func (e *keyedLockedError) Error() string { return e.detail }
+func (e *tagLockedError) Error() string { return e.detail }
 
 // problemFor builds the problem document for err.
 func problemFor(err error) problem {
@@ -132,7 +132,7 @@ func problemFor(err error) problem {
 		ie *sema.InvalidError
 		le *sema.LockedError
 		ne *sema.NeverError
-		ke *keyedLockedError
+		ke *tagLockedError
 	)
 	switch {
 	case errors.As(err, &re):

@@ -188,7 +188,7 @@ func FuzzCreateRun(f *testing.F) {
 	}
 	c, h := fuzzHandler(f)
 	ctx := context.Background()
-	if _, _, err := c.UpsertKeyed(ctx, sema.KindTask, "db", 1); err != nil {
+	if _, _, err := c.UpsertTagLimit(ctx, sema.KindTask, "db", 1); err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {

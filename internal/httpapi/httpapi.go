@@ -145,8 +145,8 @@ func (h *handler) routes() *http.ServeMux {
 	} {
 		mux.HandleFunc(r.pattern, r.fn)
 	}
-	newKeyedAPI(h, sema.KindTask).routes(mux)
-	newKeyedAPI(h, sema.KindFlow).routes(mux)
+	newTagLimitAPI(h, sema.KindTask).routes(mux)
+	newTagLimitAPI(h, sema.KindFlow).routes(mux)
 	h.runRoutes(mux)
 	return mux
 }

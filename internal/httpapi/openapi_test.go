@@ -248,7 +248,7 @@ func TestTagLabelAndRunRoutesMatchTheOpenAPIDocument(t *testing.T) {
 		{v1, "tag", "task_run_id"},
 		{labels, "label", "flow_run_id"},
 	} {
-		l := decode[keyedDoc](t, b.do(t, "POST", base.path+"/", map[string]any{base.key: "db", "concurrency_limit": 1}).want(t, 201))
+		l := decode[tagLimitDoc](t, b.do(t, "POST", base.path+"/", map[string]any{base.key: "db", "concurrency_limit": 1}).want(t, 201))
 		b.do(t, "POST", base.path+"/", map[string]any{base.key: "db", "concurrency_limit": 2}).want(t, 200)
 		b.do(t, "POST", base.path+"/", map[string]any{base.key: "zero", "concurrency_limit": 0}).want(t, 201)
 		b.do(t, "GET", base.path+"/"+l.ID, nil).want(t, 200)

@@ -14,12 +14,12 @@ import (
 	"github.com/allot-dev/allot/internal/sema"
 )
 
-// keyedAPI is Prefect's v1 tag-limit API for one kind of run: task runs'
+// tagLimitAPI is Prefect's v1 tag-limit API for one kind of run: task runs'
 // tags under /api/concurrency_limits (Prefect's own paths and shapes), and
 // flow runs' labels under /api/label_limits (the same API with "label" for
 // "tag" and flow_run_id for task_run_id). A tag limit is the limit
 // "tag:{tag}", a label limit "label:{label}"; the handlers only translate.
-type keyedAPI struct {
+type tagLimitAPI struct {
 	h    *handler
 	kind sema.RunKind
 	// base is the routes' prefix; key the field and path segment that
@@ -28,15 +28,15 @@ type keyedAPI struct {
 	base, key, holderField string
 }
 
-func newKeyedAPI(h *handler, kind sema.RunKind) *keyedAPI {
+func newTagLimitAPI(h *handler, kind sema.RunKind) *tagLimitAPI {
 	if kind == sema.KindFlow {
-		return &keyedAPI{h: h, kind: kind, base: "/api/label_limits", key: "label", holderField: "flow_run_id"}
+		return &tagLimitAPI{h: h, kind: kind, base: "/api/label_limits", key: "label", holderField: "flow_run_id"}
 	}
-	return &keyedAPI{h: h, kind: kind, base: "/api/concurrency_limits", key: "tag", holderField: "task_run_id"}
+	return &tagLimitAPI{h: h, kind: kind, base: "/api/concurrency_limits", key: "tag", holderField: "task_run_id"}
 }
 
 // routes registers the API's routes on mux.
-func (a *keyedAPI) routes(mux *http.ServeMux) {
+func (a *tagLimitAPI) routes(mux *http.ServeMux) {
 	byKey := a.base + "/" + a.key + "/{key}"
 	for _, r := range []struct {
 		pattern string
@@ -57,10 +57,10 @@ func (a *keyedAPI) routes(mux *http.ServeMux) {
 	}
 }
 
-// keyedJSON is Prefect's v1 ConcurrencyLimit (tag, concurrency_limit,
+// tagLimitJSON is Prefect's v1 ConcurrencyLimit (tag, concurrency_limit,
 // active_slots = the holders' run ids) plus allot's extensions. A label
 // limit has label where a tag limit has tag.
-type keyedJSON struct {
+type tagLimitJSON struct {
 	ID               uuid.UUID    `json:"id"`
 	Created          stamp        `json:"created"`
 	Updated          stamp        `json:"updated"`
@@ -74,9 +74,9 @@ type keyedJSON struct {
 	Holders          []holderJSON `json:"holders"`
 }
 
-func (a *keyedAPI) toJSON(v sema.LimitView) keyedJSON {
+func (a *tagLimitAPI) toJSON(v sema.LimitView) tagLimitJSON {
 	key := strings.TrimPrefix(v.Name, a.kind.LimitPrefix())
-	out := keyedJSON{ID: v.ID, Created: stamp(v.Created), Updated: stamp(v.Updated), ConcurrencyLimit: v.Limit.Limit,
+	out := tagLimitJSON{ID: v.ID, Created: stamp(v.Created), Updated: stamp(v.Updated), ConcurrencyLimit: v.Limit.Limit,
 		ActiveSlots: []string{}, Active: v.Active, FencingToken: v.FencingToken, Waiting: v.Waiting,
 		Holders: make([]holderJSON, len(v.Holders))}
 	if a.kind == sema.KindFlow {
@@ -98,28 +98,28 @@ func (a *keyedAPI) toJSON(v sema.LimitView) keyedJSON {
 
 // ref reads the limit a request names: by {id} (a UUID, as Prefect's path
 // converter requires) or by {key}.
-func (a *keyedAPI) ref(r *http.Request) (coord.KeyRef, error) {
+func (a *tagLimitAPI) ref(r *http.Request) (coord.TagLimitRef, error) {
 	if key := r.PathValue("key"); key != "" {
-		return coord.KeyRef{Key: key}, nil
+		return coord.TagLimitRef{Key: key}, nil
 	}
 	id, err := uuid.Parse(r.PathValue("id"))
 	if err != nil {
-		return coord.KeyRef{}, sema.ErrLimitNotFound
+		return coord.TagLimitRef{}, sema.ErrLimitNotFound
 	}
-	return coord.KeyRef{ID: id}, nil
+	return coord.TagLimitRef{ID: id}, nil
 }
 
 // fail answers err, with Prefect's v1 text for a limit not found.
-func (a *keyedAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
+func (a *tagLimitAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, sema.ErrLimitNotFound) {
-		err = &requestError{Status: http.StatusNotFound, Code: "limit_not_found", Detail: detailKeyedNotFound}
+		err = &requestError{Status: http.StatusNotFound, Code: "limit_not_found", Detail: detailTagLimitNotFound}
 	}
 	a.h.writeProblem(w, r, err)
 }
 
 // create is POST {base}/: {tag, concurrency_limit}; 201 for a new limit,
 // 200 when it existed (its limit is set).
-func (a *keyedAPI) create(w http.ResponseWriter, r *http.Request) {
+func (a *tagLimitAPI) create(w http.ResponseWriter, r *http.Request) {
 	b, err := a.h.readBody(w, r, false)
 	if err != nil {
 		a.fail(w, r, err)
@@ -133,7 +133,7 @@ func (a *keyedAPI) create(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	v, created, err := a.h.c.UpsertKeyed(r.Context(), a.kind, key, limit)
+	v, created, err := a.h.c.UpsertTagLimit(r.Context(), a.kind, key, limit)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -146,13 +146,13 @@ func (a *keyedAPI) create(w http.ResponseWriter, r *http.Request) {
 }
 
 // read is GET {base}/{id} and GET {base}/tag/{tag}.
-func (a *keyedAPI) read(w http.ResponseWriter, r *http.Request) {
+func (a *tagLimitAPI) read(w http.ResponseWriter, r *http.Request) {
 	ref, err := a.ref(r)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	v, err := a.h.c.ReadKeyed(r.Context(), a.kind, ref)
+	v, err := a.h.c.ReadTagLimit(r.Context(), a.kind, ref)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -162,7 +162,7 @@ func (a *keyedAPI) read(w http.ResponseWriter, r *http.Request) {
 
 // filter is POST {base}/filter {limit, offset}: a page of these limits
 // only, by name (Prefect pages over every limit and can crowd them out).
-func (a *keyedAPI) filter(w http.ResponseWriter, r *http.Request) {
+func (a *tagLimitAPI) filter(w http.ResponseWriter, r *http.Request) {
 	b, err := a.h.readBody(w, r, true)
 	if err != nil {
 		a.fail(w, r, err)
@@ -173,12 +173,12 @@ func (a *keyedAPI) filter(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	vs, err := a.h.c.ListKeyed(r.Context(), a.kind, offset, limit)
+	vs, err := a.h.c.ListTagLimits(r.Context(), a.kind, offset, limit)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	out := make([]keyedJSON, len(vs))
+	out := make([]tagLimitJSON, len(vs))
 	for i, v := range vs {
 		out[i] = a.toJSON(v)
 	}
@@ -211,7 +211,7 @@ type resetJSON struct {
 // reset is POST {base}/tag/{tag}/reset {slot_override?}: every lease on
 // the limit is revoked, then each slot_override id gets a slot while one
 // is free.
-func (a *keyedAPI) reset(w http.ResponseWriter, r *http.Request) {
+func (a *tagLimitAPI) reset(w http.ResponseWriter, r *http.Request) {
 	ref, err := a.ref(r)
 	if err != nil {
 		a.fail(w, r, err)
@@ -237,7 +237,7 @@ func (a *keyedAPI) reset(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	res, err := a.h.c.ResetKeyed(r.Context(), a.kind, ref, ids)
+	res, err := a.h.c.ResetTagLimit(r.Context(), a.kind, ref, ids)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -254,13 +254,13 @@ func (a *keyedAPI) reset(w http.ResponseWriter, r *http.Request) {
 
 // delete is DELETE {base}/{id} and DELETE {base}/tag/{tag}: 200 with
 // null, as Prefect answers.
-func (a *keyedAPI) delete(w http.ResponseWriter, r *http.Request) {
+func (a *tagLimitAPI) delete(w http.ResponseWriter, r *http.Request) {
 	ref, err := a.ref(r)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	if err := a.h.c.DeleteKeyed(r.Context(), a.kind, ref); err != nil {
+	if err := a.h.c.DeleteTagLimit(r.Context(), a.kind, ref); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -268,7 +268,7 @@ func (a *keyedAPI) delete(w http.ResponseWriter, r *http.Request) {
 }
 
 // readHolderRequest reads {names, task_run_id} of increment and decrement.
-func (a *keyedAPI) readHolderRequest(b *body) (keys []string, holder string) {
+func (a *tagLimitAPI) readHolderRequest(b *body) (keys []string, holder string) {
 	b.require("names", b.strs("names", &keys, maxNames))
 	var id uuid.UUID
 	b.require(a.holderField, b.uuidField(a.holderField, &id))
@@ -279,7 +279,7 @@ func (a *keyedAPI) readHolderRequest(b *body) (keys []string, holder string) {
 
 // bare names limits by their keys, as Prefect's v1 increment does (and,
 // unlike Prefect, decrement too).
-func (a *keyedAPI) bare(refs []sema.LimitRef) []minimalJSON {
+func (a *tagLimitAPI) bare(refs []sema.LimitRef) []minimalJSON {
 	out := toMinimal(refs)
 	for i := range out {
 		out[i].Name = strings.TrimPrefix(out[i].Name, a.kind.LimitPrefix())
@@ -290,7 +290,7 @@ func (a *keyedAPI) bare(refs []sema.LimitRef) []minimalJSON {
 // increment is POST {base}/increment {names, task_run_id}: one slot of
 // every limited tag at once, held by the task run until decrement (or for
 // V1LeaseDuration). Unknown tags are skipped.
-func (a *keyedAPI) increment(w http.ResponseWriter, r *http.Request) {
+func (a *tagLimitAPI) increment(w http.ResponseWriter, r *http.Request) {
 	b, err := a.h.readBody(w, r, false)
 	if err != nil {
 		a.fail(w, r, err)
@@ -301,7 +301,7 @@ func (a *keyedAPI) increment(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	refs, err := a.h.c.IncrementKeyed(r.Context(), a.kind, keys, holder)
+	refs, err := a.h.c.IncrementTagLimits(r.Context(), a.kind, keys, holder)
 	var (
 		le *sema.LockedError
 		ne *sema.NeverError
@@ -314,11 +314,11 @@ func (a *keyedAPI) increment(w http.ResponseWriter, r *http.Request) {
 		}
 		key := strings.TrimPrefix(full[0], a.kind.LimitPrefix())
 		s := retryAfterSeconds(le)
-		err = &keyedLockedError{code: "locked", detail: "Concurrency limit for the " + key + " " + a.key + " has been reached",
+		err = &tagLockedError{code: "locked", detail: "Concurrency limit for the " + key + " " + a.key + " has been reached",
 			limits: full, retryAfter: &s}
 	case errors.As(err, &ne) && ne.Reason == "slots_exceed_limit":
 		key := strings.TrimPrefix(ne.Names[0], a.kind.LimitPrefix())
-		err = &keyedLockedError{code: "limit_zero", detail: sema.ZeroLimitDetail(a.kind, key), limits: ne.Names}
+		err = &tagLockedError{code: "limit_zero", detail: sema.ZeroLimitDetail(a.kind, key), limits: ne.Names}
 	}
 	if err != nil {
 		a.fail(w, r, err)
@@ -329,7 +329,7 @@ func (a *keyedAPI) increment(w http.ResponseWriter, r *http.Request) {
 
 // decrement is POST {base}/decrement {names, task_run_id}: releases the
 // task run's leases on those tags.
-func (a *keyedAPI) decrement(w http.ResponseWriter, r *http.Request) {
+func (a *tagLimitAPI) decrement(w http.ResponseWriter, r *http.Request) {
 	b, err := a.h.readBody(w, r, false)
 	if err != nil {
 		a.fail(w, r, err)
@@ -340,7 +340,7 @@ func (a *keyedAPI) decrement(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	refs, err := a.h.c.DecrementKeyed(r.Context(), a.kind, keys, holder)
+	refs, err := a.h.c.DecrementTagLimits(r.Context(), a.kind, keys, holder)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -16,8 +16,8 @@ const (
 	labels = "/api/label_limits"
 )
 
-// keyedDoc is a tag limit (or label limit) as the v1 routes return it.
-type keyedDoc struct {
+// tagLimitDoc is a tag limit (or label limit) as the v1 routes return it.
+type tagLimitDoc struct {
 	ID               string      `json:"id"`
 	Created          string      `json:"created"`
 	Updated          string      `json:"updated"`
@@ -37,14 +37,14 @@ type resetDoc struct {
 	Refused []string `json:"refused"`
 }
 
-func (b *testBundle) createTag(t testing.TB, tag string, limit int) keyedDoc {
+func (b *testBundle) createTag(t testing.TB, tag string, limit int) tagLimitDoc {
 	t.Helper()
-	return decode[keyedDoc](t, b.do(t, "POST", v1+"/", map[string]any{"tag": tag, "concurrency_limit": limit}).want(t, http.StatusCreated))
+	return decode[tagLimitDoc](t, b.do(t, "POST", v1+"/", map[string]any{"tag": tag, "concurrency_limit": limit}).want(t, http.StatusCreated))
 }
 
-func (b *testBundle) readTag(t testing.TB, tag string) keyedDoc {
+func (b *testBundle) readTag(t testing.TB, tag string) tagLimitDoc {
 	t.Helper()
-	return decode[keyedDoc](t, b.do(t, "GET", v1+"/tag/"+tag, nil).want(t, http.StatusOK))
+	return decode[tagLimitDoc](t, b.do(t, "GET", v1+"/tag/"+tag, nil).want(t, http.StatusOK))
 }
 
 func sorted(s []string) []string {
@@ -73,14 +73,14 @@ func TestPrefectTagScenarios(t *testing.T) {
 		}},
 		{"45 create again updates", func(t *testing.T, b *testBundle) {
 			first := b.createTag(t, "dummytag", 42)
-			got := decode[keyedDoc](t, b.do(t, "POST", v1+"/", map[string]any{"tag": "dummytag", "concurrency_limit": 4242}).want(t, http.StatusOK))
+			got := decode[tagLimitDoc](t, b.do(t, "POST", v1+"/", map[string]any{"tag": "dummytag", "concurrency_limit": 4242}).want(t, http.StatusOK))
 			if got.ID != first.ID || got.ConcurrencyLimit != 4242 || !parseTime(t, got.Updated).After(parseTime(t, first.Updated)) {
 				t.Errorf("upserted %+v after %+v", got, first)
 			}
 		}},
 		{"46 read by id and by tag", func(t *testing.T, b *testBundle) {
 			l := b.createTag(t, "dummytag", 1)
-			byID := decode[keyedDoc](t, b.do(t, "GET", v1+"/"+l.ID, nil).want(t, 200))
+			byID := decode[tagLimitDoc](t, b.do(t, "GET", v1+"/"+l.ID, nil).want(t, 200))
 			byTag := b.readTag(t, "dummytag")
 			if byID.ID != l.ID || byTag.ID != l.ID || len(byTag.ActiveSlots) != 0 {
 				t.Errorf("by id %+v, by tag %+v", byID, byTag)
@@ -206,15 +206,15 @@ func TestPrefectTagScenarios(t *testing.T) {
 			}
 			b.createTag(t, "v2-filter", 10)
 			b.createTag(t, "w", 1)
-			got := decode[[]keyedDoc](t, b.do(t, "POST", v1+"/filter", map[string]any{"limit": 1}).want(t, 200))
+			got := decode[[]tagLimitDoc](t, b.do(t, "POST", v1+"/filter", map[string]any{"limit": 1}).want(t, 200))
 			if len(got) != 1 || got[0].Tag != "v2-filter" || got[0].ConcurrencyLimit != 10 {
 				t.Errorf("first page %+v, want v2-filter", got)
 			}
-			got = decode[[]keyedDoc](t, b.do(t, "POST", v1+"/filter", map[string]any{"limit": 100, "offset": 1}).want(t, 200))
+			got = decode[[]tagLimitDoc](t, b.do(t, "POST", v1+"/filter", map[string]any{"limit": 100, "offset": 1}).want(t, 200))
 			if len(got) != 1 || got[0].Tag != "w" {
 				t.Errorf("second page %+v, want w", got)
 			}
-			if got := decode[[]keyedDoc](t, b.do(t, "POST", v1+"/filter", nil).want(t, 200)); len(got) != 2 {
+			if got := decode[[]tagLimitDoc](t, b.do(t, "POST", v1+"/filter", nil).want(t, 200)); len(got) != 2 {
 				t.Errorf("filter without a body: %d limits, want 2", len(got))
 			}
 			b.do(t, "POST", v1+"/filter", map[string]any{"limit": 201}).wantProblem(t, 422, "invalid_field", "limit")
@@ -307,14 +307,14 @@ func TestPrefectTagScenarios(t *testing.T) {
 func TestLabelLimits(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	l := decode[keyedDoc](t, b.do(t, "POST", labels+"/", map[string]any{"label": "gpu", "concurrency_limit": 1}).want(t, http.StatusCreated))
+	l := decode[tagLimitDoc](t, b.do(t, "POST", labels+"/", map[string]any{"label": "gpu", "concurrency_limit": 1}).want(t, http.StatusCreated))
 	if l.Label != "gpu" || l.Tag != "" || l.ConcurrencyLimit != 1 {
 		t.Fatalf("created %+v", l)
 	}
 	b.createTag(t, "gpu", 5) // a tag of the same name is another limit
 	flow := b.startRun(t, "flow", "", []string{"gpu"})
 	task := b.startRun(t, "task", flow.ID, []string{"gpu"})
-	got := decode[keyedDoc](t, b.do(t, "GET", labels+"/label/gpu", nil).want(t, 200))
+	got := decode[tagLimitDoc](t, b.do(t, "GET", labels+"/label/gpu", nil).want(t, 200))
 	if d := cmp.Diff([]string{flow.ID}, got.ActiveSlots); d != "" {
 		t.Errorf("label active_slots (-want +got):\n%s", d)
 	}
@@ -325,11 +325,11 @@ func TestLabelLimits(t *testing.T) {
 	if r := b.setState(t, second.ID, "Running"); r.State != "AwaitingConcurrencySlot" {
 		t.Errorf("second flow run with the label full: %s", r.State)
 	}
-	list := decode[[]keyedDoc](t, b.do(t, "POST", labels+"/filter", nil).want(t, 200))
+	list := decode[[]tagLimitDoc](t, b.do(t, "POST", labels+"/filter", nil).want(t, 200))
 	if len(list) != 1 || list[0].Label != "gpu" {
 		t.Errorf("label filter %+v, want only gpu", list)
 	}
-	if got := decode[keyedDoc](t, b.do(t, "GET", labels+"/"+l.ID, nil).want(t, 200)); got.ID != l.ID {
+	if got := decode[tagLimitDoc](t, b.do(t, "GET", labels+"/"+l.ID, nil).want(t, 200)); got.ID != l.ID {
 		t.Errorf("read by id: %+v", got)
 	}
 	fr := uuid.NewString()

@@ -18,16 +18,16 @@ import (
 // enforces both; these operations only find them by their key (the tag or
 // the label) and speak for the holders of that kind (task runs, flow runs).
 
-// KeyRef finds a tag or label limit: by ID when it is not the zero UUID,
+// TagLimitRef finds a tag or label limit: by ID when it is not the zero UUID,
 // else by Key, the tag or label itself.
-type KeyRef struct {
+type TagLimitRef struct {
 	ID  uuid.UUID
 	Key string
 }
 
-// keyed resolves ref among the limits of kind; a limit with that id but
+// findTagLimit resolves ref among the limits of kind; a limit with that id but
 // another prefix is not found.
-func keyed(m *sema.Machine, now time.Time, kind sema.RunKind, ref KeyRef, d sema.Detail) (sema.LimitView, error) {
+func findTagLimit(m *sema.Machine, now time.Time, kind sema.RunKind, ref TagLimitRef, d sema.Detail) (sema.LimitView, error) {
 	if ref.ID != uuid.Nil {
 		v, err := m.LimitByID(now, ref.ID, d)
 		if err == nil && !strings.HasPrefix(v.Name, kind.LimitPrefix()) {
@@ -38,12 +38,12 @@ func keyed(m *sema.Machine, now time.Time, kind sema.RunKind, ref KeyRef, d sema
 	return m.LimitByName(now, kind.LimitPrefix()+ref.Key, d)
 }
 
-// keyNames turns keys into limit names, checking each; field names the
+// tagLimitNames turns keys into limit names, checking each; field names the
 // request field they came from.
-func keyNames(kind sema.RunKind, field string, keys []string) ([]string, error) {
+func tagLimitNames(kind sema.RunKind, field string, keys []string) ([]string, error) {
 	names := make([]string, len(keys))
 	for i, k := range keys {
-		if err := checkKey(kind, field, k); err != nil {
+		if err := checkTag(kind, field, k); err != nil {
 			return nil, err
 		}
 		names[i] = kind.LimitPrefix() + k
@@ -51,36 +51,36 @@ func keyNames(kind sema.RunKind, field string, keys []string) ([]string, error) 
 	return names, nil
 }
 
-// checkKey checks a tag or label by the one rule of tags, the rule of a
+// checkTag checks a tag or label by the one rule of tags, the rule of a
 // run's tags (sema.ValidateTag): a tag limit is the limit of a tag, so a key
 // with '*' would make a template, which the tag-limit API does not create.
-func checkKey(kind sema.RunKind, field, key string) error {
+func checkTag(kind sema.RunKind, field, key string) error {
 	if why := sema.ValidateTag(kind, key); why != "" {
 		return &sema.InvalidError{Field: field, Detail: "\"" + key + "\" " + why}
 	}
 	return nil
 }
 
-// ReadKeyed reads a tag or label limit with its holders and waiters.
-func (c *Coordinator) ReadKeyed(ctx context.Context, kind sema.RunKind, ref KeyRef) (sema.LimitView, error) {
+// ReadTagLimit reads a tag or label limit with its holders and waiters.
+func (c *Coordinator) ReadTagLimit(ctx context.Context, kind sema.RunKind, ref TagLimitRef) (sema.LimitView, error) {
 	var v sema.LimitView
 	var err error
-	if rerr := c.read(func(m *sema.Machine, now time.Time) { v, err = keyed(m, now, kind, ref, sema.Full) }); rerr != nil {
+	if rerr := c.read(func(m *sema.Machine, now time.Time) { v, err = findTagLimit(m, now, kind, ref, sema.Full) }); rerr != nil {
 		return v, rerr
 	}
 	return v, err
 }
 
-// ListKeyed lists up to n tag or label limits, by name, skipping the first
+// ListTagLimits lists up to n tag or label limits, by name, skipping the first
 // offset: a page of those limits only, whatever other limits exist.
-func (c *Coordinator) ListKeyed(ctx context.Context, kind sema.RunKind, offset, n int) ([]sema.LimitView, error) {
+func (c *Coordinator) ListTagLimits(ctx context.Context, kind sema.RunKind, offset, n int) ([]sema.LimitView, error) {
 	return c.ListLimits(ctx, kind.LimitPrefix(), offset, n, sema.Full)
 }
 
-// UpsertKeyed creates the limit of key with limit slots, or sets the limit
+// UpsertTagLimit creates the limit of key with limit slots, or sets the limit
 // of the existing one. created reports which.
-func (c *Coordinator) UpsertKeyed(ctx context.Context, kind sema.RunKind, key string, limit int) (v sema.LimitView, created bool, err error) {
-	if err := checkKey(kind, kind.Noun(), key); err != nil {
+func (c *Coordinator) UpsertTagLimit(ctx context.Context, kind sema.RunKind, key string, limit int) (v sema.LimitView, created bool, err error) {
+	if err := checkTag(kind, kind.Noun(), key); err != nil {
 		return v, false, err
 	}
 	err = c.do(func(m *sema.Machine, now time.Time) error {
@@ -110,12 +110,12 @@ func (c *Coordinator) UpsertKeyed(ctx context.Context, kind sema.RunKind, key st
 	return v, created, err
 }
 
-// DeleteKeyed deletes a tag or label limit. Leases that hold it keep
+// DeleteTagLimit deletes a tag or label limit. Leases that hold it keep
 // their other holds (see sema.Machine.DeleteLimit): the runs holding it go
 // on, no longer limited by it.
-func (c *Coordinator) DeleteKeyed(ctx context.Context, kind sema.RunKind, ref KeyRef) error {
+func (c *Coordinator) DeleteTagLimit(ctx context.Context, kind sema.RunKind, ref TagLimitRef) error {
 	return c.do(func(m *sema.Machine, now time.Time) error {
-		v, err := keyed(m, now, kind, ref, sema.Summary)
+		v, err := findTagLimit(m, now, kind, ref, sema.Summary)
 		if err != nil {
 			return err
 		}
@@ -132,15 +132,15 @@ type ResetResult struct {
 	Granted, Refused []string
 }
 
-// ResetKeyed revokes every lease on a tag or label limit (a run that held
+// ResetTagLimit revokes every lease on a tag or label limit (a run that held
 // one is Crashed: its slot is gone), then gives a slot to each holder id in
 // override, in order, as long as one is free and nobody waits for it: the
 // waiters the revocation let in come first. Override leases last
 // V1LeaseDuration.
-func (c *Coordinator) ResetKeyed(ctx context.Context, kind sema.RunKind, ref KeyRef, override []string) (ResetResult, error) {
+func (c *Coordinator) ResetTagLimit(ctx context.Context, kind sema.RunKind, ref TagLimitRef, override []string) (ResetResult, error) {
 	var res ResetResult
 	err := c.do(func(m *sema.Machine, now time.Time) error {
-		v, err := keyed(m, now, kind, ref, sema.Summary)
+		v, err := findTagLimit(m, now, kind, ref, sema.Summary)
 		if err != nil {
 			return err
 		}
@@ -170,13 +170,13 @@ func (c *Coordinator) ResetKeyed(ctx context.Context, kind sema.RunKind, ref Key
 	return res, err
 }
 
-// IncrementKeyed takes one slot of every existing limit of keys at once
+// IncrementTagLimits takes one slot of every existing limit of keys at once
 // for holderID (Prefect's v1 increment), in a lease of V1LeaseDuration, and
 // returns the limits. Keys without a limit are skipped. A full limit fails
 // with a *sema.LockedError whose RetryAfter is the tag wait (Prefect's
 // fixed Retry-After for v1); a limit of 0 with a *sema.NeverError.
-func (c *Coordinator) IncrementKeyed(ctx context.Context, kind sema.RunKind, keys []string, holderID string) ([]sema.LimitRef, error) {
-	names, err := keyNames(kind, "names", keys)
+func (c *Coordinator) IncrementTagLimits(ctx context.Context, kind sema.RunKind, keys []string, holderID string) ([]sema.LimitRef, error) {
+	names, err := tagLimitNames(kind, "names", keys)
 	if err != nil {
 		return nil, err
 	}
@@ -205,11 +205,11 @@ func (c *Coordinator) IncrementKeyed(ctx context.Context, kind sema.RunKind, key
 	return refs, err
 }
 
-// DecrementKeyed releases every lease of holderID that holds one of the
+// DecrementTagLimits releases every lease of holderID that holds one of the
 // limits of keys, all its limits included (Prefect's v1 decrement), and
 // returns the existing limits of keys.
-func (c *Coordinator) DecrementKeyed(ctx context.Context, kind sema.RunKind, keys []string, holderID string) ([]sema.LimitRef, error) {
-	names, err := keyNames(kind, "names", keys)
+func (c *Coordinator) DecrementTagLimits(ctx context.Context, kind sema.RunKind, keys []string, holderID string) ([]sema.LimitRef, error) {
+	names, err := tagLimitNames(kind, "names", keys)
 	if err != nil {
 		return nil, err
 	}
