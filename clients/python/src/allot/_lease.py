@@ -1,0 +1,240 @@
+"""Leases: slots held on one or more limits, renewed by a daemon thread of
+their own every third of the lease, so that neither a busy thread nor a
+blocked event loop can keep a lease from being renewed."""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as _dt
+import logging
+import threading
+import time
+from typing import Callable
+
+from .errors import AllotError, APIError, LeaseLostError, LeaseNotFoundError
+from .types import LimitRef
+
+log = logging.getLogger("allot")
+
+RENEWAL_FAILED_STRICT = (
+    "Concurrency lease renewal failed - slots are no longer reserved. "
+    "Terminating execution to prevent over-allocation."
+)
+RENEWAL_FAILED_WARN = (
+    "Concurrency lease renewal failed - slots are no longer reserved. "
+    "Execution will continue, but concurrency limits may be exceeded."
+)
+
+RenewFn = Callable[[str, float, float], None]
+"""renew(lease_id, lease_duration, deadline): one renewal with the client's
+retries, giving up at deadline (time.monotonic()). Raises on failure."""
+
+
+class Lease:
+    """Slots held on one or more limits. The ``with`` blocks of
+    ``concurrency`` yield it.
+
+    - ``lease_id``: the server's id of the lease, or None for a lease that
+      holds nothing (none of the named limits exist).
+    - ``fencing_token``: grows with every grant, across all limits and server
+      restarts; a resource that remembers the highest it saw can refuse a
+      holder whose lease lapsed. 0 for a lease that holds nothing.
+    - ``expires_at``: when the lease expires unless renewed, by this
+      machine's clock, on the safe side.
+    - ``limits``: the limits held (the named ones that exist).
+    - ``lost``: a threading.Event set when the lease is lost; ``error``
+      says why.
+    """
+
+    def __init__(
+        self,
+        lease_id: str | None,
+        limits: list[LimitRef],
+        fencing_token: int,
+        lease_duration: float,
+        granted_at: float,
+        renew: RenewFn | None,
+        strict: bool = False,
+    ) -> None:
+        self.lease_id = lease_id
+        self.limits = list(limits)
+        self.fencing_token = fencing_token
+        self.lease_duration = lease_duration
+        self.strict = strict
+        self.lost = threading.Event()
+        self.error: LeaseLostError | None = None
+        self._renew_fn = renew
+        self._lock = threading.Lock()
+        self._renewed_at = granted_at  # time.monotonic() the last successful renewal was sent
+        self._released = False
+        self._stop = threading.Event()
+        self._on_lost: list[Callable[[LeaseLostError], None]] = []
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return (f"Lease(lease_id={self.lease_id!r}, fencing_token={self.fencing_token}, "
+                f"limits={[lr.name for lr in self.limits]!r}, lost={self.lost.is_set()})")
+
+    @property
+    def expires_at(self) -> _dt.datetime:
+        """The expiry by this machine's clock (UTC)."""
+        left = self._expires_mono() - time.monotonic()
+        return _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=left)
+
+    def _expires_mono(self) -> float:
+        with self._lock:
+            return self._renewed_at + self.lease_duration
+
+    @property
+    def held(self) -> bool:
+        """True while the lease holds slots: not lost nor released."""
+        return self.lease_id is not None and not self.lost.is_set() and not self._released
+
+    def on_lost(self, fn: Callable[[LeaseLostError], None]) -> None:
+        """Calls fn (in the renewal thread) when the lease is lost."""
+        with self._lock:
+            self._on_lost.append(fn)
+
+    def start(self) -> None:
+        """Starts the renewals (no-op for a lease that holds nothing)."""
+        if self.lease_id is None or self._renew_fn is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._keep_alive, daemon=True,
+                                        name=f"allot-lease-renewal-{self.lease_id}")
+        self._thread.start()
+
+    def stop(self, wait: bool = True) -> None:
+        """Stops the renewals; waits (briefly) for the thread when wait."""
+        self._stop.set()
+        t = self._thread
+        if wait and t is not None and t is not threading.current_thread():
+            t.join(timeout=2)
+
+    def renew(self) -> None:
+        """Renews the lease now. A lease the server no longer has is lost:
+        LeaseLostError."""
+        if self.error is not None:
+            raise self.error
+        if self.lease_id is None or self._renew_fn is None:
+            return
+        try:
+            self._renew_once()
+        except LeaseNotFoundError as e:
+            self._lose(e)
+            assert self.error is not None
+            raise self.error from e
+
+    def _renew_once(self) -> None:
+        assert self.lease_id is not None and self._renew_fn is not None
+        sent = time.monotonic()
+        self._renew_fn(self.lease_id, self.lease_duration, self._expires_mono())
+        with self._lock:
+            if sent > self._renewed_at:
+                self._renewed_at = sent
+
+    def _keep_alive(self) -> None:
+        interval = self.lease_duration / 3
+        failures = 0
+        last: BaseException | None = None
+        while True:
+            with self._lock:
+                base = self._renewed_at
+            expires = base + self.lease_duration
+            nxt = base + (failures + 1) * interval
+            if expires - nxt < interval / 2:
+                # Too late for another try: lost at expiry unless renewed meanwhile.
+                if self._stop.wait(max(expires - time.monotonic(), 0)):
+                    return
+                if self._expires_mono() > time.monotonic():
+                    failures = 0
+                    continue
+                self._lose(last, "not renewed before it expired")
+                return
+            if self._stop.wait(max(nxt - time.monotonic(), 0)):
+                return
+            try:
+                self._renew_once()
+                failures = 0
+            except Exception as e:  # noqa: BLE001 - every failure is handled below
+                if self._stop.is_set():
+                    return
+                if isinstance(e, LeaseNotFoundError) or self.strict:
+                    self._lose(e)
+                    return
+                failures += 1
+                last = e
+                log.warning("allot: lease %s renewal failed; will try again: %s", self.lease_id, e)
+
+    def _lose(self, cause: BaseException | None, why: str = "") -> None:
+        with self._lock:
+            if self.error is not None or self._released:
+                return
+            reason = why or (f"renewal refused: {cause}" if isinstance(cause, APIError) else f"renewal failed: {cause}")
+            if why and cause is not None:
+                reason += f": {cause}"
+            err = LeaseLostError(f"lease {self.lease_id} lost ({reason}); its slots may be held by others now")
+            err.__cause__ = cause
+            self.error = err
+            callbacks = list(self._on_lost)
+        self.lost.set()
+        log.warning("allot: lease %s lost: %s", self.lease_id, reason)
+        for fn in callbacks:
+            try:
+                fn(err)
+            except Exception:  # noqa: BLE001
+                log.exception("allot: lease-lost callback failed")
+
+    def _mark_released(self) -> bool:
+        """Marks the lease released; False if it already was. Returns whether
+        the server still may have it (so a release request is worth sending)."""
+        with self._lock:
+            if self._released:
+                return False
+            self._released = True
+            gone = isinstance(self.error, LeaseLostError) and isinstance(self.error.__cause__, LeaseNotFoundError)
+        self.stop(wait=False)
+        return self.lease_id is not None and not gone
+
+
+class _LeaseInterrupt(BaseException):
+    """Raised in the caller's thread when its lease is lost (strict). A
+    BaseException so that `except Exception` in user code does not swallow it;
+    the with block turns it into LeaseLostError."""
+
+
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_set_async_exc.argtypes = [ctypes.c_ulong, ctypes.py_object]
+_set_async_exc.restype = ctypes.c_int
+
+
+class ThreadInterrupter:
+    """Interrupts a thread running a with block when its lease is lost: raises
+    _LeaseInterrupt in it (at its next Python instruction; a thread blocked in
+    a long C call gets it when the call returns), and undoes a pending one
+    when the block ends first."""
+
+    def __init__(self) -> None:
+        self.ident = threading.get_ident()
+        self._lock = threading.Lock()
+        self._inside = True
+        self.sent = False
+
+    def interrupt(self, _err: AllotError) -> None:
+        with self._lock:
+            if not self._inside:
+                return
+            self.sent = True
+            _set_async_exc(self.ident, _LeaseInterrupt)
+
+    def leave(self) -> None:
+        """Ends the block: no interruption from now on, and one still pending
+        is cleared. Must be called in the interrupted thread."""
+        while True:
+            try:
+                with self._lock:
+                    self._inside = False
+                    if self.sent:
+                        _set_async_exc(self.ident, ctypes.py_object())
+                return
+            except _LeaseInterrupt:
+                continue  # delivered before it could be cleared
