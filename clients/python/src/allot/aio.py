@@ -266,7 +266,7 @@ class _AsyncConcurrency:
                 await asyncio.shield(self._c.release(lease))
             except Exception as e:  # noqa: BLE001
                 rel_err = e
-                log.warning("allot: release of lease %s failed; it expires in at most %ss: %s",
+                (log.debug if lease.error is not None else log.warning)("allot: release of lease %s failed; it expires in at most %ss: %s",
                             lease.lease_id, lease.lease_duration, e)
         finally:
             if self._close_client:
@@ -276,7 +276,7 @@ class _AsyncConcurrency:
                 self._task.uncancel()
             log.error(RENEWAL_FAILED_STRICT, exc_info=lease.error)
             raise LeaseLostError(f"{RENEWAL_FAILED_STRICT} ({lease.error})") from lease.error
-        if rel_err is not None and exc is None:
+        if rel_err is not None and exc is None and lease.error is None:
             raise rel_err
         return False
 

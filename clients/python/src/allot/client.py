@@ -328,14 +328,14 @@ class _Concurrency:
             self._c.release(lease)
         except Exception as e:  # noqa: BLE001
             rel_err = e
-            log.warning("allot: release of lease %s failed; it expires in at most %ss: %s",
+            (log.debug if lease.error is not None else log.warning)("allot: release of lease %s failed; it expires in at most %ss: %s",
                         lease.lease_id, lease.lease_duration, e)
         if lease.error is not None and self._raise:
             log.error(RENEWAL_FAILED_STRICT, exc_info=lease.error)
             raise LeaseLostError(f"{RENEWAL_FAILED_STRICT} ({lease.error})") from lease.error
         if isinstance(exc, _LeaseInterrupt):  # cannot happen without a loss; be safe
             raise LeaseLostError(RENEWAL_FAILED_STRICT) from None
-        if rel_err is not None and exc is None:
+        if rel_err is not None and exc is None and lease.error is None:
             raise rel_err
         return False
 

@@ -1,0 +1,73 @@
+"""A server that stops while a lease is held: the lease is lost, and the
+caller is interrupted (strict) or warned. These tests run their own server
+(the built binary), since they kill it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import unittest
+
+import allot
+from allot.concurrency import asyncio as aconcurrency
+from allot.concurrency.sync import concurrency
+
+from .support import OwnServer, name
+
+
+class ServerStoppedSync(unittest.TestCase):
+    def setUp(self) -> None:
+        self.srv = OwnServer()
+        self.addCleanup(self.srv.close)
+        self.c = allot.Client(self.srv.url, retries=1, backoff=0.05)
+        self.addCleanup(self.c.close)
+
+    def test_strict_interrupts_the_caller(self) -> None:
+        nm = name()
+        self.c.create_limit(nm, 1)
+        finished = False
+        start = time.monotonic()
+        with self.assertLogs("allot", level="WARNING"):
+            with self.assertRaises(allot.LeaseLostError):
+                with concurrency(nm, lease_duration=3, strict=True, client=self.c) as lease:
+                    self.srv.stop()
+                    while time.monotonic() - start < 15:
+                        time.sleep(0.01)
+                    finished = True
+        self.assertFalse(finished, "the block went on after its lease was lost")
+        self.assertTrue(lease.lost.is_set())
+        self.assertLess(time.monotonic() - start, 4, "strict: lost at the first failed renewal")
+
+    def test_not_strict_warns_at_expiry(self) -> None:
+        nm = name()
+        self.c.create_limit(nm, 1)
+        with self.assertLogs("allot", level="WARNING") as logs:
+            with concurrency(nm, lease_duration=3, client=self.c) as lease:
+                self.srv.stop()
+                self.assertTrue(lease.lost.wait(8))
+                # Not interrupted: the block goes on, warned.
+        self.assertTrue(any("Execution will continue, but concurrency limits may be exceeded." in line
+                            for line in logs.output), logs.output)
+        self.assertTrue(any("will try again" in line for line in logs.output), "renewals retried first")
+
+
+class ServerStoppedAsync(unittest.IsolatedAsyncioTestCase):
+    async def test_strict_cancels_the_task(self) -> None:
+        srv = OwnServer()
+        self.addCleanup(srv.close)
+        async with allot.AsyncClient(srv.url, retries=1, backoff=0.05) as c:
+            nm = name()
+            await c.create_limit(nm, 1)
+            finished = False
+            with self.assertLogs("allot", level="WARNING"):
+                with self.assertRaises(allot.LeaseLostError):
+                    async with aconcurrency.concurrency(nm, lease_duration=3, strict=True, client=c) as lease:
+                        srv.stop()
+                        await asyncio.sleep(15)
+                        finished = True
+            self.assertFalse(finished)
+            self.assertTrue(lease.lost.is_set())
+
+
+if __name__ == "__main__":
+    unittest.main()
