@@ -176,13 +176,13 @@ class Lease:
             err.__cause__ = cause
             self.error = err
             callbacks = list(self._on_lost)
-        self.lost.set()
         log.warning("allot: lease %s lost: %s", self.lease_id, reason)
         for fn in callbacks:
             try:
                 fn(err)
             except Exception:  # noqa: BLE001
                 log.exception("allot: lease-lost callback failed")
+        self.lost.set()  # after the callbacks: whoever waits for it sees their effects
 
     def _mark_released(self) -> bool:
         """Marks the lease released; False if it already was. Returns whether
