@@ -5,6 +5,7 @@ blocked event loop can keep a lease from being renewed."""
 from __future__ import annotations
 
 import ctypes
+import heapq
 import datetime as _dt
 import logging
 import threading
@@ -69,7 +70,10 @@ class Lease:
         self._released = False
         self._stop = threading.Event()
         self._on_lost: list[Callable[[LeaseLostError], None]] = []
-        self._thread: threading.Thread | None = None
+        self._failures = 0
+        self._last: BaseException | None = None
+        self._idle = threading.Event()  # set while no step is under way
+        self._idle.set()
 
     def __repr__(self) -> str:
         return (f"Lease(lease_id={self.lease_id!r}, fencing_token={self.fencing_token}, "
@@ -97,18 +101,15 @@ class Lease:
 
     def start(self) -> None:
         """Starts the renewals (no-op for a lease that holds nothing)."""
-        if self.lease_id is None or self._renew_fn is None or self._thread is not None:
+        if self.lease_id is None or self._renew_fn is None:
             return
-        self._thread = threading.Thread(target=self._keep_alive, daemon=True,
-                                        name=f"allot-lease-renewal-{self.lease_id}")
-        self._thread.start()
+        _renewer().schedule(self, self._due())
 
     def stop(self, wait: bool = True) -> None:
-        """Stops the renewals; waits (briefly) for the thread when wait."""
+        """Stops the renewals; when wait, waits (briefly) for one under way."""
         self._stop.set()
-        t = self._thread
-        if wait and t is not None and t is not threading.current_thread():
-            t.join(timeout=2)
+        if wait:
+            self._idle.wait(2)
 
     def renew(self) -> None:
         """Renews the lease now. A lease the server no longer has is lost:
@@ -132,38 +133,54 @@ class Lease:
             if sent > self._renewed_at:
                 self._renewed_at = sent
 
-    def _keep_alive(self) -> None:
+    def _due(self) -> float:
+        """When the next step is due: a renewal every third of the lease (a
+        failed one is tried again a third later, so two can fail before the
+        lease expires), or, when it is too late for another try, the expiry."""
         interval = self.lease_duration / 3
-        failures = 0
-        last: BaseException | None = None
-        while True:
+        with self._lock:
+            base, failures = self._renewed_at, self._failures
+        expires = base + self.lease_duration
+        nxt = base + (failures + 1) * interval
+        return expires if expires - nxt < interval / 2 else nxt
+
+    def _step(self) -> None:
+        """One step of the renewals, in a thread of its own: renew, or at
+        expiry find the lease lost. Schedules the next step."""
+        self._idle.clear()
+        try:
+            if self._stop.is_set():
+                return
+            interval = self.lease_duration / 3
             with self._lock:
-                base = self._renewed_at
+                base, failures = self._renewed_at, self._failures
             expires = base + self.lease_duration
-            nxt = base + (failures + 1) * interval
-            if expires - nxt < interval / 2:
-                # Too late for another try: lost at expiry unless renewed meanwhile.
-                if self._stop.wait(max(expires - time.monotonic(), 0)):
+            if expires - (base + (failures + 1) * interval) < interval / 2:
+                if self._expires_mono() > time.monotonic():  # renewed meanwhile
+                    with self._lock:
+                        self._failures = 0
+                else:
+                    self._lose(self._last, "not renewed before it expired")
                     return
-                if self._expires_mono() > time.monotonic():
-                    failures = 0
-                    continue
-                self._lose(last, "not renewed before it expired")
-                return
-            if self._stop.wait(max(nxt - time.monotonic(), 0)):
-                return
-            try:
-                self._renew_once()
-                failures = 0
-            except Exception as e:  # noqa: BLE001 - every failure is handled below
-                if self._stop.is_set():
-                    return
-                if isinstance(e, LeaseNotFoundError) or self.strict:
-                    self._lose(e)
-                    return
-                failures += 1
-                last = e
-                log.warning("allot: lease %s renewal failed; will try again: %s", self.lease_id, e)
+            else:
+                try:
+                    self._renew_once()
+                    with self._lock:
+                        self._failures = 0
+                except Exception as e:  # noqa: BLE001 - every failure is handled below
+                    if self._stop.is_set():
+                        return
+                    if isinstance(e, LeaseNotFoundError) or self.strict:
+                        self._lose(e)
+                        return
+                    with self._lock:
+                        self._failures += 1
+                    self._last = e
+                    log.warning("allot: lease %s renewal failed; will try again: %s", self.lease_id, e)
+            if not self._stop.is_set():
+                _renewer().schedule(self, self._due())
+        finally:
+            self._idle.set()
 
     def _lose(self, cause: BaseException | None, why: str = "") -> None:
         with self._lock:
@@ -194,6 +211,62 @@ class Lease:
             gone = isinstance(self.error, LeaseLostError) and isinstance(self.error.__cause__, LeaseNotFoundError)
         self.stop(wait=False)
         return self.lease_id is not None and not gone
+
+
+class _Renewer:
+    """The process's lease renewals: one daemon thread that sleeps until the
+    next lease is due and runs its step in a thread of its own (so that a
+    slow renewal, retrying against a server that is down, delays no other
+    lease). A lease costs no thread until its first renewal is due, a third
+    of its duration after it was granted."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Lease]] = []
+        self._seq = 0
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="allot-lease-renewals")
+        self._thread.start()
+
+    def schedule(self, lease: Lease, due: float) -> None:
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (due, self._seq, lease))
+            if len(self._heap) > 1024:
+                live = [e for e in self._heap if not e[2]._stop.is_set()]
+                if len(live) < len(self._heap) // 2:
+                    heapq.heapify(live)
+                    self._heap = live
+            if self._heap[0][2] is lease:
+                self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][2]._stop.is_set():
+                        heapq.heappop(self._heap)
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    wait = self._heap[0][0] - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                _, _, lease = heapq.heappop(self._heap)
+            threading.Thread(target=lease._step, daemon=True,
+                             name=f"allot-lease-renewal-{lease.lease_id}").start()
+
+
+_renewer_lock = threading.Lock()
+_renewer_instance: _Renewer | None = None
+
+
+def _renewer() -> _Renewer:
+    global _renewer_instance
+    with _renewer_lock:
+        if _renewer_instance is None:
+            _renewer_instance = _Renewer()
+        return _renewer_instance
 
 
 class _LeaseInterrupt(BaseException):

@@ -1,4 +1,4 @@
-"""The client's two HTTP/1.1 transports, sync (http.client) and asyncio
+"""The client's two HTTP/1.1 transports, sync (plain sockets) and asyncio
 (asyncio.open_connection), and what they share: headers, request ids,
 retries with jittered backoff on connection errors and 5xx answers only,
 and error answers turned into exceptions.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import http.client
 import json
 import logging
 import socket
@@ -159,39 +158,59 @@ class _Retry:
         return e
 
 
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
-          ConnectionAbortedError)
+_STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 """Errors of a reused idle connection the server closed meanwhile: the
 request was not read, so it is sent again at once on a new connection."""
 
 
+def message(cfg: Config, r: Request, rid: str) -> tuple[bytes, float]:
+    """The bytes of one attempt of r, and how long the server may hold it."""
+    data, hold, headers = encode(cfg, r, rid)
+    head = f"{r.method} {cfg.prefix + r.path} HTTP/1.1\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    return head.encode("latin-1") + (data or b""), hold
+
+
+class _SyncConn:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.rfile = sock.makefile("rb")
+
+    def close(self) -> None:
+        try:
+            self.rfile.close()
+        finally:
+            self.sock.close()
+
+
 class SyncTransport:
-    """Requests over http.client, with a pool of idle keep-alive connections.
-    Safe for use from many threads."""
+    """Requests over plain sockets (a small HTTP/1.1 client, as the asyncio
+    one), with a pool of idle keep-alive connections. Safe for use from many
+    threads."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[_SyncConn] = []
         self._lock = threading.Lock()
         self._closed = False
 
-    def _new(self, timeout: float) -> http.client.HTTPConnection:
+    def _new(self, timeout: float) -> _SyncConn:
         c = self.cfg
-        conn: http.client.HTTPConnection
-        if c.scheme == "https":
-            conn = http.client.HTTPSConnection(c.host, c.port, timeout=timeout, context=c.ssl_context)
-        else:
-            conn = http.client.HTTPConnection(c.host, c.port, timeout=timeout)
-        conn.connect()
-        if conn.sock is not None:
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
+        sock = socket.create_connection((c.host, c.port), timeout=min(timeout, REQUEST_TIMEOUT))
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if c.ssl_context is not None:
+                sock = c.ssl_context.wrap_socket(sock, server_hostname=c.host)
+        except BaseException:
+            sock.close()
+            raise
+        return _SyncConn(sock)
 
-    def _get(self) -> http.client.HTTPConnection | None:
+    def _get(self) -> _SyncConn | None:
         with self._lock:
             return self._idle.pop() if self._idle else None
 
-    def _put(self, conn: http.client.HTTPConnection) -> None:
+    def _put(self, conn: _SyncConn) -> None:
         with self._lock:
             if not self._closed and len(self._idle) < MAX_IDLE:
                 self._idle.append(conn)
@@ -199,8 +218,8 @@ class SyncTransport:
         conn.close()
 
     def close(self) -> None:
+        """Closes the idle connections; the transport remains usable."""
         with self._lock:
-            self._closed = True
             idle, self._idle = self._idle, []
         for c in idle:
             c.close()
@@ -212,46 +231,116 @@ class SyncTransport:
         while True:
             try:
                 return decode(self._attempt(r, rid))
-            except (OSError, http.client.HTTPException, APIError) as err:
+            except (OSError, _BadAnswer, APIError) as err:
                 pause = retry.next_pause(err)
                 if pause is None:
                     raise retry.give_up(err) from (err if not isinstance(err, APIError) else None)
                 time.sleep(pause)
 
     def _attempt(self, r: Request, rid: str) -> bytes:
-        data, hold, headers = encode(self.cfg, r, rid)
+        msg, hold = message(self.cfg, r, rid)
         timeout = REQUEST_TIMEOUT + hold
-        target = self.cfg.prefix + r.path
         for fresh in (False, True):
             conn = None if fresh else self._get()
             reused = conn is not None
-            if conn is None:
-                conn = self._new(timeout)
-            elif conn.sock is not None:
-                conn.sock.settimeout(timeout)
             ok = False
             try:
-                conn.request(r.method, target, body=data, headers=headers)
-                resp = conn.getresponse()
-                body = resp.read(MAX_RESPONSE)
-                status = resp.status
-                rh = {k.lower(): v for k, v in resp.getheaders()}
-                ok = not resp.will_close
-            except _STALE:
-                if reused:
-                    continue
-                raise
+                if conn is None:
+                    conn = self._new(timeout)
+                conn.sock.settimeout(timeout)
+                try:
+                    conn.sock.sendall(msg)
+                    status, rh, body, keep = _read_answer_sync(conn.rfile, r.method, reused)
+                except (_Stale, *_STALE):
+                    if reused:
+                        continue
+                    raise
+                ok = keep
             finally:
                 # A failed or interrupted request (KeyboardInterrupt while in
                 # line) closes its connection: the server drops the waiter.
-                if ok:
-                    self._put(conn)
-                else:
-                    conn.close()
+                if conn is not None:
+                    if ok:
+                        self._put(conn)
+                    else:
+                        conn.close()
             if status in r.accept:
                 return body
             raise answer_error(status, rh, body, r, rid)
         raise AssertionError("unreachable")
+
+
+def _read_answer_sync(f: Any, method: str, reused: bool) -> tuple[int, dict[str, str], bytes, bool]:
+    line = f.readline(65537)
+    if not line:
+        if reused:
+            raise _Stale()
+        raise ConnectionResetError("the server closed the connection without answering")
+    status, version = _status_line(line)
+    headers: dict[str, str] = {}
+    while True:
+        h = f.readline(65537)
+        if h in (b"\r\n", b"\n"):
+            break
+        if not h:
+            raise ConnectionResetError("the answer's headers were cut off")
+        k, _, v = h.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return status, headers, b"", keep
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        chunks = []
+        total = 0
+        while True:
+            size = _chunk_size(f.readline(1024))
+            if size == 0:
+                while f.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                break
+            total += size
+            if total > MAX_RESPONSE:
+                raise _BadAnswer("answer too large")
+            chunks.append(_exactly(f, size))
+            _exactly(f, 2)
+        return status, headers, b"".join(chunks), keep
+    if "content-length" in headers:
+        return status, headers, _exactly(f, _length(headers)), keep
+    return status, headers, f.read(MAX_RESPONSE), False
+
+
+def _exactly(f: Any, n: int) -> bytes:
+    b = f.read(n)
+    if len(b) != n:
+        raise ConnectionResetError("the answer was cut off")
+    return b  # type: ignore[no-any-return]
+
+
+def _status_line(line: bytes) -> tuple[int, str]:
+    parts = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+        raise _BadAnswer(f"not an HTTP/1.1 answer: {line[:80]!r}")
+    try:
+        return int(parts[1]), parts[0]
+    except ValueError:
+        raise _BadAnswer(f"bad status line: {line[:80]!r}") from None
+
+
+def _chunk_size(line: bytes) -> int:
+    try:
+        return int(line.split(b";", 1)[0].strip(), 16)
+    except ValueError:
+        raise _BadAnswer(f"bad chunk size: {line[:40]!r}") from None
+
+
+def _length(headers: dict[str, str]) -> int:
+    try:
+        n = int(headers["content-length"])
+    except ValueError:
+        raise _BadAnswer("bad Content-Length") from None
+    if n < 0 or n > MAX_RESPONSE:
+        raise _BadAnswer("bad Content-Length")
+    return n
 
 
 class _Conn:
@@ -327,10 +416,7 @@ class AsyncTransport:
                 await asyncio.sleep(pause)
 
     async def _attempt(self, r: Request, rid: str) -> bytes:
-        data, hold, headers = encode(self.cfg, r, rid)
-        head = f"{r.method} {self.cfg.prefix + r.path} HTTP/1.1\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        msg = head.encode("latin-1") + (data or b"")
+        msg, hold = message(self.cfg, r, rid)
         for fresh in (False, True):
             conn = None if fresh else self._get()
             reused = conn is not None
@@ -368,13 +454,7 @@ async def _read_answer(reader: asyncio.StreamReader, method: str, reused: bool
         if reused:
             raise _Stale()
         raise ConnectionResetError("the server closed the connection without answering")
-    parts = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-        raise _BadAnswer(f"not an HTTP/1.1 answer: {line[:80]!r}")
-    try:
-        status = int(parts[1])
-    except ValueError:
-        raise _BadAnswer(f"bad status line: {line[:80]!r}") from None
+    status, version = _status_line(line)
     headers: dict[str, str] = {}
     while True:
         h = await reader.readline()
@@ -384,18 +464,14 @@ async def _read_answer(reader: asyncio.StreamReader, method: str, reused: bool
             raise asyncio.IncompleteReadError(b"", None)
         k, _, v = h.decode("latin-1").partition(":")
         headers[k.strip().lower()] = v.strip()
-    keep = parts[0] == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+    keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
         return status, headers, b"", keep
     if "chunked" in headers.get("transfer-encoding", "").lower():
         chunks = []
         total = 0
         while True:
-            size_line = await reader.readline()
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _BadAnswer(f"bad chunk size: {size_line[:40]!r}") from None
+            size = _chunk_size(await reader.readline())
             if size == 0:
                 while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
@@ -407,11 +483,5 @@ async def _read_answer(reader: asyncio.StreamReader, method: str, reused: bool
             await reader.readexactly(2)
         return status, headers, b"".join(chunks), keep
     if "content-length" in headers:
-        try:
-            n = int(headers["content-length"])
-        except ValueError:
-            raise _BadAnswer("bad Content-Length") from None
-        if n < 0 or n > MAX_RESPONSE:
-            raise _BadAnswer("bad Content-Length")
-        return status, headers, await reader.readexactly(n), keep
+        return status, headers, await reader.readexactly(_length(headers)), keep
     return status, headers, await reader.read(MAX_RESPONSE), False
