@@ -133,6 +133,9 @@ def acquire(cfg: Config, names: list[str], occupy: int, timeout_seconds: float |
         return Grant(None, [], 0, time.monotonic())
     h = Holder.coerce(holder) if holder is not None else (cfg.holder or default_holder())
     body = {"names": names, "slots": occupy, "lease_duration": lease_duration, "holder": h.to_json()}
+    # Seam: once the server takes a waiter "ticket" (an idempotency key), one
+    # per acquisition goes into body here, so that a request retried after a
+    # connection error takes its old place in line instead of a new one.
     sent: list[float] = []
     g = yield from wait_in_line(cfg, V2 + "/increment-with-lease", body, timeout_seconds,
                                 max_retries, try_, sent)

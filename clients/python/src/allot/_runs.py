@@ -244,8 +244,8 @@ class RunScope:
         assert ac is not None
         try:
             if self._hb.error is not None:
-                if self._cancelled_by_us and self._task is not None and hasattr(self._task, "uncancel"):
-                    self._task.uncancel()
+                if self._cancelled_by_us and self._task is not None:
+                    _uncancel(self._task)
                 raise self._hb.error from (None if isinstance(exc, asyncio.CancelledError) else exc)
             state, msg = _final_state(exc)
             await asyncio.shield(self._aend(ac, self.run.id, state, msg))
@@ -280,3 +280,11 @@ class RunScope:
             with self._copy(name):
                 return fn(*args, **kwargs)
         return cast(F, wrapper)
+
+
+def _uncancel(task: "asyncio.Task[Any]") -> None:
+    """Takes back the cancellation the lease's loss asked for (3.11+), so the
+    task is not left cancelling once LeaseLostError replaces it."""
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()

@@ -99,8 +99,9 @@ def answer_error(status: int, headers: dict[str, str], data: bytes, r: Request, 
     except ValueError:
         p = None
     if isinstance(p, dict):
-        code = p.get("code") if isinstance(p.get("code"), str) else ""
-        field = p.get("field") if isinstance(p.get("field"), str) else ""
+        c, f = p.get("code"), p.get("field")
+        code = c if isinstance(c, str) else ""
+        field = f if isinstance(f, str) else ""
         if isinstance(p.get("limits"), list):
             limits = [str(x) for x in p["limits"]]
         d = p.get("detail")

@@ -272,8 +272,8 @@ class _AsyncConcurrency:
             if self._close_client:
                 await self._c.aclose()
         if lease.error is not None and self._raise:
-            if self._cancelled_by_us and self._task is not None and hasattr(self._task, "uncancel"):
-                self._task.uncancel()
+            if self._cancelled_by_us and self._task is not None:
+                _uncancel(self._task)
             log.error(RENEWAL_FAILED_STRICT, exc_info=lease.error)
             raise LeaseLostError(f"{RENEWAL_FAILED_STRICT} ({lease.error})") from lease.error
         if rel_err is not None and exc is None and lease.error is None:
@@ -283,3 +283,11 @@ class _AsyncConcurrency:
 
 def _warn_lost(err: LeaseLostError) -> None:
     log.warning(RENEWAL_FAILED_WARN, exc_info=err)
+
+
+def _uncancel(task: "asyncio.Task[Any]") -> None:
+    """Takes back the cancellation the lease's loss asked for (3.11+), so the
+    task is not left cancelling once LeaseLostError replaces it."""
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
