@@ -5,6 +5,7 @@ caller is interrupted (strict) or warned. These tests run their own server
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import unittest
 
@@ -49,6 +50,25 @@ class ServerStoppedSync(unittest.TestCase):
         self.assertTrue(any("Execution will continue, but concurrency limits may be exceeded." in line
                             for line in logs.output), logs.output)
         self.assertTrue(any("will try again" in line for line in logs.output), "renewals retried first")
+
+
+class ServerHung(unittest.TestCase):
+    def test_lost_at_expiry_not_after_the_request_timeout(self) -> None:
+        srv = OwnServer()
+        self.addCleanup(srv.close)
+        c = allot.Client(srv.url, retries=1, backoff=0.05)
+        self.addCleanup(c.close)
+        nm = name()
+        c.create_limit(nm, 1)
+        with self.assertLogs("allot", level="WARNING"):
+            with concurrency(nm, lease_duration=3, client=c) as lease:
+                start = time.monotonic()
+                srv.proc.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing
+                try:
+                    self.assertTrue(lease.lost.wait(8), "lost by its expiry")
+                    self.assertLess(time.monotonic() - start, 5)
+                finally:
+                    srv.proc.send_signal(signal.SIGCONT)
 
 
 class ServerStoppedAsync(unittest.IsolatedAsyncioTestCase):

@@ -45,6 +45,16 @@ class Request:
     deadline: float | None = None  # time.monotonic() after which no retry starts
 
 
+def attempt_timeout(r: Request, hold: float) -> float:
+    """How long one attempt may take: the time the server may hold it plus
+    REQUEST_TIMEOUT, but no later than the request's deadline (a renewal
+    is of no use after its lease expired)."""
+    t = REQUEST_TIMEOUT + hold
+    if r.deadline is not None:
+        t = min(t, max(r.deadline - time.monotonic(), 0.05))
+    return t
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex
 
@@ -240,7 +250,7 @@ class SyncTransport:
 
     def _attempt(self, r: Request, rid: str) -> bytes:
         msg, hold = message(self.cfg, r, rid)
-        timeout = REQUEST_TIMEOUT + hold
+        timeout = attempt_timeout(r, hold)
         for fresh in (False, True):
             conn = None if fresh else self._get()
             reused = conn is not None
@@ -428,7 +438,7 @@ class AsyncTransport:
                 conn.writer.write(msg)
                 try:
                     status, rh, body, keep = await asyncio.wait_for(
-                        _read_answer(conn.reader, r.method, reused), REQUEST_TIMEOUT + hold)
+                        _read_answer(conn.reader, r.method, reused), attempt_timeout(r, hold))
                 except _Stale:
                     continue
                 ok = keep
