@@ -119,6 +119,18 @@ class ConcurrencyAsyncio(unittest.IsolatedAsyncioTestCase):
         if hasattr(task, "cancelling"):
             self.assertEqual(task.cancelling(), 0)
 
+    async def test_revoked_lease_strict_cancels_at_once(self) -> None:
+        nm = await self.limit(1)
+        finished = False
+        with self.assertLogs("allot", level="WARNING"):
+            with self.assertRaises(allot.LeaseLostError):
+                async with concurrency(nm, lease_duration=300, strict=True) as lease:
+                    await asyncio.sleep(1.5)  # the watch starts after a second
+                    raw("POST", "/v2/concurrency_limits/decrement-with-lease", {"lease_id": lease.lease_id})
+                    await asyncio.sleep(10)
+                    finished = True
+        self.assertFalse(finished)
+
     async def test_lost_lease_not_strict_warns(self) -> None:
         nm = await self.limit(1)
         with self.assertLogs("allot", level="WARNING") as logs:

@@ -234,6 +234,29 @@ class ConcurrencySync(unittest.TestCase):
         with self.assertRaises(allot.LeaseLostError):
             lease.renew()
 
+    def test_watch_hears_a_foreign_release_at_once(self) -> None:
+        # A 300 s lease is renewed every 100 s; the lease watch, not a
+        # renewal, tells of its end.
+        nm = self.limit(1)
+        with self.assertLogs("allot", level="WARNING"):
+            with concurrency(nm, lease_duration=300) as lease:
+                eventually(lambda: any(t.name.startswith("allot-lease-watch-") for t in threading.enumerate()),
+                           what="the watch")
+                start = time.monotonic()
+                raw("POST", "/v2/concurrency_limits/decrement-with-lease", {"lease_id": lease.lease_id})
+                self.assertTrue(lease.lost.wait(3))
+                self.assertLess(time.monotonic() - start, 3)
+        self.assertIn("released by someone else", str(lease.error))
+
+    def test_release_ends_the_watch(self) -> None:
+        nm = self.limit(1)
+        with concurrency(nm, lease_duration=300) as lease:
+            eventually(lambda: any(t.name == f"allot-lease-watch-{lease.lease_id}" for t in threading.enumerate()),
+                       what="the watch")
+        eventually(lambda: not any(t.name == f"allot-lease-watch-{lease.lease_id}" for t in threading.enumerate()),
+                   timeout=3, what="the watch ended by the release")
+        self.assertFalse(lease.lost.is_set())
+
     def test_lost_lease_strict_interrupts_the_caller(self) -> None:
         nm = self.limit(1)
         finished = False

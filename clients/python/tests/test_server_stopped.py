@@ -73,6 +73,7 @@ class ServerHung(unittest.TestCase):
 
 class ServerStoppedAsync(unittest.IsolatedAsyncioTestCase):
     async def test_strict_cancels_the_task(self) -> None:
+        asyncio.get_running_loop().slow_callback_duration = 5  # stopping the server blocks briefly
         srv = OwnServer()
         self.addCleanup(srv.close)
         async with allot.AsyncClient(srv.url, retries=1, backoff=0.05) as c:

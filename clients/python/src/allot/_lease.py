@@ -30,6 +30,17 @@ RenewFn = Callable[[str, float, float], None]
 """renew(lease_id, lease_duration, deadline): one renewal with the client's
 retries, giving up at deadline (time.monotonic()). Raises on failure."""
 
+WatchFn = Callable[[str], "tuple[str, str] | None"]
+"""watch(lease_id): one long poll of the server's lease watch; returns
+(state, reason), or None when the server has no watch (404). Raises on
+other failures."""
+
+WATCH_AFTER = 1.0
+"""A lease held this long (or a third of its duration, if shorter) gets a
+watch: one long poll the server answers the moment the lease ends, so that a
+revoked, expired or foreign-released lease is lost at once rather than at the
+next renewal. Shorter holds never pay for one."""
+
 
 class Lease:
     """Slots held on one or more limits. The ``with`` blocks of
@@ -56,6 +67,7 @@ class Lease:
         granted_at: float,
         renew: RenewFn | None,
         strict: bool = False,
+        watch: WatchFn | None = None,
     ) -> None:
         self.lease_id = lease_id
         self.limits = list(limits)
@@ -65,6 +77,7 @@ class Lease:
         self.lost = threading.Event()
         self.error: LeaseLostError | None = None
         self._renew_fn = renew
+        self._watch_fn = watch
         self._lock = threading.Lock()
         self._renewed_at = granted_at  # time.monotonic() the last successful renewal was sent
         self._released = False
@@ -103,7 +116,41 @@ class Lease:
         """Starts the renewals (no-op for a lease that holds nothing)."""
         if self.lease_id is None or self._renew_fn is None:
             return
-        _renewer().schedule(self, self._due())
+        r = _renewer()
+        r.schedule(self, self._due())
+        if self._watch_fn is not None:
+            with self._lock:
+                at = self._renewed_at + min(WATCH_AFTER, self.lease_duration / 3)
+            r.schedule(self, at, self._watch)
+
+    def _watch(self) -> None:
+        """Keeps one long poll open on the lease's watch until the lease
+        ends; loses the lease when the server says it ended and it was not
+        this process that released it. Never decides on its own failures:
+        the renewals do."""
+        assert self._watch_fn is not None and self.lease_id is not None
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                got = self._watch_fn(self.lease_id)
+            except Exception as e:  # noqa: BLE001
+                failures += 1
+                log.debug("allot: lease %s watch failed; will try again: %s", self.lease_id, e)
+                if self._stop.wait(min(0.2 * 2 ** min(failures, 6), 10.0)):
+                    return
+                continue
+            if got is None:
+                log.debug("allot: the server has no lease watch; renewals alone will find a lost lease")
+                return
+            state, reason = got
+            if state == "held":
+                failures = 0
+                continue
+            with self._lock:
+                ours = self._released and state == "released"
+            if not ours:
+                self._lose(None, _ended(self.lease_id, state, reason))
+            return
 
     def stop(self, wait: bool = True) -> None:
         """Stops the renewals; when wait, waits (briefly) for one under way."""
@@ -222,21 +269,23 @@ class _Renewer:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Lease]] = []
+        self._heap: list[tuple[float, int, Lease, Callable[[], None] | None]] = []
         self._seq = 0
         self._thread = threading.Thread(target=self._loop, daemon=True, name="allot-lease-renewals")
         self._thread.start()
 
-    def schedule(self, lease: Lease, due: float) -> None:
+    def schedule(self, lease: Lease, due: float, fn: Callable[[], None] | None = None) -> None:
+        """Runs fn (default: the lease's next renewal step) at due, in a
+        thread of its own, unless the lease stopped meanwhile."""
         with self._cond:
             self._seq += 1
-            heapq.heappush(self._heap, (due, self._seq, lease))
+            heapq.heappush(self._heap, (due, self._seq, lease, fn))
             if len(self._heap) > 1024:
                 live = [e for e in self._heap if not e[2]._stop.is_set()]
                 if len(live) < len(self._heap) // 2:
                     heapq.heapify(live)
                     self._heap = live
-            if self._heap[0][2] is lease:
+            if self._heap[0][1] == self._seq:
                 self._cond.notify()
 
     def _loop(self) -> None:
@@ -252,9 +301,9 @@ class _Renewer:
                     if wait <= 0:
                         break
                     self._cond.wait(wait)
-                _, _, lease = heapq.heappop(self._heap)
-            threading.Thread(target=lease._step, daemon=True,
-                             name=f"allot-lease-renewal-{lease.lease_id}").start()
+                _, _, lease, fn = heapq.heappop(self._heap)
+            threading.Thread(target=fn or lease._step, daemon=True,
+                             name=f"allot-lease-{'watch' if fn else 'renewal'}-{lease.lease_id}").start()
 
 
 _renewer_lock = threading.Lock()
@@ -267,6 +316,12 @@ def _renewer() -> _Renewer:
         if _renewer_instance is None:
             _renewer_instance = _Renewer()
         return _renewer_instance
+
+
+def _ended(lease_id: str | None, state: str, reason: str) -> str:
+    s = {"revoked": "revoked", "expired": "expired", "released": "released by someone else"}.get(
+        state, "no longer held by the server")
+    return s + (f" ({reason})" if reason else "")
 
 
 class _LeaseInterrupt(BaseException):

@@ -163,6 +163,13 @@ def renew_request(lease_id: str, lease_duration: float, deadline: float | None) 
                    (200, 204), deadline=deadline)
 
 
+WATCH_POLL = 60.0
+
+
+def watch_request(lease_id: str, wait: float) -> Request:
+    return Request("GET", f"{V2}/leases/{q(lease_id)}/watch?timeout_seconds={wait:g}", wait=wait)
+
+
 def rate_limit(cfg: Config, names: list[str], occupy: int, timeout_seconds: float | None,
                max_retries: int | None, strict: bool) -> Op[list[LimitRef]]:
     check_acquire_args(occupy, 1)

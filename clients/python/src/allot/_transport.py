@@ -43,6 +43,7 @@ class Request:
     accept: tuple[int, ...] = (200,)
     hold: Hold | None = None  # sets body["timeout_seconds"] per attempt when given
     deadline: float | None = None  # time.monotonic() after which no retry starts
+    wait: float = 0.0  # how long the server may hold the request, when hold does not say (a GET)
 
 
 def attempt_timeout(r: Request, hold: float) -> float:
@@ -61,7 +62,7 @@ def new_request_id() -> str:
 
 def encode(cfg: Config, r: Request, rid: str) -> tuple[bytes | None, float, dict[str, str]]:
     """The body, the hold and the headers of one attempt."""
-    hold = 0.0
+    hold = r.wait
     body = r.body
     if r.hold is not None:
         hold = max(r.hold(), 0.0)
@@ -229,8 +230,11 @@ class SyncTransport:
         conn.close()
 
     def close(self) -> None:
-        """Closes the idle connections; the transport remains usable."""
+        """Closes the idle connections, and from now on each connection when
+        its request is done (one still in use, e.g. a lease watch, is closed
+        when it returns). The transport remains usable."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for c in idle:
             c.close()

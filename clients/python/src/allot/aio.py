@@ -15,7 +15,7 @@ from ._lease import RENEWAL_FAILED_STRICT, RENEWAL_FAILED_WARN, Lease
 from ._ops import DEFAULT_LEASE_DURATION, DEFAULT_RUN_LEASE_DURATION, Op, Sleep
 from ._runs import RunScope
 from ._transport import AsyncTransport, SyncTransport
-from .errors import LeaseLostError
+from .errors import LeaseLostError, NotFoundError
 from .types import LabelLimit, Limit, LimitRef, ResetResult, Run, TagLimit
 
 log = logging.getLogger("allot")
@@ -81,6 +81,14 @@ class AsyncClient:
         finally:
             op.close()
 
+    def _watch(self, lease_id: str) -> tuple[str, str] | None:
+        try:
+            got = self._sync.request(_ops.watch_request(lease_id, _ops.WATCH_POLL))
+        except NotFoundError:
+            return None  # a server without the watch (Prefect's, an older allot)
+        got = got if isinstance(got, dict) else {}
+        return str(got.get("state") or "not_found"), str(got.get("reason") or "")
+
     def _renew(self, lease_id: str, lease_duration: float, deadline: float) -> None:
         self._sync.request(_ops.renew_request(lease_id, lease_duration, deadline))
 
@@ -103,7 +111,7 @@ class AsyncClient:
 
     def _lease(self, g: _ops.Grant, lease_duration: float, strict: bool) -> Lease:
         lease = Lease(g.lease_id, g.limits, g.fencing_token, lease_duration, g.granted_at,
-                      self._renew if g.lease_id else None, strict)
+                      self._renew if g.lease_id else None, strict, self._watch)
         lease.start()
         return lease
 
@@ -237,7 +245,8 @@ class _AsyncConcurrency:
                 await self._c.aclose()
             raise
         lease = Lease(g.lease_id, g.limits, g.fencing_token, lease_duration, g.granted_at,
-                      self._c._renew if g.lease_id else None, self._raise)
+                      self._c._renew if g.lease_id else None, self._raise,
+                      self._c._watch)
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         self._inside = True

@@ -15,7 +15,7 @@ from ._lease import RENEWAL_FAILED_STRICT, RENEWAL_FAILED_WARN, Lease, ThreadInt
 from ._ops import DEFAULT_LEASE_DURATION, DEFAULT_RUN_LEASE_DURATION, Op, Sleep
 from ._runs import RunScope
 from ._transport import SyncTransport
-from .errors import LeaseLostError
+from .errors import LeaseLostError, NotFoundError
 from .types import LabelLimit, Limit, LimitRef, ResetResult, Run, TagLimit
 
 log = logging.getLogger("allot")
@@ -63,7 +63,8 @@ class Client:
         return self._cfg.url
 
     def close(self) -> None:
-        """Closes the idle connections. The client remains usable."""
+        """Closes the idle connections, and each one in use when its request
+        is done. The client remains usable, without keeping connections."""
         self._t.close()
 
     def __enter__(self) -> Client:
@@ -90,6 +91,14 @@ class Client:
             return stop.value  # type: ignore[no-any-return]
         finally:
             op.close()
+
+    def _watch(self, lease_id: str) -> tuple[str, str] | None:
+        try:
+            got = self._t.request(_ops.watch_request(lease_id, _ops.WATCH_POLL))
+        except NotFoundError:
+            return None  # a server without the watch (Prefect's, an older allot)
+        got = got if isinstance(got, dict) else {}
+        return str(got.get("state") or "not_found"), str(got.get("reason") or "")
 
     def _renew(self, lease_id: str, lease_duration: float, deadline: float) -> None:
         self._t.request(_ops.renew_request(lease_id, lease_duration, deadline))
@@ -139,7 +148,7 @@ class Client:
 
     def _lease(self, g: _ops.Grant, lease_duration: float, strict: bool) -> Lease:
         lease = Lease(g.lease_id, g.limits, g.fencing_token, lease_duration, g.granted_at,
-                      self._renew if g.lease_id else None, strict)
+                      self._renew if g.lease_id else None, strict, self._watch)
         lease.start()
         return lease
 
@@ -308,7 +317,8 @@ class _Concurrency:
         g = self._c._run(_ops.acquire(self._c._cfg, names, occupy, timeout_seconds, max_retries,
                                       lease_duration, holder, strict))
         lease = Lease(g.lease_id, g.limits, g.fencing_token, lease_duration, g.granted_at,
-                      self._c._renew if g.lease_id else None, self._raise)
+                      self._c._renew if g.lease_id else None, self._raise,
+                      self._c._watch)
         if self._raise:
             self._interrupter = ThreadInterrupter()
             lease.on_lost(self._interrupter.interrupt)
