@@ -84,8 +84,9 @@ class Proxy:
         up = urllib.parse.urlsplit(upstream or URL)
         self.up_host, self.up_port, self.up_prefix = up.hostname, up.port, up.path.rstrip("/")
         self.requests: list[Recorded] = []
-        self.fail: list[int] = []  # statuses to answer next; 0 drops the connection
+        self.fail: list[int] = []  # statuses to answer next; 0 drops the connection, -1 drops the answer
         self.no_wait = False
+        self.no_watch = False  # answers the lease watch 404, as a server without it does
         self.lock = threading.Lock()
         proxy = self
 
@@ -102,10 +103,12 @@ class Proxy:
                 with proxy.lock:
                     proxy.requests.append(Recorded(self.command, self.path, dict(self.headers), body))
                     fail = proxy.fail.pop(0) if proxy.fail else None
-                if fail == 0:
+                if fail == 0 or fail == -1 and proxy._forward_only(self.command, self.path, data):
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
+                if fail is None and proxy.no_watch and "/watch" in self.path:
+                    fail = 404
                 if fail is not None:
                     b = json.dumps({"detail": "injected", "code": "unavailable"}).encode()
                     self.send_response(fail)
@@ -142,6 +145,17 @@ class Proxy:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def _forward_only(self, method: str, path: str, data: bytes) -> bool:
+        """Sends the request to the server and throws its answer away."""
+        c = http.client.HTTPConnection(self.up_host, self.up_port, timeout=120)
+        try:
+            c.request(method, self.up_prefix + path[len("/api"):], body=data or None,
+                      headers={"Content-Type": "application/json"} if data else {})
+            c.getresponse().read()
+        finally:
+            c.close()
+        return True
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -170,6 +184,9 @@ class OwnServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         self.log = open(os.path.join(self.dir.name, "server.log"), "wb")
+        self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen([BIN, "server", "--addr", f"127.0.0.1:{self.port}", "--data-dir",
                                       os.path.join(self.dir.name, "data"), "--log-level", "warn"],
                                      stdout=self.log, stderr=subprocess.STDOUT)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 import unittest
 
@@ -13,7 +14,7 @@ import allot
 from allot.concurrency import asyncio as aconcurrency
 from allot.concurrency.sync import concurrency
 
-from .support import OwnServer, name
+from .support import OwnServer, eventually, name
 
 
 class ServerStoppedSync(unittest.TestCase):
@@ -50,6 +51,47 @@ class ServerStoppedSync(unittest.TestCase):
         self.assertTrue(any("Execution will continue, but concurrency limits may be exceeded." in line
                             for line in logs.output), logs.output)
         self.assertTrue(any("will try again" in line for line in logs.output), "renewals retried first")
+
+
+class ServerRestarted(unittest.TestCase):
+    def test_waiters_keep_their_places_across_a_restart(self) -> None:
+        srv = OwnServer()
+        self.addCleanup(srv.close)
+        c = allot.Client(srv.url, retries=1, backoff=0.05)
+        self.addCleanup(c.close)
+        # The first waiter comes back slowly, the second at once: without
+        # tickets the second would be first in line after the restart.
+        slow = allot.Client(srv.url, retries=0, backoff=1.5)
+        self.addCleanup(slow.close)
+        nm = name()
+        c.create_limit(nm, 1)
+        holder = c.acquire(nm, lease_duration=60)
+        order: list[str] = []
+        errors: list[BaseException] = []
+
+        def waiter(who: str, client: allot.Client) -> None:
+            try:
+                with concurrency(nm, timeout_seconds=60, client=client):
+                    order.append(who)
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        first = threading.Thread(target=waiter, args=("first", slow))
+        first.start()
+        eventually(lambda: c.get_limit(nm).waiting == 1, what="first waiter in line")
+        second = threading.Thread(target=waiter, args=("second", c))
+        second.start()
+        eventually(lambda: c.get_limit(nm).waiting == 2, what="second waiter in line")
+        with self.assertLogs("allot", level="WARNING") as logs:
+            srv.stop()
+            srv.start()
+            eventually(lambda: any("reconnecting to keep the place" in line for line in logs.output),
+                       what="the slow waiter reconnects")
+            c.release(holder)
+            first.join(15)
+            second.join(15)
+        self.assertEqual(errors, [])
+        self.assertEqual(order, ["first", "second"], "the first kept its place")
 
 
 class ServerHung(unittest.TestCase):

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass
 from typing import Any, Generator, Iterable, Sequence, TypeVar, Union
 
@@ -15,6 +17,8 @@ from ._config import Config, default_holder
 from ._transport import Request
 from .errors import (
     AcquireConcurrencySlotTimeoutError,
+    AllotConnectionError,
+    APIError,
     ConcurrencySlotAcquisitionError,
     ConflictError,
     LimitNotFoundError,
@@ -71,16 +75,38 @@ class Grant:
     granted_at: float  # time.monotonic() from which the lease's duration counts
 
 
+CANCEL_TICKET_TIMEOUT = 2.0
+
+
+def new_ticket() -> str:
+    """An acquisition's idempotency key: the same on every retry and
+    reconnection of one call."""
+    return uuid.uuid4().hex
+
+
+def transient(err: BaseException) -> bool:
+    """A server that cannot be reached now: a connection error (after the
+    transport's retries), or 502, 503, 504."""
+    if isinstance(err, APIError):
+        return err.status in (502, 503, 504)
+    return isinstance(err, AllotConnectionError)
+
+
 def wait_in_line(cfg: Config, path: str, body: dict[str, Any], timeout_seconds: float | None,
                  max_retries: int | None, try_: bool, sent: list[float]) -> Op[Any]:
     """Sends body to path until granted, refused with anything but 423, or
     time runs out. The request waits in line on the server for what is left
     of timeout_seconds (at most the long poll); a server that answers 423 at
     once (one that does not let requests wait, like Prefect's) is asked again
-    after its Retry-After. Appends the monotonic time each attempt was sent
+    after its Retry-After. A server that cannot be reached while the request
+    waits is asked again with jittered backoff until it answers or time runs
+    out: body's ticket takes the old place in line again. A caller that gives
+    up (time out, cancelled, interrupted) cancels the ticket, so that its
+    place is let go at once. Appends the monotonic time each attempt was sent
     to sent."""
     deadline = None if timeout_seconds is None else time.monotonic() + max(timeout_seconds, 0)
     fail_fast = try_ or (max_retries is not None and max_retries <= 0 and timeout_seconds is None)
+    ticket = body.get("ticket")
 
     def hold() -> float:
         if fail_fast:
@@ -90,31 +116,68 @@ def wait_in_line(cfg: Config, path: str, body: dict[str, Any], timeout_seconds: 
             h = min(h, deadline - time.monotonic())
         return max(h, 0.0)
 
+    def timed_out(cause: BaseException) -> AcquireConcurrencySlotTimeoutError:
+        e = AcquireConcurrencySlotTimeoutError(
+            f"Attempt to acquire concurrency slots timed out after {timeout_seconds} second(s)")
+        e.__cause__ = cause
+        return e
+
     retries = 0
-    while True:
-        start = time.monotonic()
-        asked = hold()
-        sent.append(start)
-        try:
-            return (yield Request("POST", path, body, (200,), hold=hold))
-        except LockedError as locked:
-            now = time.monotonic()
-            if try_:
-                raise
-            if deadline is not None and now >= deadline:
-                raise AcquireConcurrencySlotTimeoutError(
-                    f"Attempt to acquire concurrency slots timed out after {timeout_seconds} second(s)"
-                ) from locked
-            if max_retries is not None and retries >= max_retries:
-                raise
-            retries += 1
-            if now - start < asked / 2 or asked == 0:
-                # Not kept in line: wait as the server says.
-                pause = max(locked.retry_after or 0.0, 0.01)
+    reconnects = 0
+    try:
+        while True:
+            start = time.monotonic()
+            asked = hold()
+            sent.append(start)
+            try:
+                return (yield Request("POST", path, body, (200,), hold=hold))
+            except LockedError as locked:
+                now = time.monotonic()
+                if try_:
+                    raise
+                if deadline is not None and now >= deadline:
+                    raise timed_out(locked) from locked
+                if max_retries is not None and retries >= max_retries:
+                    raise
+                retries += 1
+                reconnects = 0
+                if now - start < asked / 2 or asked == 0:
+                    # Not kept in line: wait as the server says.
+                    pause = max(locked.retry_after or 0.0, 0.01)
+                    if deadline is not None:
+                        pause = min(pause, max(deadline - now, 0.0))
+                    log.debug("allot: unable to acquire concurrency slot; retrying in %.3f second(s)", pause)
+                    yield Sleep(pause)
+            except (AllotConnectionError, APIError) as err:
+                if try_ or not transient(err):
+                    raise
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise timed_out(err) from err
+                reconnects += 1
+                pause = _reconnect_pause(cfg, reconnects)
                 if deadline is not None:
                     pause = min(pause, max(deadline - now, 0.0))
-                log.debug("allot: unable to acquire concurrency slot; retrying in %.3f second(s)", pause)
+                log.warning("allot: server unreachable while waiting in line; reconnecting to keep the place "
+                            "(reconnect %d, in %.2fs): %s", reconnects, pause, err)
                 yield Sleep(pause)
+    except GeneratorExit:
+        raise
+    except BaseException as e:
+        gave_up = not isinstance(e, Exception) or isinstance(e, AcquireConcurrencySlotTimeoutError) or transient(e)
+        if ticket and not try_ and gave_up:
+            try:
+                yield Request("DELETE", f"{V2}/tickets/{q(str(ticket))}", None, (200, 204),
+                              once=CANCEL_TICKET_TIMEOUT)
+            except Exception as ce:  # noqa: BLE001
+                log.debug("allot: cancel of a given-up acquisition failed; the server lets its place go "
+                          "after its grace: %s", ce)
+        raise
+
+
+def _reconnect_pause(cfg: Config, n: int) -> float:
+    d = min(max(cfg.backoff, 0.05) * (2 ** min(n - 1, 30)), 10.0)
+    return d / 2 + random.uniform(0, d / 2)
 
 
 def missing(names: list[str], strict: bool) -> None:
@@ -132,10 +195,8 @@ def acquire(cfg: Config, names: list[str], occupy: int, timeout_seconds: float |
     if not names:
         return Grant(None, [], 0, time.monotonic())
     h = Holder.coerce(holder) if holder is not None else (cfg.holder or default_holder())
-    body = {"names": names, "slots": occupy, "lease_duration": lease_duration, "holder": h.to_json()}
-    # Seam: once the server takes a waiter "ticket" (an idempotency key), one
-    # per acquisition goes into body here, so that a request retried after a
-    # connection error takes its old place in line instead of a new one.
+    body = {"names": names, "slots": occupy, "lease_duration": lease_duration, "holder": h.to_json(),
+            "ticket": new_ticket()}
     sent: list[float] = []
     g = yield from wait_in_line(cfg, V2 + "/increment-with-lease", body, timeout_seconds,
                                 max_retries, try_, sent)
@@ -176,7 +237,8 @@ def rate_limit(cfg: Config, names: list[str], occupy: int, timeout_seconds: floa
     if not names:
         return []
     got = yield from wait_in_line(cfg, V2 + "/increment",
-                                  {"names": names, "slots": occupy, "mode": "rate_limit"},
+                                  {"names": names, "slots": occupy, "mode": "rate_limit",
+                                   "ticket": new_ticket()},
                                   timeout_seconds, max_retries, False, [])
     refs = [LimitRef.from_json(x) for x in (got or [])]
     if not refs:
@@ -288,7 +350,10 @@ def start_run(cfg: Config, kind: str, name: str, tags: list[str], parent_id: str
               cancel_new: bool, lease_duration: float) -> Op[Run]:
     """Creates the run and asks it to run; returns it Running or final. The
     caller ends a run that is neither (it was interrupted) as Cancelled."""
-    body: dict[str, Any] = {"kind": kind, "name": name, "tags": tags, "lease_duration": lease_duration}
+    # The run's id is chosen here, so that a creation retried after a lost
+    # answer names the same run (the server answers it again).
+    body: dict[str, Any] = {"id": str(uuid.uuid4()), "kind": kind, "name": name, "tags": tags,
+                            "lease_duration": lease_duration}
     if parent_id:
         body["parent_id"] = parent_id
     if cancel_new:

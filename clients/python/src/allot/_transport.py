@@ -44,6 +44,7 @@ class Request:
     hold: Hold | None = None  # sets body["timeout_seconds"] per attempt when given
     deadline: float | None = None  # time.monotonic() after which no retry starts
     wait: float = 0.0  # how long the server may hold the request, when hold does not say (a GET)
+    once: float | None = None  # one try only, bounded by this many seconds
 
 
 def attempt_timeout(r: Request, hold: float) -> float:
@@ -51,6 +52,8 @@ def attempt_timeout(r: Request, hold: float) -> float:
     REQUEST_TIMEOUT, but no later than the request's deadline (a renewal
     is of no use after its lease expired)."""
     t = REQUEST_TIMEOUT + hold
+    if r.once is not None:
+        t = min(t, r.once)
     if r.deadline is not None:
         t = min(t, max(r.deadline - time.monotonic(), 0.05))
     return t
@@ -150,7 +153,7 @@ class _Retry:
         """The pause before the next attempt, or None to give up with err."""
         if isinstance(err, APIError) and err.status < 500:
             return None
-        if self.attempt >= self.cfg.retries:
+        if self.attempt >= self.cfg.retries or self.r.once is not None:
             return None
         pause = self.cfg.pause(self.attempt)
         if isinstance(err, APIError) and err.retry_after is not None:
