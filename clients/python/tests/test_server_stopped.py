@@ -94,6 +94,46 @@ class ServerRestarted(unittest.TestCase):
         self.assertEqual(order, ["first", "second"], "the first kept its place")
 
 
+    def test_waiting_run_rides_out_a_restart(self) -> None:
+        srv = OwnServer()
+        self.addCleanup(srv.close)
+        c = allot.Client(srv.url, retries=0, backoff=0.2)
+        self.addCleanup(c.close)
+        tag = name("tag")
+        c.create_tag_limit(tag, 1)
+        release = threading.Event()
+        ran: list[str] = []
+        errors: list[BaseException] = []
+
+        def holder() -> None:
+            with c.task_run("holder", tags=[tag]):
+                release.wait(30)
+
+        def waiter() -> None:
+            try:
+                with c.task_run("waiter", tags=[tag]) as run:
+                    ran.append(run.id)
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        h = threading.Thread(target=holder)
+        h.start()
+        eventually(lambda: len(c.get_tag_limit(tag).active_slots) == 1, what="holder running")
+        w = threading.Thread(target=waiter)
+        w.start()
+        eventually(lambda: c.get_tag_limit(tag).waiting == 1, what="run waiting")
+        with self.assertLogs("allot", level="WARNING") as logs:
+            srv.stop()
+            srv.start()
+            eventually(lambda: any("reconnecting" in line for line in logs.output), what="the run reconnects")
+            release.set()
+            h.join(15)
+            w.join(15)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(ran), 1)
+        self.assertEqual(c.get_run(ran[0]).state, "Completed")
+
+
 class ServerHung(unittest.TestCase):
     def test_lost_at_expiry_not_after_the_request_timeout(self) -> None:
         srv = OwnServer()

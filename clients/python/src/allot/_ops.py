@@ -364,10 +364,22 @@ def start_run(cfg: Config, kind: str, name: str, tags: list[str], parent_id: str
 
 def ask_to_run(cfg: Config, run: Run) -> Op[Run]:
     run = Run.from_json((yield Request("POST", f"/runs/{q(run.id)}/set_state", {"state": "Running"})))
+    reconnects = 0
     while run.state != "Running" and not run.final:
         hold = lambda: cfg.long_poll  # noqa: E731
-        run = Run.from_json((yield Request("POST", f"/runs/{q(run.id)}/wait", {"state": "Running"},
-                                           hold=hold)))
+        try:
+            run = Run.from_json((yield Request("POST", f"/runs/{q(run.id)}/wait", {"state": "Running"},
+                                               hold=hold)))
+            reconnects = 0
+        except (AllotConnectionError, APIError) as err:
+            if not transient(err):
+                raise
+            # A waiting run is durable on the server: ask again until it answers.
+            reconnects += 1
+            pause = _reconnect_pause(cfg, reconnects)
+            log.warning("allot: server unreachable while run %s waits for its slots; reconnecting "
+                        "(reconnect %d, in %.2fs): %s", run.id, reconnects, pause, err)
+            yield Sleep(pause)
     return run
 
 
