@@ -97,7 +97,7 @@ class ConcurrencyAsyncio(unittest.IsolatedAsyncioTestCase):
         nm = await self.limit(1)
         asyncio.get_running_loop().slow_callback_duration = 60  # the block below is on purpose
         async with concurrency(nm, lease_duration=3) as lease:
-            time.sleep(7)  # the event loop is blocked: only a thread can renew
+            time.sleep(5)  # the event loop is blocked past the 3 s lease: only a thread can renew
             self.assertFalse(lease.lost.is_set())
             holders = (await self.c.get_limit(nm)).holders
             self.assertEqual([h.lease_id for h in holders], [lease.lease_id])
