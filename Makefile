@@ -9,7 +9,7 @@ GO ?= go
 STATICCHECK ?= $(GO) tool staticcheck
 PKGS := ./...
 
-.PHONY: test lint unit bench fuzz build
+.PHONY: test lint unit bench bench-python fuzz build
 
 test: lint unit
 
@@ -32,6 +32,13 @@ build:
 # from the server: cmd/allot-bench (workloads in its internal/bench).
 bench: build
 	./scripts/bench.sh
+
+# The Python client's benchmark: starts a durable server on a free port,
+# runs clients/python/bench.py (32 threads over 64 limits) and allot-bench's
+# throughput workload (the Go figure) against it, prints both.
+PYTHON ?= python3
+bench-python: build
+	$(PYTHON) clients/python/bench.py --server ./allot --go-bench ./allot-bench
 
 # Short fuzzing of the request decoders; the corpus lives in testdata/fuzz.
 fuzz:
