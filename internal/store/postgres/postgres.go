@@ -1,0 +1,546 @@
+// Package postgres is allot's store for several replicas: the durable shadow
+// of the state machine kept in a PostgreSQL database that the replicas
+// share, and the leadership (leader.go) that lets exactly one of them write
+// to it at a time. It uses github.com/jackc/pgx/v5 and its pool.
+//
+// # What it owns
+//
+// The tables in one schema of the database (the connection's search_path,
+// or Options.Schema); the schema's migrations, embedded in the binary
+// (migrations/NNNN_name.sql); the encodings of limits, leases and runs in
+// those tables (encode.go); and the leader row.
+//
+// # Invariants
+//
+//   - One Commit is one transaction, sent as one pipeline: its changes are
+//     applied in order and are all visible after a crash or none is, and
+//     Commit returns only once PostgreSQL has committed them.
+//   - A store opened with an epoch (Options.Epoch, the term the replica
+//     won, see Campaign) checks it first in every commit, with a row lock
+//     that conflicts with a take-over: once another replica has taken the
+//     lead, every later commit of this store fails with ErrDeposed.
+//   - The fencing high-water mark never goes down, whoever writes it.
+//   - The schema only moves forward: Open applies the migrations this binary
+//     knows, once even when replicas start together, and refuses a schema
+//     written by a newer allot (ErrSchemaTooNew).
+//
+// A Store serialises its calls; the coordinator calls Commit from one
+// writer goroutine that groups the changes of many commands into each call.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/allot-dev/allot/internal/sema"
+	"github.com/allot-dev/allot/internal/store"
+)
+
+// ErrDeposed is returned by Commit when another replica has taken the lead
+// since the store's epoch was won: nothing of the batch was applied.
+var ErrDeposed = errors.New("deposed: another replica leads")
+
+// sqlstateDeposed is the SQLSTATE allot_check_epoch raises.
+const sqlstateDeposed = "AL001"
+
+// Options tune a Store. The zero value is an unfenced store over the
+// connection's search_path.
+type Options struct {
+	// Schema is the schema the tables live in; it is created if missing.
+	// Empty means the connection's search_path (normally public).
+	Schema string
+	// Epoch fences every Commit: it fails with ErrDeposed once the leader
+	// row's epoch is no longer this one. Zero means no check, for tools and
+	// tests that are alone on the database; a replica always sets the epoch
+	// its Term won.
+	Epoch int64
+	// MaxConns bounds the pool; zero means 4. Commits use one connection at
+	// a time; Load and the migrations may use another.
+	MaxConns int32
+	// ApplicationName names the store's sessions in pg_stat_activity; a
+	// replica names them after itself so that a successor can end them.
+	ApplicationName string
+}
+
+// Store is the PostgreSQL store. It implements store.Store.
+type Store struct {
+	pool  *pgxpool.Pool
+	epoch int64
+
+	// sem is held by the call in progress; it serialises calls and guards
+	// closed.
+	sem    chan struct{}
+	closed bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+const (
+	selectLimits = `SELECT id, name, slot_limit, active, slot_decay_per_second, avg_slot_occupancy_seconds,
+       created, updated, level, denied, decay_at
+FROM limits ORDER BY name`
+	selectLeases = `SELECT id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
+       created, duration, expires, fence
+FROM leases ORDER BY id`
+	selectFence = `SELECT value FROM fence`
+	selectRuns  = `SELECT id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
+       lease_id, fence, wait_seq, created, updated
+FROM runs ORDER BY id`
+
+	checkEpoch = `SELECT allot_check_epoch($1)`
+
+	upsertLimit = `INSERT INTO limits (id, name, slot_limit, active, slot_decay_per_second, avg_slot_occupancy_seconds,
+    created, updated, level, denied, decay_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name,
+    slot_limit = excluded.slot_limit,
+    active = excluded.active,
+    slot_decay_per_second = excluded.slot_decay_per_second,
+    avg_slot_occupancy_seconds = excluded.avg_slot_occupancy_seconds,
+    created = excluded.created,
+    updated = excluded.updated,
+    level = excluded.level,
+    denied = excluded.denied,
+    decay_at = excluded.decay_at`
+	deleteLimit = `DELETE FROM limits WHERE id = $1`
+
+	upsertLease = `INSERT INTO leases (id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
+    created, duration, expires, fence)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (id) DO UPDATE SET
+    holds = excluded.holds,
+    slots = excluded.slots,
+    mode = excluded.mode,
+    holder_type = excluded.holder_type,
+    holder_id = excluded.holder_id,
+    holder_metadata = excluded.holder_metadata,
+    anonymous = excluded.anonymous,
+    created = excluded.created,
+    duration = excluded.duration,
+    expires = excluded.expires,
+    fence = excluded.fence`
+	deleteLease = `DELETE FROM leases WHERE id = $1`
+
+	upsertRun = `INSERT INTO runs (id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
+    lease_id, fence, wait_seq, created, updated)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (id) DO UPDATE SET
+    kind = excluded.kind,
+    name = excluded.name,
+    tags = excluded.tags,
+    parent_id = excluded.parent_id,
+    state = excluded.state,
+    history = excluded.history,
+    collision_strategy = excluded.collision_strategy,
+    lease_duration = excluded.lease_duration,
+    lease_id = excluded.lease_id,
+    fence = excluded.fence,
+    wait_seq = excluded.wait_seq,
+    created = excluded.created,
+    updated = excluded.updated`
+	deleteRun = `DELETE FROM runs WHERE id = $1`
+
+	// raiseFence compares in numeric, so fences above 2^63 order right.
+	raiseFence = `UPDATE fence SET value = greatest(value, $1)`
+
+	createSchema = `CREATE SCHEMA IF NOT EXISTS `
+)
+
+// Open connects to the database at url (a postgres:// URL or a key=value
+// connection string), brings the schema up to date and returns the store.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	cfg, err := PoolConfig(url, opts.Schema, opts.ApplicationName)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	cfg.MaxConns = opts.MaxConns
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 4
+	}
+	cfg.MinConns = 1
+	if opts.Schema != "" {
+		if err := ensureSchema(ctx, cfg.ConnConfig, opts.Schema); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s := &Store{pool: pool, epoch: opts.Epoch, sem: make(chan struct{}, 1)}
+	ms, err := readMigrations(migrationFiles)
+	if err == nil {
+		_, err = migrate(ctx, pool, ms)
+	}
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return s, nil
+}
+
+// ensureSchema creates schema if it does not exist.
+func ensureSchema(ctx context.Context, cfg *pgx.ConnConfig, schema string) error {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }() // nothing to keep
+	if _, err := conn.Exec(ctx, createSchema+pgx.Identifier{schema}.Sanitize()); err != nil {
+		var pe *pgconn.PgError
+		// Two replicas creating it at once: one of them loses the race on
+		// the catalog, and the schema is there.
+		if !errors.As(err, &pe) || pe.Code != "23505" {
+			return fmt.Errorf("create schema %s: %w", schema, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) lock(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case s.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Store) unlock() { <-s.sem }
+
+// Load returns the committed state, read in one repeatable-read
+// transaction. Limits come sorted by name and leases by id.
+func (s *Store) Load(ctx context.Context) (store.State, error) {
+	if err := s.lock(ctx); err != nil {
+		return store.State{}, fmt.Errorf("load: %w", err)
+	}
+	defer s.unlock()
+	if s.closed {
+		return store.State{}, store.ErrClosed
+	}
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return store.State{}, fmt.Errorf("load: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // read only: nothing to keep or report
+	var st store.State
+	if st.Limits, err = loadLimits(ctx, tx); err != nil {
+		return store.State{}, fmt.Errorf("load limits: %w", err)
+	}
+	if st.Leases, err = loadLeases(ctx, tx); err != nil {
+		return store.State{}, fmt.Errorf("load leases: %w", err)
+	}
+	if st.Runs, err = loadRuns(ctx, tx); err != nil {
+		return store.State{}, fmt.Errorf("load runs: %w", err)
+	}
+	var f fence
+	if err := tx.QueryRow(ctx, selectFence).Scan(&f); err != nil {
+		return store.State{}, fmt.Errorf("load fence: %w", err)
+	}
+	st.Fence = uint64(f)
+	return st, nil
+}
+
+func loadLimits(ctx context.Context, tx pgx.Tx) ([]sema.Limit, error) {
+	rows, err := tx.Query(ctx, selectLimits)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sema.Limit
+	for rows.Next() {
+		var (
+			l                         sema.Limit
+			slots                     int64
+			created, updated, decayAt *int64
+		)
+		if err := rows.Scan(&l.ID, &l.Name, &slots, &l.Active, &l.SlotDecayPerSecond, &l.AvgSlotOccupancySeconds,
+			&created, &updated, &l.Level, &l.Denied, &decayAt); err != nil {
+			return nil, err
+		}
+		l.Limit = int(slots)
+		l.Created, l.Updated, l.DecayAt = scanTime(created), scanTime(updated), scanTime(decayAt)
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+func loadLeases(ctx context.Context, tx pgx.Tx) ([]sema.Lease, error) {
+	rows, err := tx.Query(ctx, selectLeases)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sema.Lease
+	for rows.Next() {
+		var (
+			l                      sema.Lease
+			holds, htype, hid      []byte
+			mode                   string
+			metadata               *string
+			created, expires       *int64
+			slots, duration        int64
+			f                      fence
+		)
+		if err := rows.Scan(&l.ID, &holds, &slots, &mode, &htype, &hid, &metadata, &l.Anonymous,
+			&created, &duration, &expires, &f); err != nil {
+			return nil, err
+		}
+		if l.Holds, err = decodeHolds(holds); err != nil {
+			return nil, fmt.Errorf("lease %s: %w", l.ID, err)
+		}
+		if l.Mode, err = scanMode(mode); err != nil {
+			return nil, fmt.Errorf("lease %s: %w", l.ID, err)
+		}
+		if l.Holder.Metadata, err = scanMetadata(metadata); err != nil {
+			return nil, fmt.Errorf("lease %s: %w", l.ID, err)
+		}
+		l.Slots = int(slots)
+		l.Holder.Type, l.Holder.ID = string(htype), string(hid)
+		l.Created, l.Expires = scanTime(created), scanTime(expires)
+		l.Duration = time.Duration(duration)
+		l.Fence = uint64(f)
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+func loadRuns(ctx context.Context, tx pgx.Tx) ([]sema.Run, error) {
+	rows, err := tx.Query(ctx, selectRuns)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sema.Run
+	for rows.Next() {
+		var (
+			r                                 sema.Run
+			name                              []byte
+			parent, lease                     *uuid.UUID
+			kind, tags, state, history, strat string
+			duration                          int64
+			f, waitSeq                        fence
+			created, updated                  *int64
+		)
+		if err := rows.Scan(&r.ID, &kind, &name, &tags, &parent, &state, &history, &strat, &duration,
+			&lease, &f, &waitSeq, &created, &updated); err != nil {
+			return nil, err
+		}
+		var ok bool
+		if r.Kind, ok = sema.ParseRunKind(kind); !ok {
+			return nil, fmt.Errorf("run %s: unknown kind %q", r.ID, kind)
+		}
+		if r.State, ok = sema.ParseRunState(state); !ok {
+			return nil, fmt.Errorf("run %s: unknown state %q", r.ID, state)
+		}
+		if r.CollisionStrategy, ok = sema.ParseCollisionStrategy(strat); !ok || strat == "" {
+			return nil, fmt.Errorf("run %s: unknown collision strategy %q", r.ID, strat)
+		}
+		if r.Tags, err = scanTags(tags); err != nil {
+			return nil, fmt.Errorf("run %s: %w", r.ID, err)
+		}
+		if r.History, err = scanHistory(history); err != nil {
+			return nil, fmt.Errorf("run %s: %w", r.ID, err)
+		}
+		r.Name = string(name)
+		r.ParentID, r.LeaseID = scanUUID(parent), scanUUID(lease)
+		r.LeaseDuration = time.Duration(duration)
+		r.Fence, r.WaitSeq = uint64(f), uint64(waitSeq)
+		r.Created, r.Updated = scanTime(created), scanTime(updated)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Commit applies changes in order in one transaction and returns once
+// PostgreSQL has committed it. The batch goes as one pipeline, so it costs
+// one round trip: pgx sends its statements followed by one Sync, which
+// makes them one implicit transaction that commits at the Sync, or rolls
+// back as a whole at the first statement that fails. A store with an epoch
+// checks it first (allot_check_epoch) and fails with ErrDeposed once
+// another replica leads.
+//
+// A change of an unknown kind, a limit whose name another limit has, or a
+// value the schema cannot hold (a time outside the years 1678 to 2262)
+// fails the whole batch. A batch whose outcome is unknown (the connection
+// broke after it was sent) returns an error too: the coordinator must then
+// stop, and a restart reads what PostgreSQL kept.
+func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
+	if err := s.lock(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	defer s.unlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	if s.epoch != 0 {
+		b.Queue(checkEpoch, s.epoch)
+	}
+	var high uint64
+	leases := false
+	for i := range changes {
+		c := &changes[i]
+		var err error
+		switch c.Kind {
+		case sema.PutLimit:
+			err = queueLimit(b, &c.Limit)
+		case sema.DeleteLimit:
+			b.Queue(deleteLimit, c.ID)
+		case sema.PutLease:
+			err = queueLease(b, &c.Lease)
+			high = max(high, c.Lease.Fence)
+			leases = true
+		case sema.DeleteLease:
+			b.Queue(deleteLease, c.ID)
+		case sema.PutRun:
+			err = queueRun(b, c.Run)
+		case sema.DeleteRun:
+			b.Queue(deleteRun, c.ID)
+		default:
+			return fmt.Errorf("commit: change %d of %d: unknown kind %d", i+1, len(changes), c.Kind)
+		}
+		if err != nil {
+			return fmt.Errorf("commit: change %d of %d (%s): %w", i+1, len(changes), describe(c), err)
+		}
+	}
+	if leases {
+		b.Queue(raiseFence, fence(high))
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == sqlstateDeposed {
+			return fmt.Errorf("commit: %w: %s", ErrDeposed, pe.Message)
+		}
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func describe(c *sema.Change) string {
+	switch c.Kind {
+	case sema.PutLimit:
+		return fmt.Sprintf("put limit %s %q", c.Limit.ID, c.Limit.Name)
+	case sema.DeleteLimit:
+		return "delete limit " + c.ID.String()
+	case sema.PutLease:
+		return "put lease " + c.Lease.ID.String()
+	case sema.DeleteLease:
+		return "delete lease " + c.ID.String()
+	case sema.PutRun:
+		if c.Run == nil {
+			return "put run (none)"
+		}
+		return "put run " + c.Run.ID.String()
+	case sema.DeleteRun:
+		return "delete run " + c.ID.String()
+	}
+	return fmt.Sprintf("kind %d", c.Kind)
+}
+
+func queueLimit(b *pgx.Batch, l *sema.Limit) error {
+	created, err := timeArg(l.Created)
+	if err != nil {
+		return fmt.Errorf("created: %w", err)
+	}
+	updated, err := timeArg(l.Updated)
+	if err != nil {
+		return fmt.Errorf("updated: %w", err)
+	}
+	decayAt, err := timeArg(l.DecayAt)
+	if err != nil {
+		return fmt.Errorf("decay_at: %w", err)
+	}
+	b.Queue(upsertLimit, l.ID, l.Name, int64(l.Limit), l.Active,
+		l.SlotDecayPerSecond, l.AvgSlotOccupancySeconds, created, updated, l.Level, l.Denied, decayAt)
+	return nil
+}
+
+func queueLease(b *pgx.Batch, l *sema.Lease) error {
+	mode, err := modeArg(l.Mode)
+	if err != nil {
+		return err
+	}
+	metadata, err := metadataArg(l.Holder.Metadata)
+	if err != nil {
+		return err
+	}
+	created, err := timeArg(l.Created)
+	if err != nil {
+		return fmt.Errorf("created: %w", err)
+	}
+	expires, err := timeArg(l.Expires)
+	if err != nil {
+		return fmt.Errorf("expires: %w", err)
+	}
+	b.Queue(upsertLease, l.ID, appendHolds([]byte{}, l.Holds), int64(l.Slots), mode,
+		[]byte(l.Holder.Type), []byte(l.Holder.ID), metadata, l.Anonymous, created, int64(l.Duration), expires, fence(l.Fence))
+	return nil
+}
+
+func queueRun(b *pgx.Batch, r *sema.Run) error {
+	if r == nil {
+		return errors.New("no run")
+	}
+	kind, err := runKindArg(r.Kind)
+	if err != nil {
+		return err
+	}
+	state, err := runStateArg(r.State)
+	if err != nil {
+		return err
+	}
+	strategy, err := strategyArg(r.CollisionStrategy)
+	if err != nil {
+		return err
+	}
+	tags, err := tagsArg(r.Tags)
+	if err != nil {
+		return err
+	}
+	history, err := historyArg(r.History)
+	if err != nil {
+		return err
+	}
+	created, err := timeArg(r.Created)
+	if err != nil {
+		return fmt.Errorf("created: %w", err)
+	}
+	updated, err := timeArg(r.Updated)
+	if err != nil {
+		return fmt.Errorf("updated: %w", err)
+	}
+	b.Queue(upsertRun, r.ID, kind, []byte(r.Name), tags, uuidArg(r.ParentID), state, history,
+		strategy, int64(r.LeaseDuration), uuidArg(r.LeaseID), fence(r.Fence), fence(r.WaitSeq), created, updated)
+	return nil
+}
+
+// Close closes the pool; it waits for a call in progress. Closing again
+// does nothing.
+func (s *Store) Close() error {
+	s.sem <- struct{}{}
+	defer s.unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.pool.Close()
+	return nil
+}
