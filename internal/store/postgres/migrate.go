@@ -31,8 +31,8 @@ const (
 	// lockMigrations serialises the replicas that start together: each
 	// migration runs in a transaction that first takes this lock, keyed by
 	// the schema the tables live in, and re-reads the version under it.
-	lockMigrations         = `SELECT pg_advisory_xact_lock(hashtext('allot migrate ' || current_schema()))`
-	createMigrationsTable  = `CREATE TABLE IF NOT EXISTS schema_migrations (
+	lockMigrations        = `SELECT pg_advisory_xact_lock(hashtext('allot migrate ' || current_schema()))`
+	createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
     version integer     NOT NULL PRIMARY KEY,
     name    text        NOT NULL,
     applied timestamptz NOT NULL DEFAULT now()

@@ -285,13 +285,13 @@ func loadLeases(ctx context.Context, tx pgx.Tx) ([]sema.Lease, error) {
 	var out []sema.Lease
 	for rows.Next() {
 		var (
-			l                      sema.Lease
-			holds, htype, hid      []byte
-			mode                   string
-			metadata               *string
-			created, expires       *int64
-			slots, duration        int64
-			f                      fence
+			l                 sema.Lease
+			holds, htype, hid []byte
+			mode              string
+			metadata          *string
+			created, expires  *int64
+			slots, duration   int64
+			f                 fence
 		)
 		if err := rows.Scan(&l.ID, &holds, &slots, &mode, &htype, &hid, &metadata, &l.Anonymous,
 			&created, &duration, &expires, &f); err != nil {
