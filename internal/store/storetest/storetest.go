@@ -28,6 +28,12 @@
 //   - The state survives closing and opening the same data again.
 //   - After Close, Load and Commit return store.ErrClosed; Close may be
 //     called again.
+//
+// Three cases name the traps a SQL database sets (PostgreSQL's timestamptz
+// keeps microseconds, its text refuses NUL, its bigint orders fences above
+// 2^63 below the others): SubMicrosecondTimes, NULBytes and
+// FencesAcrossTheSignBit. Every backend passes them, whatever it is built
+// on.
 package storetest
 
 import (
@@ -82,6 +88,9 @@ func Run(t *testing.T, h Harness) {
 		{"DeleteRun", testDeleteRun},
 		{"WaiterRoundtrip", testWaiterRoundtrip},
 		{"WaiterUpsert", testWaiterUpsert},
+		{"SubMicrosecondTimes", testSubMicrosecondTimes},
+		{"NULBytes", testNULBytes},
+		{"FencesAcrossTheSignBit", testFencesAcrossTheSignBit},
 		{"DeleteWaiter", testDeleteWaiter},
 		{"Fence", testFence},
 		{"Order", testOrder},
@@ -1152,6 +1161,130 @@ func testDeleteWaiter(t *testing.T, h Harness) {
 			}
 			wantState(t, s, tt.want)
 			wantState(t, h.Reopen(t, s), tt.want)
+		})
+	}
+}
+
+// testSubMicrosecondTimes checks that times keep the digits below a
+// microsecond, before the Unix epoch too (where truncating toward zero and
+// flooring differ), and that two times a nanosecond apart stay apart.
+func testSubMicrosecondTimes(t *testing.T, h Harness) {
+	instants := []time.Time{
+		base().Truncate(time.Microsecond).Add(1),
+		base().Truncate(time.Microsecond).Add(999),
+		time.Unix(0, -1).UTC(),   // 1969-12-31 23:59:59.999999999
+		time.Unix(-1, 1).UTC(),   // 1969-12-31 23:59:59.000000001
+		time.Unix(0, 1).UTC(),    // 1970-01-01 00:00:00.000000001
+		time.Unix(0, 999).UTC(),  // below a microsecond after the epoch
+		time.Unix(0, -999).UTC(), // below a microsecond before it
+		time.Date(1901, time.December, 13, 20, 45, 52, 123456789, time.UTC),
+	}
+	for i, at := range instants {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			t.Parallel()
+			s := h.Open(t)
+			lim := newLimit("sub-micro")
+			lim.Created, lim.Updated, lim.DecayAt = at, at.Add(1), at.Add(2)
+			lease := newLease(1, lim.ID)
+			lease.Created, lease.Expires = at, at.Add(time.Nanosecond)
+			lease.Duration = time.Nanosecond
+			run := newRun("sub-micro", uuid.Nil)
+			run.Created, run.Updated = at, at.Add(1)
+			for j := range run.History {
+				run.History[j].At = at.Add(time.Duration(j))
+			}
+			want := store.State{Limits: []sema.Limit{lim}, Leases: []sema.Lease{lease}, Runs: []sema.Run{run}, Fence: 1}
+			commit(t, s, putLimit(lim), putLease(lease), putRun(run))
+			for _, st := range []store.State{load(t, s), load(t, h.Reopen(t, s))} {
+				if diff := cmp.Diff(want, st, stateOpts()); diff != "" {
+					t.Errorf("Load mismatch (-want +got):\n%s", diff)
+				}
+				if len(st.Leases) != 1 || len(st.Limits) != 1 || len(st.Runs) != 1 {
+					continue
+				}
+				got := []time.Time{st.Limits[0].Created, st.Limits[0].Updated, st.Limits[0].DecayAt,
+					st.Leases[0].Created, st.Leases[0].Expires, st.Runs[0].Created, st.Runs[0].Updated}
+				wantNs := []time.Time{at, at.Add(1), at.Add(2), at, at.Add(1), at, at.Add(1)}
+				for j := range got {
+					if got[j].UnixNano() != wantNs[j].UnixNano() {
+						t.Errorf("time %d: got %d ns, want %d ns", j, got[j].UnixNano(), wantNs[j].UnixNano())
+					}
+				}
+			}
+		})
+	}
+}
+
+// testNULBytes checks every string that sema lets carry a NUL byte: a
+// holder's type, id and metadata (keys and values), a run's name and its
+// state messages. Limit names and tags cannot: sema refuses control
+// characters in them.
+func testNULBytes(t *testing.T, h Harness) {
+	for _, str := range []string{"\x00", "\x00\x00", "a\x00", "\x00b", "a\x00b\x00c", "\\x00 \\0 \\u0000", "\u0000\x00ü😀\x00"} {
+		t.Run(fmt.Sprintf("%q", str), func(t *testing.T) {
+			t.Parallel()
+			s := h.Open(t)
+			lease := newLease(3)
+			lease.Holder = sema.Holder{Type: str, ID: str + str, Metadata: map[string]string{str: str, "k": str, str + "k": ""}}
+			run := newRun(str, uuid.Nil)
+			for j := range run.History {
+				run.History[j].Message = str
+			}
+			want := store.State{Leases: []sema.Lease{lease}, Runs: []sema.Run{run}, Fence: 3}
+			commit(t, s, putLease(lease), putRun(run))
+			wantState(t, s, want)
+			s = h.Reopen(t, s)
+			wantState(t, s, want)
+
+			// And they can be overwritten with other strings holding NUL.
+			lease.Holder.ID, run.Name = str+"\x00again", "\x00"+str
+			commit(t, s, putLease(lease), putRun(run))
+			wantState(t, s, store.State{Leases: []sema.Lease{lease}, Runs: []sema.Run{run}, Fence: 3})
+		})
+	}
+}
+
+// testFencesAcrossTheSignBit checks fences and the high-water mark on both
+// sides of 2^63, where a signed 64-bit column orders them wrongly: the
+// larger uint64 is the negative int64.
+func testFencesAcrossTheSignBit(t *testing.T, h Harness) {
+	const (
+		belowSign = 1<<63 - 1
+		sign      = 1 << 63
+	)
+	tests := []struct {
+		name   string
+		fences [][]uint64 // batches of leases with these fences
+		want   uint64
+	}{
+		{"MaxInt64 then 2^63", [][]uint64{{belowSign}, {sign}}, sign},
+		{"2^63 then MaxInt64", [][]uint64{{sign}, {belowSign}}, sign},
+		{"2^63 then 1", [][]uint64{{sign}, {1}}, sign},
+		{"max then 2^63 and 0", [][]uint64{{math.MaxUint64}, {sign, 0}}, math.MaxUint64},
+		{"one batch, mixed order", [][]uint64{{sign + 1, belowSign, 5, sign, math.MaxUint64 - 1}}, math.MaxUint64 - 1},
+		{"MaxUint64-1 then 2^63+1", [][]uint64{{math.MaxUint64 - 1}, {sign + 1}}, math.MaxUint64 - 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := h.Open(t)
+			var want store.State
+			for _, batch := range tt.fences {
+				var changes []sema.Change
+				for _, f := range batch {
+					l := newLease(f)
+					want.Leases = append(want.Leases, l)
+					changes = append(changes, putLease(l))
+					r := newRun(fmt.Sprint(f), uuid.Nil)
+					r.Fence, r.WaitSeq = f, f
+					want.Runs = append(want.Runs, r)
+					changes = append(changes, putRun(r))
+				}
+				commit(t, s, changes...)
+			}
+			want.Fence = tt.want
+			wantState(t, s, want)
+			wantState(t, h.Reopen(t, s), want)
 		})
 	}
 }
