@@ -1,6 +1,9 @@
 package postgres_test
 
 import (
+	"errors"
+
+	"github.com/jackc/pgx/v5"
 	"testing"
 
 	"github.com/allot-dev/allot/internal/store"
@@ -46,4 +49,77 @@ func TestConformance(t *testing.T) {
 			return opened{open(t, o.url, o.opts), o.url, o.opts}
 		},
 	})
+}
+
+// query runs sql in schema and scans its one row into dest.
+func query(t *testing.T, url, schema, sql string, dest ...any) {
+	t.Helper()
+	cfg, err := postgres.ConnConfig(url, schema, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(t.Context()) }()
+	if len(dest) == 0 {
+		if _, err := conn.Exec(t.Context(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return
+	}
+	if err := conn.QueryRow(t.Context(), sql).Scan(dest...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// TestOpenTogether opens several stores over one new schema at once, as
+// replicas that start together do: each migration is applied once, and
+// every store works.
+func TestOpenTogether(t *testing.T) {
+	t.Parallel()
+	url, schema := pgtest.Schema(t)
+	const n = 5
+	errs := make(chan error, n)
+	stores := make(chan *postgres.Store, n)
+	for range n {
+		go func() {
+			s, err := postgres.Open(t.Context(), url, postgres.Options{Schema: schema, MaxConns: 1})
+			errs <- err
+			stores <- s
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("Open: %v", err)
+		}
+		if s := <-stores; s != nil {
+			if _, err := s.Load(t.Context()); err != nil {
+				t.Errorf("Load: %v", err)
+			}
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		}
+	}
+	var rows, version int
+	query(t, url, schema, `SELECT count(*), max(version) FROM schema_migrations`, &rows, &version)
+	if rows != version || version < 2 {
+		t.Errorf("schema_migrations: %d rows up to version %d, want one row per version (at least 2)", rows, version)
+	}
+}
+
+func TestSchemaTooNew(t *testing.T) {
+	t.Parallel()
+	url, schema := pgtest.Schema(t)
+	open(t, url, postgres.Options{Schema: schema}).Close()
+	query(t, url, schema, `INSERT INTO schema_migrations (version, name) VALUES (999, '0999_future.sql')`)
+	s, err := postgres.Open(t.Context(), url, postgres.Options{Schema: schema})
+	if !errors.Is(err, postgres.ErrSchemaTooNew) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("Open over a schema at version 999: got error %v, want ErrSchemaTooNew", err)
+	}
 }
