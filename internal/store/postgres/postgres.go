@@ -32,6 +32,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -424,14 +425,59 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == sqlstateDeposed {
-			return fmt.Errorf("commit: %w: %s", ErrDeposed, pe.Message)
+	for attempt := 1; ; attempt++ {
+		err := s.pool.SendBatch(ctx, b).Close()
+		if attempt > 1 || err != nil {
+			// A batch remembers the statements it was prepared as on its
+			// connection; another connection needs a fresh one.
+			b = requeue(b)
 		}
-		return fmt.Errorf("commit: %w", err)
+		var pe *pgconn.PgError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &pe) && pe.Code == sqlstateDeposed:
+			return fmt.Errorf("commit: %w: %s", ErrDeposed, pe.Message)
+		case attempt < commitAttempts && lostConnection(ctx, err):
+			// The session ended (PostgreSQL restarted, or a successor ended
+			// a lapsed leader's sessions). The batch may or may not have
+			// committed; sending it again is safe, because its changes are
+			// idempotent (upserts, deletes, greatest) and no other batch
+			// came in between. The epoch check makes it fail if the lead
+			// has passed.
+			continue
+		default:
+			return fmt.Errorf("commit: %w", err)
+		}
 	}
-	return nil
+}
+
+func requeue(b *pgx.Batch) *pgx.Batch {
+	fresh := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(b.QueuedQueries))}
+	for _, q := range b.QueuedQueries {
+		fresh.Queue(q.SQL, q.Arguments...)
+	}
+	return fresh
+}
+
+// commitAttempts is how many times Commit sends a batch whose connection
+// broke: enough to get past the pool's other connections, ended too.
+const commitAttempts = 4
+
+// lostConnection reports whether err says the connection broke, not that
+// the batch was refused.
+func lostConnection(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// 57P01 admin_shutdown (pg_terminate_backend, a fast shutdown) and
+		// the other FATAL ends of a session; class 08 connection
+		// exceptions.
+		return pe.Severity == "FATAL" || strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P")
+	}
+	return true // a network error, below PostgreSQL's messages
 }
 
 func describe(c *sema.Change) string {

@@ -11,12 +11,15 @@ CREATE TABLE leader (
     -- the replica that leads: its id and the address others forward to
     holder      text        NOT NULL,
     address     text        NOT NULL,
+    -- the application_name of every session of the leader's process, so
+    -- that a successor can end them all (pg_terminate_backend)
+    sessions    text        NOT NULL,
     elected     timestamptz NOT NULL,
     lease_until timestamptz NOT NULL
 );
 
-INSERT INTO leader (epoch, holder, address, elected, lease_until)
-VALUES (0, '', '', '-infinity', '-infinity');
+INSERT INTO leader (epoch, holder, address, sessions, elected, lease_until)
+VALUES (0, '', '', '', '-infinity', '-infinity');
 
 -- allot_check_epoch fails the transaction it runs in unless the leader row
 -- still carries epoch want. Every commit of a leader runs it first: the row
