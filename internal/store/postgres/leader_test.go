@@ -267,3 +267,53 @@ func TestTakeOver(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitHoldsOffTakeOver checks the lock a commit takes on the leader
+// row: while a commit of the leader is in progress, a take-over waits for
+// it (a FOR KEY SHARE check would let the take-over through, and the commit
+// would land after the successor loaded the state); once the commit ends,
+// the take-over goes ahead, and the next commit of the old epoch fails.
+func TestCommitHoldsOffTakeOver(t *testing.T) {
+	t.Parallel()
+	url, schema := pgtest.Schema(t)
+	a, b := newCandidate(t, url, schema, "a"), newCandidate(t, url, schema, "b")
+	termA := lead(t, a)
+
+	// A commit of the leader, stalled after its epoch check.
+	cfg, err := postgres.ConnConfig(url, schema, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(t.Context()) }()
+	tx, err := conn.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), `SELECT allot_check_epoch($1)`, termA.Epoch()); err != nil {
+		t.Fatalf("epoch check of the leader: %v", err)
+	}
+
+	// The leader's own sessions end (its lock is free), and a candidate
+	// tries to take over.
+	execSQL(t, url, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, a.ApplicationName())
+	cpB := campaign(t, b)
+	if r := cpB.won(3 * ttl); r != nil {
+		t.Fatalf("took the lead while a commit held the leader row: %+v", *r)
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatalf("the stalled commit: %v", err)
+	}
+
+	termB := cpB.wait(t, within)
+	if termB.Epoch() <= termA.Epoch() {
+		t.Errorf("new epoch %d, want above %d", termB.Epoch(), termA.Epoch())
+	}
+	storeA := open(t, url, postgres.Options{Schema: schema, Epoch: termA.Epoch()})
+	if err := storeA.Commit(t.Context(), []sema.Change{leaseChange(1)}); !errors.Is(err, postgres.ErrDeposed) {
+		t.Errorf("commit of the old epoch after the take-over: got error %v, want ErrDeposed", err)
+	}
+}
