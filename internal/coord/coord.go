@@ -72,6 +72,10 @@ type Config struct {
 	WaiterGrace time.Duration
 	Logger      *slog.Logger
 	Metrics     *Metrics
+	// Now is the clock the coordinator decides by; nil means time.Now. A
+	// replica over PostgreSQL passes the database's clock (postgres.Term's
+	// Now), so that the expiries it stores mean the same to its successor.
+	Now func() time.Time
 }
 
 // DefaultConfig returns the defaults: leases of 300 s by default, from 1 s
@@ -187,12 +191,15 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 	}
 	m := sema.New(cfg.Sema)
 	m.Restore(state.Limits, state.Leases, state.Fence)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	c := &Coordinator{
 		cfg:       cfg,
 		log:       cfg.Logger,
 		met:       cfg.Metrics,
 		st:        st,
-		now:       time.Now,
+		now:       cfg.Now,
 		kick:      make(chan struct{}, 1),
 		rearm:     make(chan struct{}, 1),
 		m:         m,
@@ -492,7 +499,7 @@ func (c *Coordinator) reap(ctx context.Context) {
 		c.mu.Unlock()
 		wait := time.Hour
 		if ok {
-			wait = max(0, time.Until(d))
+			wait = max(0, d.Sub(c.now())) // by the coordinator's clock, which may not be time.Now
 		}
 		t.Reset(wait)
 		select {
