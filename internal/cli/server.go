@@ -24,9 +24,16 @@ func newServerCmd(env Env) *cobra.Command {
 		Short: "Start the allot server",
 		Long: `Start the allot server on the embedded store.
 
+With --database postgres://…, start one replica of several over that
+PostgreSQL instead: the replicas elect a leader, which serves the API; the
+others forward every request to it. Give each replica its own --addr and,
+when the others cannot reach it at that address, --advertise-addr.
+
 Every flag can also be set in the environment: --addr as ALLOT_ADDR,
 --data-dir as ALLOT_DATA_DIR, --sync as ALLOT_SYNC, --log-level as
-ALLOT_LOG_LEVEL, --log-format as ALLOT_LOG_FORMAT. Flags win.`,
+ALLOT_LOG_LEVEL, --log-format as ALLOT_LOG_FORMAT, --database as
+ALLOT_DATABASE_URL, --advertise-addr as ALLOT_ADVERTISE_ADDR, --replica-id
+as ALLOT_REPLICA_ID. Flags win.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var level slog.Level
@@ -48,6 +55,9 @@ ALLOT_LOG_LEVEL, --log-format as ALLOT_LOG_FORMAT. Flags win.`,
 				cfg.Synchronous = strings.ToUpper(cfg.Synchronous)
 			default:
 				return usageError{fmt.Errorf("--sync must be full or normal, not %q", cfg.Synchronous)}
+			}
+			if cfg.LeaderLease < 0 {
+				return usageError{fmt.Errorf("--leader-lease must not be negative")}
 			}
 			cfg.Logger = slog.New(h)
 			cfg.Coord = coord.DefaultConfig()
@@ -89,6 +99,10 @@ ALLOT_LOG_LEVEL, --log-format as ALLOT_LOG_FORMAT. Flags win.`,
 	f.StringVar(&logLevel, "log-level", envOr(env, "ALLOT_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", envOr(env, "ALLOT_LOG_FORMAT", "text"), "log format: text or json")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", envOr(env, "ALLOT_DEBUG_ADDR", ""), "if set, serve Go's pprof profiles on this address (keep it on loopback)")
+	f.StringVar(&cfg.DatabaseURL, "database", envOr(env, "ALLOT_DATABASE_URL", ""), "run as one of several replicas over this PostgreSQL (postgres://user@host/db) instead of the embedded store")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", envOr(env, "ALLOT_ADVERTISE_ADDR", ""), "with --database: the host:port other replicas forward to while this one leads (default: the listen address)")
+	f.StringVar(&cfg.ReplicaID, "replica-id", envOr(env, "ALLOT_REPLICA_ID", ""), "with --database: this replica's name among the others, at most 40 bytes (default: the advertised address)")
+	f.DurationVar(&cfg.LeaderLease, "leader-lease", 0, "with --database: the leader's lease; a leader that cannot renew it for this long is replaced (default 5s)")
 	f.DurationVar(&leaseDefault, "default-lease-duration", 0, "lease duration when a request names none (default 5m0s)")
 	f.DurationVar(&v1Lease, "v1-lease-duration", 0, "time to live of leases taken through Prefect's v1 tag routes, whose clients cannot renew (default 1h0m0s)")
 	f.DurationVar(&runLease, "run-lease-duration", 0, "a run's lease duration when it names none; a run that stops heartbeating is Crashed after it (default 1m0s)")

@@ -43,6 +43,19 @@ type Config struct {
 	// Listening, if set, is called with the bound address once the server
 	// accepts connections.
 	Listening func(addr net.Addr)
+
+	// DatabaseURL, if set, runs a replica over this PostgreSQL instead of
+	// the embedded store (see replica.go); DataDir and Synchronous are then
+	// unused.
+	DatabaseURL string
+	// AdvertiseAddr is the address other replicas forward to while this one
+	// leads; empty means the bound listen address.
+	AdvertiseAddr string
+	// ReplicaID names the replica among the others; empty means the
+	// advertised address.
+	ReplicaID string
+	// LeaderLease is the leader's lease (postgres.DefaultTTL if zero).
+	LeaderLease time.Duration
 }
 
 // Run serves until ctx is done, then shuts down cleanly. It returns the
@@ -54,6 +67,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:4200"
+	}
+	if cfg.DatabaseURL != "" {
+		return runReplica(ctx, cfg, log)
 	}
 	st, err := sqlite.Open(ctx, cfg.DataDir, sqlite.Options{Synchronous: cfg.Synchronous})
 	if err != nil {

@@ -1,0 +1,279 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/allot-dev/allot/internal/coord"
+	"github.com/allot-dev/allot/internal/httpapi"
+	"github.com/allot-dev/allot/internal/store/postgres"
+)
+
+// forwardedHeader marks a request a follower forwarded: a replica that
+// gets one and does not lead answers 503 rather than forward it again, so
+// two replicas that disagree about who leads cannot bounce a request
+// between them.
+const forwardedHeader = "Allot-Forwarded"
+
+// leaderCacheFor is how long a follower trusts the leader row it read
+// last; a failed forward forgets it at once.
+const leaderCacheFor = 250 * time.Millisecond
+
+// replica is one replica over PostgreSQL: it campaigns for the lead; while
+// it leads it serves the API from its own coordinator, and otherwise
+// forwards every request to the replica that leads.
+type replica struct {
+	cfg       Config
+	log       *slog.Logger
+	cand      *postgres.Candidate
+	advertise string
+	leading   atomic.Pointer[http.Handler] // nil while following
+
+	mu      sync.Mutex
+	leader  postgres.Leader
+	readAt  time.Time
+	proxies map[string]*httputil.ReverseProxy
+}
+
+// runReplica runs a replica over the PostgreSQL at cfg.DatabaseURL until
+// ctx is done.
+func runReplica(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	defer ln.Close()
+	advertise := cfg.AdvertiseAddr
+	if advertise == "" {
+		advertise = ln.Addr().String()
+	}
+	id := cfg.ReplicaID
+	if id == "" {
+		id = advertise
+	}
+	// Bring the schema up to date before campaigning (once, even when
+	// replicas start together).
+	st, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Options{MaxConns: 1})
+	if err != nil {
+		return err
+	}
+	_ = st.Close() // nothing was written
+	cand, err := postgres.NewCandidate(ctx, postgres.CandidateConfig{
+		URL: cfg.DatabaseURL, ID: id, Address: advertise, TTL: cfg.LeaderLease, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer cand.Close()
+	r := &replica{cfg: cfg, log: log, cand: cand, advertise: advertise, proxies: map[string]*httputil.ReverseProxy{}}
+
+	reqCtx, endRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer endRequests()
+	srv := &http.Server{
+		Handler:           r,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	serveErr := make(chan error, 1)
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- fmt.Errorf("serve: %w", err)
+		}
+		close(serveErr)
+	}()
+	log.Info("allot replica listening", "addr", ln.Addr().String(), "advertise", advertise, "id", id)
+	if cfg.Listening != nil {
+		cfg.Listening(ln.Addr())
+	}
+
+	campaignCtx, stopCampaign := context.WithCancel(ctx)
+	defer stopCampaign()
+	leadErr := make(chan error, 1)
+	go func() { leadErr <- r.campaign(campaignCtx) }()
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	case err = <-leadErr:
+	}
+	log.Info("allot replica stopping")
+	stopCampaign()
+	endRequests()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if serr := srv.Shutdown(shutCtx); serr != nil && err == nil {
+		err = fmt.Errorf("shut down http: %w", serr)
+	}
+	if lerr := <-leadErr; lerr != nil && err == nil && !errors.Is(lerr, context.Canceled) {
+		err = lerr
+	}
+	return err
+}
+
+// campaign wins the lead and leads, again and again, until ctx is done.
+func (r *replica) campaign(ctx context.Context) error {
+	for {
+		term, err := r.cand.Campaign(ctx)
+		if err != nil {
+			return err
+		}
+		err = r.lead(ctx, term)
+		term.Resign()
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.log.Warn("stepped down; campaigning again", "epoch", term.Epoch(), "why", errors.Join(err, term.Err()))
+	}
+}
+
+// lead runs a coordinator over the store fenced by term's epoch, and
+// serves the API from it, until the term ends, the coordinator fails (a
+// commit failed: deposed, or PostgreSQL gone) or ctx is done.
+func (r *replica) lead(ctx context.Context, term *postgres.Term) error {
+	st, err := postgres.Open(ctx, r.cfg.DatabaseURL, postgres.Options{
+		Epoch: term.Epoch(), ApplicationName: r.cand.ApplicationName(),
+	})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	// A registry per term: the coordinator's and the API's metrics start
+	// again with each term this replica leads.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ccfg := r.cfg.Coord
+	ccfg.Logger = r.log
+	ccfg.Metrics = coord.NewMetrics(reg)
+	ccfg.Now = term.Now
+	c, err := coord.New(ctx, st, ccfg)
+	if err != nil {
+		return err
+	}
+	termCtx, endTerm := context.WithCancel(ctx)
+	defer endTerm()
+	api := httpapi.New(c, httpapi.Options{Logger: r.log, Registry: reg})
+	// Requests in progress when the term ends (long polls above all) end
+	// with it.
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		rctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		stop := context.AfterFunc(termCtx, cancel)
+		defer stop()
+		api.ServeHTTP(w, req.WithContext(rctx))
+	})
+	runErr := make(chan error, 1)
+	go func() { runErr <- c.Run(termCtx) }()
+	r.leading.Store(&h)
+	r.log.Info("leading: serving the API", "epoch", term.Epoch())
+	select {
+	case <-term.Done():
+		err = term.Err()
+	case err = <-runErr:
+		runErr <- err
+	case <-ctx.Done():
+	}
+	r.leading.Store(nil)
+	endTerm()
+	if rerr := <-runErr; rerr != nil && err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// ServeHTTP serves a request from the coordinator while this replica
+// leads, and forwards it to the leader otherwise.
+func (r *replica) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if h := r.leading.Load(); h != nil {
+		w.Header().Set(httpapi.LeaderHeader, r.advertise)
+		(*h).ServeHTTP(w, req)
+		return
+	}
+	if req.URL.Path == "/api/ready" && req.URL.Query().Get("role") == "leader" {
+		httpapi.WriteNoLeader(w, "this replica does not lead")
+		return
+	}
+	l, err := r.currentLeader(req.Context())
+	switch {
+	case err != nil:
+		r.log.Warn("read the leader", "err", err)
+		httpapi.WriteNoLeader(w, "no leader: the database does not answer")
+		return
+	case !l.Live || l.Address == "":
+		httpapi.WriteNoLeader(w, "no leader: an election is under way")
+		return
+	case l.Address == r.advertise || req.Header.Get(forwardedHeader) != "":
+		// This replica just won and is loading, or another replica
+		// thinks this one leads.
+		httpapi.WriteNoLeader(w, "no leader: the lead is changing hands")
+		return
+	}
+	req.Header.Set(forwardedHeader, r.advertise)
+	r.proxy(l.Address).ServeHTTP(w, req)
+}
+
+// currentLeader returns the leader row, read at most leaderCacheFor ago.
+func (r *replica) currentLeader(ctx context.Context) (postgres.Leader, error) {
+	r.mu.Lock()
+	if time.Since(r.readAt) < leaderCacheFor {
+		l := r.leader
+		r.mu.Unlock()
+		return l, nil
+	}
+	r.mu.Unlock()
+	l, err := r.cand.Leader(ctx)
+	if err != nil {
+		return postgres.Leader{}, err
+	}
+	r.mu.Lock()
+	r.leader, r.readAt = l, time.Now()
+	r.mu.Unlock()
+	return l, nil
+}
+
+func (r *replica) forgetLeader() {
+	r.mu.Lock()
+	r.readAt = time.Time{}
+	r.mu.Unlock()
+}
+
+// proxy returns the reverse proxy to the replica at addr.
+func (r *replica) proxy(addr string) *httputil.ReverseProxy {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.proxies[addr]; ok {
+		return p
+	}
+	target := &url.URL{Scheme: "http", Host: addr}
+	p := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+		},
+		// Long polls stream nothing, but answers must not wait in a buffer.
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+			r.forgetLeader()
+			if req.Context().Err() != nil {
+				return // the caller left
+			}
+			r.log.Warn("forward to the leader", "leader", addr, "path", req.URL.Path, "err", err)
+			httpapi.WriteNoLeader(w, "the leader did not answer")
+		},
+		ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
+	}
+	r.proxies[addr] = p
+	return p
+}
