@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,11 +25,21 @@ func replicaURL(t *testing.T, schema string) string {
 }
 
 // TestReplicasFailOver runs three replicas over one PostgreSQL, takes
-// leases through the followers, SIGKILLs the leader, and checks that a
-// request through a surviving follower succeeds within a few seconds and
-// that every lease acknowledged before is still held.
+// leases through the followers, SIGKILLs or SIGSTOPs the leader, and checks
+// that a request through a surviving follower succeeds within a few seconds
+// and that every lease acknowledged before is still held. A stopped leader
+// that resumes follows: it forwards to the new leader.
 func TestReplicasFailOver(t *testing.T) {
 	t.Parallel()
+	for _, fault := range []string{"SIGKILL", "SIGSTOP"} {
+		t.Run(fault, func(t *testing.T) {
+			t.Parallel()
+			testReplicasFailOver(t, fault)
+		})
+	}
+}
+
+func testReplicasFailOver(t *testing.T, fault string) {
 	_, schema := pgtest.Schema(t)
 	u := replicaURL(t, schema)
 	var replicas []*server
@@ -60,6 +71,9 @@ func TestReplicasFailOver(t *testing.T) {
 		}
 		if r != leader {
 			followers = append(followers, r)
+			if code, _, _ := call(t.Context(), client, "GET", r.url("/ready?role=leader"), nil, nil); code != 503 {
+				t.Errorf("%s follows, but answers %d to ready?role=leader, want 503", r.addr, code)
+			}
 		}
 	}
 
@@ -73,8 +87,14 @@ func TestReplicasFailOver(t *testing.T) {
 		held = append(held, a)
 	}
 
-	leader.kill()
 	killed := time.Now()
+	if fault == "SIGKILL" {
+		leader.kill()
+	} else {
+		if err := leader.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// Through a follower, the service is back within a few seconds, and
 	// the acknowledged leases are held.
@@ -90,7 +110,7 @@ func TestReplicasFailOver(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Logf("service back through a follower %v after the leader's SIGKILL", time.Since(killed))
+	t.Logf("service back through a follower %v after the leader's %s", time.Since(killed), fault)
 	var ids []string
 	for _, h := range v.Holders {
 		ids = append(ids, h.LeaseID)
@@ -115,5 +135,20 @@ func TestReplicasFailOver(t *testing.T) {
 	_, h1, _ := call(t.Context(), client, "GET", followers[1].url("/ready"), nil, nil)
 	if a, b := h0.Get("Allot-Leader"), h1.Get("Allot-Leader"); a != b || a == leader.addr || a == "" {
 		t.Errorf("after the failover the survivors name leaders %q and %q, want the same one, not the killed %q", a, b, leader.addr)
+	}
+
+	if fault != "SIGSTOP" {
+		return
+	}
+	// The stopped leader resumes: it no longer leads, and forwards.
+	if err := leader.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		code, h, _ := call(t.Context(), client, "GET", leader.url("/v2/concurrency_limits/db"), nil, nil)
+		return code == 200 && h.Get("Allot-Leader") == h0.Get("Allot-Leader")
+	})
+	if code, _, _ := call(t.Context(), client, "GET", leader.url("/ready?role=leader"), nil, nil); code != 503 {
+		t.Errorf("the resumed old leader answers %d to ready?role=leader, want 503", code)
 	}
 }

@@ -28,8 +28,14 @@ import (
 const forwardedHeader = "Allot-Forwarded"
 
 // leaderCacheFor is how long a follower trusts the leader row it read
-// last; a failed forward forgets it at once.
+// last; a failed forward forgets it at once. The row is also read this
+// often in the background, to notice a change of leader.
 const leaderCacheFor = 250 * time.Millisecond
+
+// errLeaderChanged ends the forwarded requests in progress when the lead
+// changes hands: the old leader may be stalled, and would hold them until
+// it wakes up, only to refuse them.
+var errLeaderChanged = errors.New("the lead changed hands")
 
 // replica is one replica over PostgreSQL: it campaigns for the lead; while
 // it leads it serves the API from its own coordinator, and otherwise
@@ -45,6 +51,12 @@ type replica struct {
 	leader  postgres.Leader
 	readAt  time.Time
 	proxies map[string]*httputil.ReverseProxy
+	// forwards is the context of the requests forwarded to the current
+	// leader; endForwards cancels it (errLeaderChanged) when the leader row
+	// names another epoch.
+	forwards    context.Context
+	endForwards context.CancelCauseFunc
+	epoch       int64
 }
 
 // runReplica runs a replica over the PostgreSQL at cfg.DatabaseURL until
@@ -78,6 +90,12 @@ func runReplica(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	}
 	defer cand.Close()
 	r := &replica{cfg: cfg, log: log, cand: cand, advertise: advertise, proxies: map[string]*httputil.ReverseProxy{}}
+	r.forwards, r.endForwards = context.WithCancelCause(context.Background())
+	defer func() {
+		r.mu.Lock()
+		r.endForwards(context.Canceled)
+		r.mu.Unlock()
+	}()
 
 	reqCtx, endRequests := context.WithCancel(context.WithoutCancel(ctx))
 	defer endRequests()
@@ -104,6 +122,10 @@ func runReplica(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	defer stopCampaign()
 	leadErr := make(chan error, 1)
 	go func() { leadErr <- r.campaign(campaignCtx) }()
+	var watching sync.WaitGroup
+	watching.Add(1)
+	go func() { defer watching.Done(); r.watchLeader(campaignCtx) }()
+	defer watching.Wait()
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
@@ -205,7 +227,7 @@ func (r *replica) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		httpapi.WriteNoLeader(w, "this replica does not lead")
 		return
 	}
-	l, err := r.currentLeader(req.Context())
+	l, forwards, err := r.currentLeader(req.Context())
 	switch {
 	case err != nil:
 		r.log.Warn("read the leader", "err", err)
@@ -221,26 +243,84 @@ func (r *replica) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	req.Header.Set(forwardedHeader, r.advertise)
-	r.proxy(l.Address).ServeHTTP(w, req)
+	r.forward(w, req, l.Address, forwards, true)
 }
 
-// currentLeader returns the leader row, read at most leaderCacheFor ago.
-func (r *replica) currentLeader(ctx context.Context) (postgres.Leader, error) {
+// forwardKey is the context key of a forwarded request's forwarding.
+type forwardKey struct{}
+
+// forwarding is what the proxy's error handler needs to know of a request
+// it forwarded.
+type forwarding struct {
+	in    context.Context // the incoming request's own context
+	retry bool            // whether a request that never left may go to a newer leader
+}
+
+// forward sends req to the leader at addr. The forwarded request ends when
+// forwards does (the lead changed hands) or the caller leaves.
+func (r *replica) forward(w http.ResponseWriter, req *http.Request, addr string, forwards context.Context, retry bool) {
+	in := req.Context()
+	ctx, cancel := context.WithCancelCause(context.WithValue(in, forwardKey{}, forwarding{in: in, retry: retry}))
+	defer cancel(nil)
+	stop := context.AfterFunc(forwards, func() { cancel(errLeaderChanged) })
+	defer stop()
+	r.proxy(addr).ServeHTTP(w, req.WithContext(ctx))
+}
+
+// watchLeader reads the leader row every leaderCacheFor until ctx is done.
+func (r *replica) watchLeader(ctx context.Context) {
+	t := time.NewTicker(leaderCacheFor)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if l, err := r.cand.Leader(ctx); err == nil {
+			r.observe(l)
+		} // else requests find out for themselves
+	}
+}
+
+// observe records l as the leader row just read. When it names a later
+// epoch than any seen before, the requests forwarded to the leaders of the
+// earlier epochs end (errLeaderChanged). It returns the context of the
+// requests forwarded to l's epoch.
+func (r *replica) observe(l postgres.Leader) context.Context {
 	r.mu.Lock()
-	if time.Since(r.readAt) < leaderCacheFor {
-		l := r.leader
+	defer r.mu.Unlock()
+	if l.Epoch < r.epoch {
+		return r.forwards // a read that raced a later one
+	}
+	r.leader, r.readAt = l, time.Now()
+	if l.Epoch > r.epoch {
+		r.epoch = l.Epoch
+		r.endForwards(errLeaderChanged)
+		r.forwards, r.endForwards = context.WithCancelCause(context.Background())
+	}
+	return r.forwards
+}
+
+// currentLeader returns the leader row, read at most leaderCacheFor ago,
+// and the context of the requests forwarded to it.
+func (r *replica) currentLeader(ctx context.Context) (postgres.Leader, context.Context, error) {
+	r.mu.Lock()
+	if time.Since(r.readAt) < leaderCacheFor && r.leader.Epoch == r.epoch {
+		l, forwards := r.leader, r.forwards
 		r.mu.Unlock()
-		return l, nil
+		return l, forwards, nil
 	}
 	r.mu.Unlock()
 	l, err := r.cand.Leader(ctx)
 	if err != nil {
-		return postgres.Leader{}, err
+		return postgres.Leader{}, nil, err
 	}
+	forwards := r.observe(l)
 	r.mu.Lock()
-	r.leader, r.readAt = l, time.Now()
+	l = r.leader // the latest, if another read overtook this one
 	r.mu.Unlock()
-	return l, nil
+	return l, forwards, nil
 }
 
 func (r *replica) forgetLeader() {
@@ -266,8 +346,24 @@ func (r *replica) proxy(addr string) *httputil.ReverseProxy {
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			r.forgetLeader()
+			if errors.Is(context.Cause(req.Context()), errLeaderChanged) {
+				r.log.Warn("forward to the leader: the lead changed hands", "leader", addr, "path", req.URL.Path)
+				httpapi.WriteNoLeader(w, "the lead changed hands while the request was forwarded; its outcome is unknown, retry it")
+				return
+			}
 			if req.Context().Err() != nil {
 				return // the caller left
+			}
+			var op *net.OpError
+			f, _ := req.Context().Value(forwardKey{}).(forwarding)
+			if errors.As(err, &op) && op.Op == "dial" && f.retry {
+				// The leader is gone (its process died): the request never
+				// left, so it may go to the new leader, if there is one.
+				if l, lerr := r.cand.Leader(f.in); lerr == nil && l.Live && l.Address != addr && l.Address != r.advertise {
+					forwards := r.observe(l)
+					r.forward(w, req.WithContext(f.in), l.Address, forwards, false)
+					return
+				}
 			}
 			r.log.Warn("forward to the leader", "leader", addr, "path", req.URL.Path, "err", err)
 			httpapi.WriteNoLeader(w, "the leader did not answer")
