@@ -24,6 +24,27 @@ func replicaURL(t *testing.T, schema string) string {
 	return u.String()
 }
 
+// callRetrying is mustCall for a client that retries 503s, as the SDK
+// does: a follower answers 503 while the lead changes hands. It fails the
+// test if no other answer comes within 10 s.
+func callRetrying(t *testing.T, client *http.Client, method, url string, body, out any, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, _, err := call(t.Context(), client, method, url, body, out)
+		if code != 503 {
+			if err != nil || code != want {
+				t.Fatalf("%s %s: got %d (%v), want %d", method, url, code, err, want)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s: still 503 after 10s: %v", method, url, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestReplicasFailOver runs three replicas over one PostgreSQL, takes
 // leases through the followers, SIGKILLs or SIGSTOPs the leader, and checks
 // that a request through a surviving follower succeeds within a few seconds
@@ -99,17 +120,7 @@ func testReplicasFailOver(t *testing.T, fault string) {
 	// Through a follower, the service is back within a few seconds, and
 	// the acknowledged leases are held.
 	var v limitView
-	deadline := killed.Add(10 * time.Second)
-	for {
-		code, _, err := call(t.Context(), client, "GET", followers[0].url("/v2/concurrency_limits/db"), nil, &v)
-		if err == nil && code == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no answer through a follower within 10s of killing the leader: %d %v", code, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	callRetrying(t, client, "GET", followers[0].url("/v2/concurrency_limits/db"), nil, &v, 200)
 	t.Logf("service back through a follower %v after the leader's %s", time.Since(killed), fault)
 	var ids []string
 	for _, h := range v.Holders {
@@ -124,7 +135,7 @@ func testReplicasFailOver(t *testing.T, fault string) {
 	// The new leader grants above every token handed out before, and the
 	// survivors agree on who it is.
 	var next leaseAnswer
-	mustCall(t, client, "POST", followers[1].url("/v2/concurrency_limits/increment-with-lease"),
+	callRetrying(t, client, "POST", followers[1].url("/v2/concurrency_limits/increment-with-lease"),
 		map[string]any{"names": []string{"db"}, "slots": 1, "lease_duration": 600}, &next, 200)
 	for _, a := range held {
 		if next.FencingToken <= a.FencingToken {
