@@ -48,6 +48,11 @@ var ErrResigned = errors.New("resigned the lead")
 // DefaultTTL is the leader's lease when CandidateConfig names none.
 const DefaultTTL = 5 * time.Second
 
+// campaignPoll is the longest a candidate waits between two tries: after a
+// leader's crash, service is back within it (plus PostgreSQL noticing the
+// dead session, and loading the state).
+const campaignPoll = 250 * time.Millisecond
+
 const (
 	// The leader lock is the advisory lock (1634496623 ("allo"),
 	// hashtext(current_schema())): schemas of one database elect apart.
@@ -185,9 +190,11 @@ func (c *Candidate) Leader(ctx context.Context) (Leader, error) {
 }
 
 // Campaign blocks until this replica leads, and returns its term; or until
-// ctx is done. It tries every TTL/4: it takes the lead at once when the
-// leader lock is free (no leader, or the leader's session is gone), and
-// ends the sessions of a leader whose lease has lapsed.
+// ctx is done. It tries every TTL/4, at most 250ms apart: it takes the
+// lead at once when the leader lock is free (no leader, or the leader's
+// session is gone), and ends the sessions of a leader whose lease has
+// lapsed. The caller must Resign the term it returns, even after the
+// term's Done has closed, to wait for its goroutine.
 func (c *Candidate) Campaign(ctx context.Context) (*Term, error) {
 	var conn *pgx.Conn
 	defer func() {
@@ -195,7 +202,7 @@ func (c *Candidate) Campaign(ctx context.Context) (*Term, error) {
 			_ = conn.Close(context.WithoutCancel(ctx)) // frees the lock, if held
 		}
 	}()
-	poll := max(c.cfg.TTL/4, 25*time.Millisecond)
+	poll := max(min(c.cfg.TTL/4, campaignPoll), 25*time.Millisecond)
 	for {
 		if conn == nil || conn.IsClosed() {
 			var err error
