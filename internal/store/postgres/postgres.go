@@ -88,12 +88,15 @@ const (
        created, updated, level, denied, decay_at
 FROM limits ORDER BY name`
 	selectLeases = `SELECT id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
-       created, duration, expires, fence
+       created, duration, expires, fence, ticket
 FROM leases ORDER BY id`
 	selectFence = `SELECT value FROM fence`
 	selectRuns  = `SELECT id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
-       lease_id, fence, wait_seq, created, updated
+       lease_id, fence, wait_seq, created, updated, limits, slots
 FROM runs ORDER BY id`
+	selectWaiters = `SELECT ticket, seq, names, slots, mode, lease_id, lease_duration, holder_type, holder_id,
+       holder_metadata, no_lease, anonymous, since, deadline
+FROM waiters ORDER BY ticket`
 
 	checkEpoch = `SELECT allot_check_epoch($1)`
 
@@ -114,8 +117,8 @@ ON CONFLICT (id) DO UPDATE SET
 	deleteLimit = `DELETE FROM limits WHERE id = $1`
 
 	upsertLease = `INSERT INTO leases (id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
-    created, duration, expires, fence)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    created, duration, expires, fence, ticket)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (id) DO UPDATE SET
     holds = excluded.holds,
     slots = excluded.slots,
@@ -127,12 +130,13 @@ ON CONFLICT (id) DO UPDATE SET
     created = excluded.created,
     duration = excluded.duration,
     expires = excluded.expires,
-    fence = excluded.fence`
+    fence = excluded.fence,
+    ticket = excluded.ticket`
 	deleteLease = `DELETE FROM leases WHERE id = $1`
 
 	upsertRun = `INSERT INTO runs (id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
-    lease_id, fence, wait_seq, created, updated)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    lease_id, fence, wait_seq, created, updated, limits, slots)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (id) DO UPDATE SET
     kind = excluded.kind,
     name = excluded.name,
@@ -146,8 +150,29 @@ ON CONFLICT (id) DO UPDATE SET
     fence = excluded.fence,
     wait_seq = excluded.wait_seq,
     created = excluded.created,
-    updated = excluded.updated`
+    updated = excluded.updated,
+    limits = excluded.limits,
+    slots = excluded.slots`
 	deleteRun = `DELETE FROM runs WHERE id = $1`
+
+	upsertWaiter = `INSERT INTO waiters (ticket, seq, names, slots, mode, lease_id, lease_duration, holder_type,
+    holder_id, holder_metadata, no_lease, anonymous, since, deadline)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (ticket) DO UPDATE SET
+    seq = excluded.seq,
+    names = excluded.names,
+    slots = excluded.slots,
+    mode = excluded.mode,
+    lease_id = excluded.lease_id,
+    lease_duration = excluded.lease_duration,
+    holder_type = excluded.holder_type,
+    holder_id = excluded.holder_id,
+    holder_metadata = excluded.holder_metadata,
+    no_lease = excluded.no_lease,
+    anonymous = excluded.anonymous,
+    since = excluded.since,
+    deadline = excluded.deadline`
+	deleteWaiter = `DELETE FROM waiters WHERE ticket = $1`
 
 	// raiseFence compares in numeric, so fences above 2^63 order right.
 	raiseFence = `UPDATE fence SET value = greatest(value, $1)`
@@ -245,6 +270,9 @@ func (s *Store) Load(ctx context.Context) (store.State, error) {
 	if st.Runs, err = loadRuns(ctx, tx); err != nil {
 		return store.State{}, fmt.Errorf("load runs: %w", err)
 	}
+	if st.Waiters, err = loadWaiters(ctx, tx); err != nil {
+		return store.State{}, fmt.Errorf("load waiters: %w", err)
+	}
 	var f fence
 	if err := tx.QueryRow(ctx, selectFence).Scan(&f); err != nil {
 		return store.State{}, fmt.Errorf("load fence: %w", err)
@@ -293,9 +321,10 @@ func loadLeases(ctx context.Context, tx pgx.Tx) ([]sema.Lease, error) {
 			created, expires  *int64
 			slots, duration   int64
 			f                 fence
+			ticket            *string
 		)
 		if err := rows.Scan(&l.ID, &holds, &slots, &mode, &htype, &hid, &metadata, &l.Anonymous,
-			&created, &duration, &expires, &f); err != nil {
+			&created, &duration, &expires, &f, &ticket); err != nil {
 			return nil, err
 		}
 		if l.Holds, err = decodeHolds(holds); err != nil {
@@ -312,6 +341,9 @@ func loadLeases(ctx context.Context, tx pgx.Tx) ([]sema.Lease, error) {
 		l.Created, l.Expires = scanTime(created), scanTime(expires)
 		l.Duration = time.Duration(duration)
 		l.Fence = uint64(f)
+		if ticket != nil {
+			l.Ticket = *ticket
+		}
 		out = append(out, l)
 	}
 	return out, rows.Err()
@@ -333,9 +365,11 @@ func loadRuns(ctx context.Context, tx pgx.Tx) ([]sema.Run, error) {
 			duration                          int64
 			f, waitSeq                        fence
 			created, updated                  *int64
+			limits                            string
+			slots                             int64
 		)
 		if err := rows.Scan(&r.ID, &kind, &name, &tags, &parent, &state, &history, &strat, &duration,
-			&lease, &f, &waitSeq, &created, &updated); err != nil {
+			&lease, &f, &waitSeq, &created, &updated, &limits, &slots); err != nil {
 			return nil, err
 		}
 		var ok bool
@@ -354,12 +388,56 @@ func loadRuns(ctx context.Context, tx pgx.Tx) ([]sema.Run, error) {
 		if r.History, err = scanHistory(history); err != nil {
 			return nil, fmt.Errorf("run %s: %w", r.ID, err)
 		}
+		if r.Limits, err = scanTags(limits); err != nil {
+			return nil, fmt.Errorf("run %s: limits: %w", r.ID, err)
+		}
+		r.Slots = int(slots)
 		r.Name = string(name)
 		r.ParentID, r.LeaseID = scanUUID(parent), scanUUID(lease)
 		r.LeaseDuration = time.Duration(duration)
 		r.Fence, r.WaitSeq = uint64(f), uint64(waitSeq)
 		r.Created, r.Updated = scanTime(created), scanTime(updated)
 		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func loadWaiters(ctx context.Context, tx pgx.Tx) ([]sema.Waiter, error) {
+	rows, err := tx.Query(ctx, selectWaiters)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sema.Waiter
+	for rows.Next() {
+		var (
+			w               sema.Waiter
+			seq             fence
+			names, mode     string
+			slots, duration int64
+			leaseID         *uuid.UUID
+			htype, hid      []byte
+			metadata        *string
+			since, deadline *int64
+		)
+		if err := rows.Scan(&w.Ticket, &seq, &names, &slots, &mode, &leaseID, &duration, &htype, &hid,
+			&metadata, &w.NoLease, &w.Anonymous, &since, &deadline); err != nil {
+			return nil, err
+		}
+		if w.Names, err = scanTags(names); err != nil {
+			return nil, fmt.Errorf("waiter %s: names: %w", w.Ticket, err)
+		}
+		if w.Mode, err = scanMode(mode); err != nil {
+			return nil, fmt.Errorf("waiter %s: %w", w.Ticket, err)
+		}
+		if w.Holder.Metadata, err = scanMetadata(metadata); err != nil {
+			return nil, fmt.Errorf("waiter %s: %w", w.Ticket, err)
+		}
+		w.Seq, w.Slots = uint64(seq), int(slots)
+		w.LeaseID, w.LeaseDuration = scanUUID(leaseID), time.Duration(duration)
+		w.Holder.Type, w.Holder.ID = string(htype), string(hid)
+		w.Since, w.Deadline = scanTime(since), scanTime(deadline)
+		out = append(out, w)
 	}
 	return out, rows.Err()
 }
@@ -412,6 +490,10 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 			err = queueRun(b, c.Run)
 		case sema.DeleteRun:
 			b.Queue(deleteRun, c.ID)
+		case sema.PutWaiter:
+			err = queueWaiter(b, c.Waiter)
+		case sema.DeleteWaiter:
+			b.Queue(deleteWaiter, c.Ticket)
 		default:
 			return fmt.Errorf("commit: change %d of %d: unknown kind %d", i+1, len(changes), c.Kind)
 		}
@@ -497,6 +579,13 @@ func describe(c *sema.Change) string {
 		return "put run " + c.Run.ID.String()
 	case sema.DeleteRun:
 		return "delete run " + c.ID.String()
+	case sema.PutWaiter:
+		if c.Waiter == nil {
+			return "put waiter (none)"
+		}
+		return fmt.Sprintf("put waiter %q", c.Waiter.Ticket)
+	case sema.DeleteWaiter:
+		return fmt.Sprintf("delete waiter %q", c.Ticket)
 	}
 	return fmt.Sprintf("kind %d", c.Kind)
 }
@@ -537,7 +626,45 @@ func queueLease(b *pgx.Batch, l *sema.Lease) error {
 		return fmt.Errorf("expires: %w", err)
 	}
 	b.Queue(upsertLease, l.ID, appendHolds([]byte{}, l.Holds), int64(l.Slots), mode,
-		[]byte(l.Holder.Type), []byte(l.Holder.ID), metadata, l.Anonymous, created, int64(l.Duration), expires, fence(l.Fence))
+		[]byte(l.Holder.Type), []byte(l.Holder.ID), metadata, l.Anonymous, created, int64(l.Duration), expires, fence(l.Fence),
+		ticketArg(l.Ticket))
+	return nil
+}
+
+// ticketArg encodes a lease's ticket: NULL for none.
+func ticketArg(t string) *string {
+	if t == "" {
+		return nil
+	}
+	return &t
+}
+
+func queueWaiter(b *pgx.Batch, w *sema.Waiter) error {
+	if w == nil {
+		return errors.New("no waiter")
+	}
+	names, err := tagsArg(w.Names)
+	if err != nil {
+		return err
+	}
+	mode, err := modeArg(w.Mode)
+	if err != nil {
+		return err
+	}
+	metadata, err := metadataArg(w.Holder.Metadata)
+	if err != nil {
+		return err
+	}
+	since, err := timeArg(w.Since)
+	if err != nil {
+		return fmt.Errorf("since: %w", err)
+	}
+	deadline, err := timeArg(w.Deadline)
+	if err != nil {
+		return fmt.Errorf("deadline: %w", err)
+	}
+	b.Queue(upsertWaiter, w.Ticket, fence(w.Seq), names, int64(w.Slots), mode, uuidArg(w.LeaseID), int64(w.LeaseDuration),
+		[]byte(w.Holder.Type), []byte(w.Holder.ID), metadata, w.NoLease, w.Anonymous, since, deadline)
 	return nil
 }
 
@@ -573,8 +700,13 @@ func queueRun(b *pgx.Batch, r *sema.Run) error {
 	if err != nil {
 		return fmt.Errorf("updated: %w", err)
 	}
+	limits, err := tagsArg(r.Limits)
+	if err != nil {
+		return err
+	}
 	b.Queue(upsertRun, r.ID, kind, []byte(r.Name), tags, uuidArg(r.ParentID), state, history,
-		strategy, int64(r.LeaseDuration), uuidArg(r.LeaseID), fence(r.Fence), fence(r.WaitSeq), created, updated)
+		strategy, int64(r.LeaseDuration), uuidArg(r.LeaseID), fence(r.Fence), fence(r.WaitSeq), created, updated,
+		limits, int64(r.Slots))
 	return nil
 }
 

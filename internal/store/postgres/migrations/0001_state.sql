@@ -38,7 +38,9 @@ CREATE TABLE leases (
     created         bigint,
     duration        bigint        NOT NULL,
     expires         bigint,
-    fence           numeric(20,0) NOT NULL CHECK (fence BETWEEN 0 AND 18446744073709551615)
+    fence           numeric(20,0) NOT NULL CHECK (fence BETWEEN 0 AND 18446744073709551615),
+    -- the ticket of the request it was granted to, or NULL for none
+    ticket          text
 );
 
 CREATE TABLE runs (
@@ -57,7 +59,31 @@ CREATE TABLE runs (
     fence              numeric(20,0) NOT NULL CHECK (fence BETWEEN 0 AND 18446744073709551615),
     wait_seq           numeric(20,0) NOT NULL CHECK (wait_seq BETWEEN 0 AND 18446744073709551615),
     created            bigint,
-    updated            bigint
+    updated            bigint,
+    -- the global limits the run takes, a JSON array of names, and the
+    -- slots it takes of each
+    limits             text          NOT NULL,
+    slots              bigint        NOT NULL
+);
+
+-- A waiting request that carries a ticket, keyed by it; seq is its place in
+-- the order of arrival, names a JSON array in the request's order,
+-- deadline NULL for none. Tickets are [A-Za-z0-9._:-]: text.
+CREATE TABLE waiters (
+    ticket          text          NOT NULL PRIMARY KEY,
+    seq             numeric(20,0) NOT NULL CHECK (seq BETWEEN 0 AND 18446744073709551615),
+    names           text          NOT NULL,
+    slots           bigint        NOT NULL,
+    mode            text          NOT NULL,
+    lease_id        uuid,
+    lease_duration  bigint        NOT NULL,
+    holder_type     bytea         NOT NULL,
+    holder_id       bytea         NOT NULL,
+    holder_metadata text,
+    no_lease        boolean       NOT NULL,
+    anonymous       boolean       NOT NULL,
+    since           bigint,
+    deadline        bigint
 );
 
 -- fence is the highest fencing token ever committed; it only grows (Commit
