@@ -1,9 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -161,5 +166,105 @@ func testReplicasFailOver(t *testing.T, fault string) {
 	})
 	if code, _, _ := call(t.Context(), client, "GET", leader.url("/ready?role=leader"), nil, nil); code != 503 {
 		t.Errorf("the resumed old leader answers %d to ready?role=leader, want 503", code)
+	}
+}
+
+// TestReplicaWaitersKeepTheirPlace puts two `allot run` waiters in line
+// through a follower, SIGKILLs the leader, and checks that both ride out
+// the change of leader (their requests carry tickets, and waiters with
+// tickets are durable) and run in their original order once the holder
+// releases.
+func TestReplicaWaitersKeepTheirPlace(t *testing.T) {
+	t.Parallel()
+	_, schema := pgtest.Schema(t)
+	u := replicaURL(t, schema)
+	var replicas []*server
+	for range 3 {
+		replicas = append(replicas, startServer(t, t.TempDir(), "", "--database", u, "--leader-lease", "2s"))
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	var leader *server
+	waitFor(t, func() bool {
+		for _, r := range replicas {
+			if code, _, _ := call(t.Context(), client, "GET", r.url("/ready?role=leader"), nil, nil); code == 200 {
+				leader = r
+				return true
+			}
+		}
+		return false
+	})
+	var follower *server
+	for _, r := range replicas {
+		if r != leader {
+			follower = r
+			break
+		}
+	}
+	mustCall(t, client, "POST", follower.url("/v2/concurrency_limits/"), map[string]any{"name": "x", "limit": 1}, nil, 201)
+	var holder leaseAnswer
+	mustCall(t, client, "POST", follower.url("/v2/concurrency_limits/increment-with-lease"),
+		map[string]any{"names": []string{"x"}, "slots": 1, "lease_duration": 600}, &holder, 200)
+
+	out := filepath.Join(t.TempDir(), "order")
+	waiting := func(n int) func() bool {
+		return func() bool {
+			var v limitView
+			code, _, err := call(t.Context(), client, "GET", follower.url("/v2/concurrency_limits/x"), nil, &v)
+			return err == nil && code == 200 && v.Waiting == n
+		}
+	}
+	type waiter struct {
+		cmd    *exec.Cmd
+		stderr *bytes.Buffer
+		done   chan struct{}
+		err    error
+	}
+	var ws []*waiter
+	for i, name := range []string{"A", "B"} {
+		w := &waiter{stderr: new(bytes.Buffer), done: make(chan struct{})}
+		w.cmd = exec.Command(binary, "run", "--limit", "x", "--timeout", "2m", "--", "sh", "-c", "echo "+name+" >> "+out)
+		w.cmd.Env = append(os.Environ(), "ALLOT_API_URL="+follower.url(""))
+		w.cmd.Stderr = w.stderr
+		if err := w.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = w.cmd.Process.Kill(); <-w.done })
+		go func() { w.err = w.cmd.Wait(); close(w.done) }()
+		ws = append(ws, w)
+		pollFor(t, "waiter "+name+" in line", waiting(i+1))
+	}
+	// Everything committed before this answer is durable, the waiters
+	// included: batches are committed in order.
+	mustCall(t, client, "POST", follower.url("/v2/concurrency_limits/"), map[string]any{"name": "barrier", "limit": 1}, nil, 201)
+
+	leader.kill()
+	pollFor(t, "both waiters back in line under the new leader", waiting(2))
+	for _, w := range ws {
+		select {
+		case <-w.done:
+			t.Fatalf("a waiter exited at the change of leader: %v\n%s", w.err, w.stderr)
+		default:
+		}
+	}
+	if b, _ := os.ReadFile(out); len(b) != 0 {
+		t.Fatalf("commands ran while the holder held the slot: %q", b)
+	}
+	callRetrying(t, client, "POST", follower.url("/v2/concurrency_limits/decrement-with-lease"), map[string]any{"lease_id": holder.LeaseID}, nil, 204)
+	for i, w := range ws {
+		select {
+		case <-w.done:
+			if w.err != nil {
+				t.Fatalf("waiter %d: %v\n%s", i, w.err, w.stderr)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("waiter %d did not finish within 60 s of the release\n%s", i, w.stderr)
+		}
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(got)) != "A\nB" {
+		t.Errorf("ran in order %q, want A then B", got)
 	}
 }
