@@ -2,10 +2,12 @@ package postgres_test
 
 import (
 	"errors"
-
-	"github.com/jackc/pgx/v5"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/allot-dev/allot/internal/sema"
 	"github.com/allot-dev/allot/internal/store"
 	"github.com/allot-dev/allot/internal/store/postgres"
 	"github.com/allot-dev/allot/internal/store/postgres/pgtest"
@@ -121,5 +123,65 @@ func TestSchemaTooNew(t *testing.T) {
 			s.Close()
 		}
 		t.Fatalf("Open over a schema at version 999: got error %v, want ErrSchemaTooNew", err)
+	}
+}
+
+// TestConnectionSettings checks that every connection carries the settings
+// that make a stalled or dead peer noticed in seconds.
+func TestConnectionSettings(t *testing.T) {
+	t.Parallel()
+	url, schema := pgtest.Schema(t)
+	want := map[string]string{
+		"idle_in_transaction_session_timeout": "5s",
+		"tcp_user_timeout":                    "5000", // milliseconds
+		"tcp_keepalives_idle":                 "2",
+		"tcp_keepalives_interval":             "1",
+		"tcp_keepalives_count":                "3",
+		"search_path":                         `"` + schema + `"`,
+		"application_name":                    "allot test",
+	}
+	cfg, err := postgres.ConnConfig(url, schema, "allot test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(t.Context()) }()
+	got := map[string]string{}
+	for k := range want {
+		var v string
+		if err := conn.QueryRow(t.Context(), "SELECT current_setting($1)", k).Scan(&v); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+		got[k] = v
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("settings (-want +got):\n%s", diff)
+	}
+}
+
+// TestCommitAfterLostConnection ends every session of a store (as a
+// PostgreSQL restart or an operator would) and checks that its next commit
+// goes through on a new connection.
+func TestCommitAfterLostConnection(t *testing.T) {
+	t.Parallel()
+	url, schema := pgtest.Schema(t)
+	s := open(t, url, postgres.Options{Schema: schema, ApplicationName: "allot lost-connection " + schema})
+	first, second := leaseChange(1), leaseChange(2)
+	if err := s.Commit(t.Context(), []sema.Change{first}); err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, url, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, "allot lost-connection "+schema)
+	if err := s.Commit(t.Context(), []sema.Change{second}); err != nil {
+		t.Fatalf("commit after the sessions ended: %v", err)
+	}
+	st, err := s.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Leases) != 2 || st.Fence != 2 {
+		t.Errorf("after the commits: %d leases, fence %d; want 2 and 2", len(st.Leases), st.Fence)
 	}
 }
