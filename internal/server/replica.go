@@ -190,6 +190,12 @@ func (r *replica) lead(ctx context.Context, term *postgres.Term) error {
 	// Requests in progress when the term ends (long polls above all) end
 	// with it.
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !term.Trusted() {
+			// Stalled past its lease: another replica may lead by now,
+			// and what this one holds in memory may be stale.
+			httpapi.WriteNoLeader(w, "this replica's lead has lapsed")
+			return
+		}
 		rctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
 		stop := context.AfterFunc(termCtx, cancel)

@@ -333,6 +333,21 @@ func (t *Term) Err() error {
 // term (the offset is fixed), and keeps time.Now's monotonic reading.
 func (t *Term) Now() time.Time { return time.Now().Add(t.offset) }
 
+// Trusted reports whether the leader may still trust its lease: the term
+// has not ended and its last renewal is recent enough. A stalled leader
+// that wakes up finds it false at once, before its renewal timer ends the
+// term, and must not answer from its memory meanwhile.
+func (t *Term) Trusted() bool {
+	select {
+	case <-t.done:
+		return false
+	default:
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return time.Now().Before(t.trust)
+}
+
 // Offset is the database's clock minus this process's, measured at the
 // take-over.
 func (t *Term) Offset() time.Duration { return t.offset }
