@@ -85,7 +85,7 @@ var _ store.Store = (*Store)(nil)
 
 const (
 	selectLimits = `SELECT id, name, slot_limit, active, slot_decay_per_second, avg_slot_occupancy_seconds,
-       created, updated, level, denied, decay_at
+       created, updated, level, denied, decay_at, idle, from_template
 FROM limits ORDER BY name`
 	selectLeases = `SELECT id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
        created, duration, expires, fence, ticket
@@ -101,8 +101,8 @@ FROM waiters ORDER BY ticket`
 	checkEpoch = `SELECT allot_check_epoch($1)`
 
 	upsertLimit = `INSERT INTO limits (id, name, slot_limit, active, slot_decay_per_second, avg_slot_occupancy_seconds,
-    created, updated, level, denied, decay_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    created, updated, level, denied, decay_at, idle, from_template)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (id) DO UPDATE SET
     name = excluded.name,
     slot_limit = excluded.slot_limit,
@@ -113,7 +113,9 @@ ON CONFLICT (id) DO UPDATE SET
     updated = excluded.updated,
     level = excluded.level,
     denied = excluded.denied,
-    decay_at = excluded.decay_at`
+    decay_at = excluded.decay_at,
+    idle = excluded.idle,
+    from_template = excluded.from_template`
 	deleteLimit = `DELETE FROM limits WHERE id = $1`
 
 	upsertLease = `INSERT INTO leases (id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
@@ -293,11 +295,13 @@ func loadLimits(ctx context.Context, tx pgx.Tx) ([]sema.Limit, error) {
 			l                         sema.Limit
 			slots                     int64
 			created, updated, decayAt *int64
+			idle                      int64
 		)
 		if err := rows.Scan(&l.ID, &l.Name, &slots, &l.Active, &l.SlotDecayPerSecond, &l.AvgSlotOccupancySeconds,
-			&created, &updated, &l.Level, &l.Denied, &decayAt); err != nil {
+			&created, &updated, &l.Level, &l.Denied, &decayAt, &idle, &l.FromTemplate); err != nil {
 			return nil, err
 		}
+		l.Idle = time.Duration(idle)
 		l.Limit = int(slots)
 		l.Created, l.Updated, l.DecayAt = scanTime(created), scanTime(updated), scanTime(decayAt)
 		out = append(out, l)
@@ -604,7 +608,8 @@ func queueLimit(b *pgx.Batch, l *sema.Limit) error {
 		return fmt.Errorf("decay_at: %w", err)
 	}
 	b.Queue(upsertLimit, l.ID, l.Name, int64(l.Limit), l.Active,
-		l.SlotDecayPerSecond, l.AvgSlotOccupancySeconds, created, updated, l.Level, l.Denied, decayAt)
+		l.SlotDecayPerSecond, l.AvgSlotOccupancySeconds, created, updated, l.Level, l.Denied, decayAt,
+		int64(l.Idle), l.FromTemplate)
 	return nil
 }
 

@@ -21,7 +21,12 @@ CREATE TABLE limits (
     updated                    bigint,
     level                      double precision NOT NULL,
     denied                     double precision NOT NULL,
-    decay_at                   bigint
+    decay_at                   bigint,
+    -- on a template, how long a limit it creates may sit unused before it
+    -- is removed (0 keeps them); on a limit a template created
+    -- (from_template), its own idle time
+    idle                       bigint           NOT NULL CHECK (idle >= 0),
+    from_template              boolean          NOT NULL
 );
 
 CREATE TABLE leases (
