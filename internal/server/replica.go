@@ -51,6 +51,10 @@ type replica struct {
 	leader  postgres.Leader
 	readAt  time.Time
 	proxies map[string]*httputil.ReverseProxy
+	// transport carries the forwarded requests: its idle connections per
+	// host are many, as a leader is one host that every forward goes to
+	// (net/http's default keeps 2, and would dial again for most).
+	transport *http.Transport
 	// forwards is the context of the requests forwarded to the current
 	// leader; endForwards cancels it (errLeaderChanged) when the leader row
 	// names another epoch.
@@ -89,7 +93,10 @@ func runReplica(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		return err
 	}
 	defer cand.Close()
-	r := &replica{cfg: cfg, log: log, cand: cand, advertise: advertise, proxies: map[string]*httputil.ReverseProxy{}}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 1024, 1024
+	defer tr.CloseIdleConnections()
+	r := &replica{cfg: cfg, log: log, cand: cand, advertise: advertise, proxies: map[string]*httputil.ReverseProxy{}, transport: tr}
 	r.forwards, r.endForwards = context.WithCancelCause(context.Background())
 	defer func() {
 		r.mu.Lock()
@@ -348,6 +355,7 @@ func (r *replica) proxy(addr string) *httputil.ReverseProxy {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
 		},
+		Transport: r.transport,
 		// Long polls stream nothing, but answers must not wait in a buffer.
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
