@@ -133,10 +133,12 @@ func runReplica(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	watching.Add(1)
 	go func() { defer watching.Done(); r.watchLeader(campaignCtx) }()
 	defer watching.Wait()
+	campaignDone := false
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
 	case err = <-leadErr:
+		campaignDone = true
 	}
 	log.Info("allot replica stopping")
 	stopCampaign()
@@ -146,8 +148,10 @@ func runReplica(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	if serr := srv.Shutdown(shutCtx); serr != nil && err == nil {
 		err = fmt.Errorf("shut down http: %w", serr)
 	}
-	if lerr := <-leadErr; lerr != nil && err == nil && !errors.Is(lerr, context.Canceled) {
-		err = lerr
+	if !campaignDone {
+		if lerr := <-leadErr; lerr != nil && err == nil && !errors.Is(lerr, context.Canceled) {
+			err = lerr
+		}
 	}
 	return err
 }
