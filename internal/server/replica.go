@@ -139,6 +139,9 @@ func runReplica(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	case err = <-serveErr:
 	case err = <-leadErr:
 		campaignDone = true
+		if ctx.Err() != nil {
+			err = nil // stopped, not failed
+		}
 	}
 	log.Info("allot replica stopping")
 	stopCampaign()
