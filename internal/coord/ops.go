@@ -297,6 +297,35 @@ func (c *Coordinator) giveUp(ctx context.Context, waiter uint64, ch chan *waitRe
 	return c.granted(ctx, <-ch, sreq, start)
 }
 
+// IncrementRequest is a plain increment: slots taken without a lease id
+// returned to the caller (Prefect's POST /v2/concurrency_limits/increment).
+type IncrementRequest struct {
+	Names []string
+	Slots int
+	Mode  sema.Mode
+	// LeaseDuration is the anonymous lease's time to live in mode
+	// concurrency; zero means the default.
+	LeaseDuration time.Duration
+	// Wait and Ticket are as in AcquireRequest.
+	Wait   time.Duration
+	Ticket string
+}
+
+// Increment takes slots as a plain increment does (see
+// sema.PlainIncrement): in mode concurrency in an anonymous lease that a
+// plain Decrement gives back, in mode rate_limit in no lease. It waits and
+// fails as Acquire does, and returns the limits.
+func (c *Coordinator) Increment(ctx context.Context, req IncrementRequest) ([]sema.LimitRef, error) {
+	areq := AcquireRequest{Names: req.Names, Slots: req.Slots, Mode: req.Mode,
+		LeaseDuration: req.LeaseDuration, Wait: req.Wait, Ticket: req.Ticket}
+	areq.NoLease, areq.Anonymous = sema.PlainIncrement(req.Mode)
+	g, err := c.Acquire(ctx, areq)
+	if err != nil {
+		return nil, err
+	}
+	return g.Limits, nil
+}
+
 // Release releases a lease. It reports whether the lease was held.
 func (c *Coordinator) Release(ctx context.Context, id uuid.UUID) (bool, error) {
 	var held bool

@@ -593,6 +593,9 @@ func (m *Machine) Acquire(now time.Time, req Request) (Outcome, error) {
 	if req.Slots <= 0 || req.Slots > MaxSlots {
 		return Outcome{}, invalid("slots", "must be between 1 and %d", MaxSlots)
 	}
+	if err := req.Holder.Validate(); err != nil {
+		return Outcome{}, err
+	}
 	if req.Ticket != "" {
 		if why := ValidateTicket(req.Ticket); why != "" {
 			return Outcome{}, invalid("ticket", "%s", why)

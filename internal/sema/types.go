@@ -276,3 +276,57 @@ type Outcome struct {
 	// already in line (WaiterID is that waiter): nothing new was taken.
 	Resumed bool
 }
+
+// Bounds of a Holder (see Holder.Validate).
+const (
+	MaxHolderID        = 256
+	MaxMetadataEntries = 32
+	MaxMetadataKey     = 128
+	MaxMetadataValue   = 1024
+)
+
+// ValidHolderType reports whether t is a kind of holder a lease may name:
+// Prefect's three (flow_run, task_run, deployment) and allot's process.
+func ValidHolderType(t string) bool {
+	switch t {
+	case "flow_run", "task_run", "deployment", "process":
+		return true
+	}
+	return false
+}
+
+// Validate checks a holder that was given (a zero Holder is no holder and
+// valid). Its *InvalidError names the field at fault as "holder.type",
+// "holder.id" or "holder.metadata".
+func (h Holder) Validate() error {
+	if h.IsZero() {
+		return nil
+	}
+	if !ValidHolderType(h.Type) {
+		return invalid("holder.type", "must be one of flow_run, task_run, deployment, process")
+	}
+	if h.ID == "" || len(h.ID) > MaxHolderID {
+		return invalid("holder.id", "must be 1 to %d bytes", MaxHolderID)
+	}
+	if len(h.Metadata) > MaxMetadataEntries {
+		return invalid("holder.metadata", "must have at most %d entries", MaxMetadataEntries)
+	}
+	for k, v := range h.Metadata {
+		if k == "" || len(k) > MaxMetadataKey || len(v) > MaxMetadataValue {
+			return invalid("holder.metadata", "keys must be 1 to %d bytes and values at most %d bytes", MaxMetadataKey, MaxMetadataValue)
+		}
+	}
+	return nil
+}
+
+// PlainIncrement is how a plain increment (Prefect's POST
+// /v2/concurrency_limits/increment, which returns no lease id) holds its
+// slots: in mode concurrency in an anonymous lease, which a plain Decrement
+// gives back (or which expires); in mode rate_limit in no lease at all, its
+// slots decaying. It returns the Request fields to set.
+func PlainIncrement(mode Mode) (noLease, anonymous bool) {
+	if mode == ModeRateLimit {
+		return true, false
+	}
+	return false, true
+}
