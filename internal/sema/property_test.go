@@ -4,6 +4,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,6 +115,10 @@ func (s *propState) actions() map[string]func(*rapid.T) {
 		"Retry":        s.retry,
 		"Retry2":       s.retry,
 		"Conflict":     s.conflict,
+		"EnsureLimit":  s.ensure,
+		"ResetTag":     s.resetTag,
+		"IncrementTag": s.incrementTag,
+		"DecrementTag": s.decrementTag,
 	}
 }
 
@@ -222,6 +227,133 @@ func (s *propState) revoke(t *rapid.T) {
 	l := s.pickLimit(t)
 	if _, err := s.m.RevokeLimitLeases(s.now, l.ID, "revoked"); err != nil {
 		t.Fatalf("RevokeLimitLeases: %v", err)
+	}
+}
+
+func (s *propState) ensure(t *rapid.T) {
+	s.begin(t)
+	e := LimitEnsure{
+		Name:  rapid.SampledFrom(propCreateNames).Draw(t, "name"),
+		Limit: rapid.IntRange(0, 4).Draw(t, "limit"),
+	}
+	if rapid.Bool().Draw(t, "set_active") {
+		a := rapid.IntRange(0, 4).Draw(t, "active") > 0
+		e.Active = &a
+	}
+	if rapid.IntRange(0, 2).Draw(t, "set_decay") == 0 {
+		d := rapid.SampledFrom([]float64{0, 0.3, 1, 5}).Draw(t, "decay")
+		e.SlotDecayPerSecond = &d
+	}
+	before := s.m.byName[e.Name]
+	var was Limit
+	if before != nil {
+		was = before.Limit
+	}
+	l, created, err := s.m.EnsureLimit(s.now, s.id('L'), e)
+	if err != nil {
+		t.Fatalf("EnsureLimit(%q): %v", e.Name, err)
+	}
+	if created != (before == nil) || (before != nil && l.ID != was.ID) {
+		t.Fatalf("EnsureLimit(%q): created %v, id %v; existed before: %v (%v)", e.Name, created, l.ID, before != nil, was.ID)
+	}
+	wantActive, wantDecay := true, 0.0
+	if before != nil {
+		wantActive, wantDecay = was.Active, was.SlotDecayPerSecond
+	}
+	if e.Active != nil {
+		wantActive = *e.Active
+	}
+	if e.SlotDecayPerSecond != nil {
+		wantDecay = *e.SlotDecayPerSecond
+	}
+	if l.Limit != e.Limit || l.Active != wantActive || l.SlotDecayPerSecond != wantDecay {
+		t.Fatalf("EnsureLimit(%+v) = limit %d active %v decay %v, want %d %v %v", e, l.Limit, l.Active, l.SlotDecayPerSecond, e.Limit, wantActive, wantDecay)
+	}
+}
+
+// propTagHolders are the holder ids of the v1 tag commands.
+var propTagHolders = []string{"h1", "h2", "h3"}
+
+// resetTag resets the tag limit "tag:d" with a slot override: every
+// override holder gets a slot or is refused, and one that is refused could
+// not have had one.
+func (s *propState) resetTag(t *rapid.T) {
+	s.begin(t)
+	override := rapid.SliceOfN(rapid.SampledFrom(propTagHolders), 0, 4).Draw(t, "override")
+	ids := make([]uuid.UUID, len(override))
+	for i := range ids {
+		ids[i] = s.id('l')
+	}
+	l := s.m.byName["tag:d"]
+	res, err := s.m.ResetTagLimit(s.now, KindTask, TagLimitRef{Key: "d"}, override, ids, time.Hour)
+	if l == nil {
+		if !errors.Is(err, ErrLimitNotFound) {
+			t.Fatalf("ResetTagLimit without the limit: %v, want ErrLimitNotFound", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("ResetTagLimit: %v", err)
+	}
+	var distinct []string
+	for _, h := range override {
+		if !slices.Contains(distinct, h) {
+			distinct = append(distinct, h)
+		}
+	}
+	got := append(slices.Clone(res.Granted), res.Refused...)
+	slices.Sort(got)
+	slices.Sort(distinct)
+	if !slices.Equal(got, distinct) {
+		t.Fatalf("ResetTagLimit(%v): granted %v refused %v", override, res.Granted, res.Refused)
+	}
+	if len(res.Granted) > 0 && l.Active && l.queue.n > 0 {
+		t.Fatalf("override slots granted while %d wait on tag:d", l.queue.n)
+	}
+	if len(res.Refused) > 0 && !(l.Active && (l.queue.n > 0 || !fits(s.now, l, 1))) {
+		t.Fatalf("override holders %v refused with room on tag:d", res.Refused)
+	}
+}
+
+func (s *propState) incrementTag(t *rapid.T) {
+	s.begin(t)
+	keys := rapid.SliceOfN(rapid.SampledFrom([]string{"d", "e"}), 1, 2).Draw(t, "keys")
+	holder := rapid.SampledFrom(propTagHolders).Draw(t, "holder")
+	busy := false
+	for _, k := range keys {
+		if l := s.m.byName["tag:"+k]; l != nil && l.Active && l.queue.n > 0 {
+			busy = true
+		}
+	}
+	refs, err := s.m.IncrementTagLimits(s.now, KindTask, keys, holder, s.id('l'), time.Hour)
+	var le *LockedError
+	var ne *NeverError
+	switch {
+	case errors.As(err, &le):
+		if le.RetryAfter != s.m.cfg.TagMaxWait {
+			t.Fatalf("v1 increment refused with Retry-After %v, want %v", le.RetryAfter, s.m.cfg.TagMaxWait)
+		}
+	case errors.As(err, &ne):
+	case err != nil:
+		t.Fatalf("IncrementTagLimits: %v", err)
+	case busy:
+		t.Fatalf("v1 increment of %v granted ahead of waiters (%v)", keys, refs)
+	}
+}
+
+func (s *propState) decrementTag(t *rapid.T) {
+	s.begin(t)
+	keys := rapid.SliceOfN(rapid.SampledFrom([]string{"d", "e"}), 1, 2).Draw(t, "keys")
+	holder := rapid.SampledFrom(propTagHolders).Draw(t, "holder")
+	if _, err := s.m.DecrementTagLimits(s.now, KindTask, keys, holder); err != nil {
+		t.Fatalf("DecrementTagLimits: %v", err)
+	}
+	for _, ll := range s.m.leases {
+		for _, l := range ll.limits {
+			if ll.Holder.Type == "task_run" && ll.Holder.ID == holder && slices.Contains(keys, strings.TrimPrefix(l.Name, "tag:")) {
+				t.Fatalf("lease %s of %s on %s survived its decrement", ll.ID, holder, l.Name)
+			}
+		}
 	}
 }
 
