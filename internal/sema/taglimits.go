@@ -157,3 +157,34 @@ func (m *Machine) DecrementTagLimits(now time.Time, kind RunKind, keys []string,
 	refs, _ := m.ReleaseHolderLeases(now, names, Holder{Type: kind.HolderType(), ID: holderID})
 	return refs, nil
 }
+
+// ReleaseHolderLeases releases every lease of holder that holds one of the
+// named limits (Prefect's v1 decrement), all its limits included. A run
+// whose lease it releases is Crashed. It returns the existing named limits
+// and the number of leases released.
+func (m *Machine) ReleaseHolderLeases(now time.Time, names []string, holder Holder) ([]LimitRef, int) {
+	var ls []*limitState
+	seen := map[*leaseState]bool{}
+	var lls []*leaseState
+	for _, name := range names {
+		l := m.byName[name]
+		if l == nil || slices.Contains(ls, l) {
+			continue
+		}
+		ls = append(ls, l)
+		for ll := range l.leases {
+			if !seen[ll] && ll.Holder.Type == holder.Type && ll.Holder.ID == holder.ID {
+				seen[ll] = true
+				lls = append(lls, ll)
+			}
+		}
+	}
+	slices.SortFunc(lls, compareLease)
+	n := 0
+	for _, ll := range lls {
+		if m.release(now, ll, "its lease was released by a decrement of "+holder.Type+" "+holder.ID) {
+			n++
+		}
+	}
+	return refs(ls), n
+}

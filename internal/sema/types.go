@@ -318,15 +318,3 @@ func (h Holder) Validate() error {
 	}
 	return nil
 }
-
-// PlainIncrement is how a plain increment (Prefect's POST
-// /v2/concurrency_limits/increment, which returns no lease id) holds its
-// slots: in mode concurrency in an anonymous lease, which a plain Decrement
-// gives back (or which expires); in mode rate_limit in no lease at all, its
-// slots decaying. It returns the Request fields to set.
-func PlainIncrement(mode Mode) (noLease, anonymous bool) {
-	if mode == ModeRateLimit {
-		return true, false
-	}
-	return false, true
-}
