@@ -1021,3 +1021,76 @@ func TestDeleteLimitUnblocksWaiters(t *testing.T) {
 		t.Error(d)
 	}
 }
+
+func TestHolderValidate(t *testing.T) {
+	t.Parallel()
+	many := map[string]string{}
+	for i := range MaxMetadataEntries + 1 {
+		many[strings.Repeat("k", i+1)] = "v"
+	}
+	tests := []struct {
+		name      string
+		holder    Holder
+		wantField string // "" means valid
+	}{
+		{"none", Holder{}, ""},
+		{"process", Holder{Type: "process", ID: "host:1"}, ""},
+		{"task run", Holder{Type: "task_run", ID: "x"}, ""},
+		{"flow run", Holder{Type: "flow_run", ID: "x"}, ""},
+		{"deployment", Holder{Type: "deployment", ID: "x", Metadata: map[string]string{"host": "h"}}, ""},
+		{"longest id", Holder{Type: "process", ID: strings.Repeat("a", MaxHolderID)}, ""},
+		{"unknown type", Holder{Type: "robot", ID: "x"}, "holder.type"},
+		{"no type", Holder{ID: "x"}, "holder.type"},
+		{"no id", Holder{Type: "process"}, "holder.id"},
+		{"long id", Holder{Type: "process", ID: strings.Repeat("a", MaxHolderID+1)}, "holder.id"},
+		{"too many metadata", Holder{Type: "process", ID: "x", Metadata: many}, "holder.metadata"},
+		{"empty key", Holder{Type: "process", ID: "x", Metadata: map[string]string{"": "v"}}, "holder.metadata"},
+		{"long key", Holder{Type: "process", ID: "x", Metadata: map[string]string{strings.Repeat("k", MaxMetadataKey+1): "v"}}, "holder.metadata"},
+		{"long value", Holder{Type: "process", ID: "x", Metadata: map[string]string{"k": strings.Repeat("v", MaxMetadataValue+1)}}, "holder.metadata"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.holder.Validate()
+			if tt.wantField == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v, want nil", err)
+				}
+				return
+			}
+			var ie *InvalidError
+			if !errors.As(err, &ie) || ie.Field != tt.wantField {
+				t.Fatalf("Validate: %v, want *InvalidError for %q", err, tt.wantField)
+			}
+			// Acquire refuses it too, before anything changes.
+			b := setup(t)
+			b.create(t0, "db", 1)
+			b.events()
+			r := b.req(1, "db")
+			r.Holder = tt.holder
+			_, err = b.m.Acquire(t0, r)
+			if !errors.As(err, &ie) || ie.Field != tt.wantField {
+				t.Fatalf("Acquire: %v, want *InvalidError for %q", err, tt.wantField)
+			}
+			if c, e := b.m.Drain(); len(c) != 0 || len(e) != 0 {
+				t.Errorf("a refused acquire recorded %d changes and %d events, want none", len(c), len(e))
+			}
+		})
+	}
+}
+
+func TestPlainIncrement(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		mode                   Mode
+		wantNoLease, wantAnony bool
+	}{
+		{ModeConcurrency, false, true},
+		{ModeRateLimit, true, false},
+	} {
+		noLease, anon := PlainIncrement(tt.mode)
+		if noLease != tt.wantNoLease || anon != tt.wantAnony {
+			t.Errorf("PlainIncrement(%v) = (%v, %v), want (%v, %v)", tt.mode, noLease, anon, tt.wantNoLease, tt.wantAnony)
+		}
+	}
+}

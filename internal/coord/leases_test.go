@@ -163,3 +163,46 @@ func TestWatchLeaseAnswersAfterCommit(t *testing.T) {
 		}
 	})
 }
+
+// A plain increment holds its slots in an anonymous lease in mode
+// concurrency (a plain decrement gives it back) and in no lease in mode
+// rate_limit.
+func TestIncrementPlain(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := setup(t, nil)
+		mustLimit(t, b.c, "db", 2)
+		decay := 1.0
+		if _, _, err := b.c.EnsureLimit(t.Context(), sema.LimitEnsure{Name: "api", Limit: 2, SlotDecayPerSecond: &decay}); err != nil {
+			t.Fatal(err)
+		}
+		refs, err := b.c.Increment(t.Context(), coord.IncrementRequest{Names: []string{"db"}, Slots: 2, LeaseDuration: time.Minute})
+		if err != nil || len(refs) != 1 || refs[0].Name != "db" {
+			t.Fatalf("Increment db = %v, %v; want the limit db", refs, err)
+		}
+		v, err := b.c.ReadLimit(t.Context(), "db", sema.Full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(v.Holders) != 1 || v.ActiveSlots != 2 {
+			t.Fatalf("db after a plain increment: %d holders, %d active slots; want one lease of 2", len(v.Holders), v.ActiveSlots)
+		}
+		if _, err := b.c.Decrement(t.Context(), []string{"db"}, 2, 0); err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := b.c.ReadLimit(t.Context(), "db", sema.Full); len(v.Holders) != 0 || v.ActiveSlots != 0 {
+			t.Errorf("db after a plain decrement: %d holders, %d active slots; want none", len(v.Holders), v.ActiveSlots)
+		}
+
+		if _, err := b.c.Increment(t.Context(), coord.IncrementRequest{Names: []string{"api"}, Slots: 1, Mode: sema.ModeRateLimit}); err != nil {
+			t.Fatal(err)
+		}
+		v, err = b.c.ReadLimit(t.Context(), "api", sema.Full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(v.Holders) != 0 || v.ActiveSlots != 1 {
+			t.Errorf("api after a rate-limit increment: %d holders, %d active slots; want no lease, 1 slot", len(v.Holders), v.ActiveSlots)
+		}
+	})
+}
