@@ -13,6 +13,15 @@
 // through. If a commit fails the coordinator stops answering (ErrUnavailable)
 // and Run returns the error: memory is then ahead of disk, and the only safe
 // recovery is a restart that reloads the store.
+//
+// Files, named as in sema, httpapi and the SDK: coord.go is the engine
+// (Config, New, Run, the commit loop, the expiry timer, parked waiters,
+// event dispatch, do and read); limits.go the limit operations (create,
+// read, list, update, ensure, delete); leases.go acquire, the plain
+// increment, release, renew, decrement, lease reads, ticket cancel, lease
+// watches and revoke; taglimits.go Prefect's v1 tag limits and allot's
+// label limits; runs.go task and flow runs and their watches; metrics.go the
+// Prometheus metrics. Every rule about slots is sema's: these call it.
 package coord
 
 import (

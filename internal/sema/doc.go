@@ -34,4 +34,30 @@
 // order; the caller drains them with Drain and makes them durable before it
 // acknowledges the command. Replaying any prefix of the recorded changes
 // yields a state that satisfies the invariants.
+//
+// # Files
+//
+// Each feature has the same file name here as in coord, httpapi and the SDK:
+//
+//   - machine.go: the engine. Machine, Config, New, Restore, Drain and
+//     FlushSoft, decay arithmetic (settle, level, fits), Tick and
+//     NextDeadline, and pump, which hands freed slots to the waiters next in
+//     line.
+//   - limits.go: limits. CreateLimit, UpdateLimit, EnsureLimit, DeleteLimit,
+//     DeleteMatching and their validation; templates (a name with '*') and
+//     the limits they create on first use; idle removal.
+//   - leases.go: slots. Acquire (grant, queue or refuse with Retry-After),
+//     Release, Renew, expiry, Decrement, CancelWaiter, revocations, and the
+//     rule of a plain increment (PlainIncrement).
+//   - ticket.go: tickets, a request's idempotency key: resuming a lease or
+//     a place in line, durable waiters and their restore.
+//   - taglimits.go: Prefect's v1 tag limits and allot's label limits:
+//     lookup by key, upsert, reset with slot_override, v1 increment and
+//     decrement.
+//   - runs.go: task runs and flow runs, their states, and the lease that
+//     their Running state is.
+//   - view.go: reads (LimitView, Lease). types.go: the durable records
+//     (Limit, Lease, Waiter), Change, Event, Request, Holder and its
+//     validation. errors.go: the errors callers branch on. name.go: limit
+//     names and template patterns. queue.go: the waiter lines and heaps.
 package sema
