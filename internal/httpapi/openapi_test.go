@@ -16,6 +16,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/oasdiff/yaml"
 
 	"github.com/allot-dev/allot/internal/httpapi"
 )
@@ -45,6 +46,18 @@ func TestOpenAPIDocumentIsValidAndItsYAMLIsTheSame(t *testing.T) {
 	_ = json.Unmarshal(y, &yv)
 	if diff := cmp.Diff(jv, yv); diff != "" {
 		t.Errorf("YAML document differs from JSON (-json +yaml):\n%s", diff)
+	}
+	// And parsed as plain data, not only as OpenAPI: every key and value
+	// of the one document is in the other.
+	var rawJSON, rawYAML any
+	if err := json.Unmarshal(b.do(t, "GET", "/api/openapi.json", nil).want(t, 200).body, &rawJSON); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := yaml.Unmarshal(b.do(t, "GET", "/api/openapi.yaml", nil).want(t, 200).body, &rawYAML, yaml.DecodeOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(rawJSON, rawYAML); diff != "" {
+		t.Errorf("YAML data differs from JSON (-json +yaml):\n%s", diff)
 	}
 	// Every extension field says so.
 	var raw map[string]any
