@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// maxPage is the most limits the server returns per page.
+// maxPage is the most limits the server returns per page (a test checks
+// it against the server's).
 const maxPage = 200
 
 // Limit is a named counter of slots, as the server reports it.
@@ -152,15 +153,21 @@ func (c *Client) ListLimits(ctx context.Context, offset, n int) ([]*Limit, error
 // Limits created or deleted meanwhile may be missed or seen twice. It
 // stops at the first error, which it yields.
 func (c *Client) AllLimits(ctx context.Context) iter.Seq2[*Limit, error] {
-	return func(yield func(*Limit, error) bool) {
+	return allPages(ctx, c.ListLimits)
+}
+
+// allPages iterates over what list returns, maxPage at a time, until a page
+// is short or list fails; it yields the error and stops.
+func allPages[T any](ctx context.Context, list func(ctx context.Context, offset, n int) ([]*T, error)) iter.Seq2[*T, error] {
+	return func(yield func(*T, error) bool) {
 		for offset := 0; ; offset += maxPage {
-			page, err := c.ListLimits(ctx, offset, maxPage)
+			page, err := list(ctx, offset, maxPage)
 			if err != nil {
 				yield(nil, err)
 				return
 			}
-			for _, l := range page {
-				if !yield(l, nil) {
+			for _, v := range page {
+				if !yield(v, nil) {
 					return
 				}
 			}
