@@ -37,6 +37,14 @@ type Limit struct {
 	// Template is true when the name has a '*': the limit is never held
 	// itself but gives its settings to each new name it matches.
 	Template bool `json:"template"`
+	// IdleSeconds is, on a template, how long a limit it creates may sit
+	// unused before the server removes it (0: never); on a limit a
+	// template created (FromTemplate), its own, copied at its creation. It
+	// is nil on other limits.
+	IdleSeconds *float64 `json:"idle_seconds,omitempty"`
+	// FromTemplate is true on a limit a template created on first use:
+	// only such limits are removed when idle.
+	FromTemplate bool `json:"from_template,omitempty"`
 	// FencingToken is the token of the latest grant on the limit.
 	FencingToken uint64 `json:"fencing_token"`
 	// Waiting is the number of requests in line.
@@ -86,15 +94,22 @@ type LimitSpec struct {
 	// ActiveSlots and DeniedSlots preset the counters.
 	ActiveSlots int
 	DeniedSlots int
+	// IdleSeconds, for a template only (any other limit is refused with
+	// ErrInvalid on the field idle_seconds), is how long a limit the
+	// template creates may sit unused (no lease, no waiter, a rate limit's
+	// level decayed) before the server removes it; 0 keeps them. nil is
+	// the server's default: an hour. new(0.0) makes the pointer.
+	IdleSeconds *float64
 }
 
 type createBody struct {
-	Name               string  `json:"name"`
-	Limit              int     `json:"limit"`
-	Active             bool    `json:"active"`
-	ActiveSlots        int     `json:"active_slots,omitempty"`
-	DeniedSlots        int     `json:"denied_slots,omitempty"`
-	SlotDecayPerSecond float64 `json:"slot_decay_per_second,omitempty"`
+	Name               string   `json:"name"`
+	Limit              int      `json:"limit"`
+	Active             bool     `json:"active"`
+	ActiveSlots        int      `json:"active_slots,omitempty"`
+	DeniedSlots        int      `json:"denied_slots,omitempty"`
+	SlotDecayPerSecond float64  `json:"slot_decay_per_second,omitempty"`
+	IdleSeconds        *float64 `json:"idle_seconds,omitempty"`
 }
 
 // LimitUpdate is a change to a limit: only the fields that are not nil
@@ -108,6 +123,9 @@ type LimitUpdate struct {
 	ActiveSlots        *int     `json:"active_slots,omitempty"`
 	DeniedSlots        *int     `json:"denied_slots,omitempty"`
 	SlotDecayPerSecond *float64 `json:"slot_decay_per_second,omitempty"`
+	// IdleSeconds changes a template's idle time (see
+	// LimitSpec.IdleSeconds); limits it created before keep theirs.
+	IdleSeconds *float64 `json:"idle_seconds,omitempty"`
 }
 
 // CreateLimit creates a limit. A name that is taken is an error matching
@@ -116,7 +134,8 @@ func (c *Client) CreateLimit(ctx context.Context, spec LimitSpec) (*Limit, error
 	var l Limit
 	err := c.do(ctx, request{method: http.MethodPost, path: limitsPrefix + "/",
 		body: jsonBody(createBody{Name: spec.Name, Limit: spec.Limit, Active: !spec.Disabled,
-			ActiveSlots: spec.ActiveSlots, DeniedSlots: spec.DeniedSlots, SlotDecayPerSecond: spec.SlotDecayPerSecond}),
+			ActiveSlots: spec.ActiveSlots, DeniedSlots: spec.DeniedSlots, SlotDecayPerSecond: spec.SlotDecayPerSecond,
+			IdleSeconds: spec.IdleSeconds}),
 		accept: []int{http.StatusCreated, http.StatusOK}}, &l)
 	if err != nil {
 		return nil, fmt.Errorf("create limit %q: %w", spec.Name, err)
