@@ -246,17 +246,49 @@ func (c *Client) DeleteLimit(ctx context.Context, nameOrID string) error {
 	return nil
 }
 
-// ensureTries bounds EnsureLimit's rounds of create, read and update
+// EnsureLimit makes sure a limit named name exists with limit slots, and
+// returns it: the server creates it, or, if the name is taken, changes its
+// number of slots if it differs, in one request (PUT
+// /v2/concurrency_limits/{name}, an allot extension). It leaves everything
+// else of an existing limit (active, decay) as it is. Concurrent calls with
+// the same arguments all succeed and leave one limit; if they differ in
+// limit, the last one wins.
+//
+// Against a server without that route (Prefect's, or an older allot, which
+// answer 404 or 405) it does the same in several requests: it creates the
+// limit, or, if the name is taken, reads it and updates it.
+func (c *Client) EnsureLimit(ctx context.Context, name string, limit int) (*Limit, error) {
+	var l Limit
+	err := c.do(ctx, request{method: http.MethodPut, path: limitPath(name),
+		body:   jsonBody(map[string]int{"limit": limit}),
+		accept: []int{http.StatusCreated, http.StatusOK}}, &l)
+	switch {
+	case err == nil:
+		return &l, nil
+	case noRoute(err):
+		return c.ensureInParts(ctx, name, limit)
+	}
+	return nil, wrapEnsure(name, err)
+}
+
+// noRoute reports whether err is the answer of a server that has no such
+// route: a 405, or a 404 that is not about a limit (Prefect's says only
+// "Not Found").
+func noRoute(err error) bool {
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	return ae.Status == http.StatusMethodNotAllowed ||
+		ae.Status == http.StatusNotFound && ae.Code != CodeLimitNotFound
+}
+
+// ensureTries bounds ensureInParts' rounds of create, read and update
 // against concurrent deletes.
 const ensureTries = 5
 
-// EnsureLimit makes sure a limit named name exists with limit slots, and
-// returns it: it creates it, or, if the name is taken, reads it and changes
-// its number of slots if it differs. It leaves everything else of an
-// existing limit (active, decay) as it is. Concurrent calls with the same
-// arguments all succeed and leave one limit; if they differ in limit, the
-// last update wins.
-func (c *Client) EnsureLimit(ctx context.Context, name string, limit int) (*Limit, error) {
+// ensureInParts is EnsureLimit for a server without the ensure route.
+func (c *Client) ensureInParts(ctx context.Context, name string, limit int) (*Limit, error) {
 	var err error
 	for range ensureTries {
 		var l *Limit
