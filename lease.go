@@ -289,7 +289,7 @@ func (l *Lease) start() {
 			return
 		}
 		l.mu.Lock()
-		ours := l.released && ended.State == "released"
+		ours := l.released && ended.State == leaseReleased
 		l.mu.Unlock()
 		if !ours {
 			l.lose(ended)
@@ -307,6 +307,10 @@ func (c *Client) release(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// modeRateLimit is the mode of an increment that takes rate-limit slots (a
+// test checks it against the server's).
+const modeRateLimit = "rate_limit"
 
 // acquireBody is the body of increment and increment-with-lease.
 type acquireBody struct {
@@ -621,7 +625,7 @@ func (c *Client) RateLimit(ctx context.Context, names []string, opts ...Option) 
 		return c.do(ctx, request{method: http.MethodPost, path: limitsPrefix + "/increment",
 			body: func() (any, time.Duration) {
 				h := hold()
-				return acquireBody{Names: names, Slots: s.slots, Mode: "rate_limit", TimeoutSeconds: h.Seconds(), Ticket: ticket}, h
+				return acquireBody{Names: names, Slots: s.slots, Mode: modeRateLimit, TimeoutSeconds: h.Seconds(), Ticket: ticket}, h
 			},
 			accept: []int{http.StatusOK}}, &refs)
 	})

@@ -29,7 +29,16 @@ const DefaultRunLeaseDuration = 60 * time.Second
 // no error, however long, makes the request too large to end the run.
 const maxStateMessage = 2048
 
-// Run states, as the server names them.
+// The kinds of runs and the collision strategy of CancelNew, as the server
+// names them (a test checks them against the server's).
+const (
+	kindTask           = "task"
+	kindFlow           = "flow"
+	collisionCancelNew = "cancel_new"
+)
+
+// Run states, as the server names them (a test checks them against the
+// server's).
 const (
 	StatePending                 = "Pending"
 	StateAwaitingConcurrencySlot = "AwaitingConcurrencySlot"
@@ -238,13 +247,13 @@ func runPath(id string) string { return "/runs/" + url.PathEscape(id) }
 // over 2,048 bytes is kept cut between characters, ending in "…": however
 // long the error, the run ends.
 func (c *Client) RunTask(ctx context.Context, name string, fn func(ctx context.Context) error, opts ...RunOption) error {
-	return c.runFunc(ctx, "task", name, fn, opts)
+	return c.runFunc(ctx, kindTask, name, fn, opts)
 }
 
 // RunFlow runs fn as a flow run named name: RunTask for a flow, whose tags
 // are labels, limited by label limits.
 func (c *Client) RunFlow(ctx context.Context, name string, fn func(ctx context.Context) error, opts ...RunOption) error {
-	return c.runFunc(ctx, "flow", name, fn, opts)
+	return c.runFunc(ctx, kindFlow, name, fn, opts)
 }
 
 func (c *Client) runFunc(ctx context.Context, kind, name string, fn func(ctx context.Context) error, opts []RunOption) error {
@@ -268,7 +277,7 @@ func (c *Client) runFunc(ctx context.Context, kind, name string, fn func(ctx con
 	}
 	body.ParentID, _ = RunFrom(ctx)
 	if s.cancelNew {
-		body.CollisionStrategy = "cancel_new"
+		body.CollisionStrategy = collisionCancelNew
 	}
 	var r run
 	err := c.do(ctx, request{method: http.MethodPost, path: "/runs/", body: jsonBody(body),

@@ -32,11 +32,11 @@ type LeaseEndedError struct {
 func (e *LeaseEndedError) Error() string {
 	s := "lease " + e.LeaseID
 	switch e.State {
-	case "revoked":
+	case leaseRevoked:
 		s += " was revoked"
-	case "expired":
+	case leaseExpired:
 		s += " expired"
-	case "released":
+	case leaseReleased:
 		s += " was released by someone else"
 	default:
 		s += " is no longer held by the server"
@@ -46,6 +46,16 @@ func (e *LeaseEndedError) Error() string {
 	}
 	return s
 }
+
+// The states of a lease the watch answers, as the server names them (a
+// test checks them against the server's).
+const (
+	leaseHeld     = "held"
+	leaseReleased = "released"
+	leaseExpired  = "expired"
+	leaseRevoked  = "revoked"
+	leaseNotFound = "not_found"
+)
 
 // leaseStatus is the answer of the lease watch.
 type leaseStatus struct {
@@ -71,7 +81,7 @@ func (c *Client) watchLease(ctx context.Context, id string) *LeaseEndedError {
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case err == nil && st.State == "held":
+		case err == nil && st.State == leaseHeld:
 			failures = 0
 		case err == nil:
 			return &LeaseEndedError{LeaseID: id, State: st.State, Reason: st.Reason}
