@@ -61,7 +61,7 @@ func newLabelCmd(env Env, g *globals) *cobra.Command {
 	cmd.Long = `Manage flow-level concurrency limits: the limit of a label LABEL bounds how
 many flow runs with that label run at once. It is the global concurrency limit
 named "label:LABEL".`
-	cmd.AddCommand(k.createCmd(env, g), k.listCmd(env, g), k.inspectCmd(env, g), k.deleteCmd(env, g))
+	cmd.AddCommand(k.createCmd(env, g), k.listCmd(env, g), k.inspectCmd(env, g), k.resetCmd(env, g), k.deleteCmd(env, g))
 	return cmd
 }
 
