@@ -1,6 +1,8 @@
 package allot_test
 
 import (
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -39,6 +41,10 @@ func newProxy(t *testing.T, b *testBundle, put http.HandlerFunc) (*allot.Client,
 	}
 	p := &proxy{}
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: target.Scheme, Host: target.Host})
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	rp.Transport = tr
+	rp.ErrorLog = log.New(io.Discard, "", 0) // a request the client gave up
 	ps := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.requests = append(p.requests, r.Method+" "+r.URL.Path)
