@@ -52,7 +52,7 @@ func TestTagLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	if created.ID == "" || created.Name != "database" || created.ConcurrencyLimit != 10 || !created.Active {
-		t.Errorf("CreateTagLimit = %+v, want tag database, limit 10, active, an id", created)
+		t.Errorf("Tags().Create = %+v, want tag database, limit 10, active, an id", created)
 	}
 	// Creating again updates the limit: same id, new number of slots.
 	updated, err := b.c.Tags().Create(ctx, "database", 1)
@@ -60,7 +60,7 @@ func TestTagLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	if updated.ID != created.ID || updated.ConcurrencyLimit != 1 {
-		t.Errorf("CreateTagLimit again = id %s limit %d, want id %s limit 1", updated.ID, updated.ConcurrencyLimit, created.ID)
+		t.Errorf("Tags().Create again = id %s limit %d, want id %s limit 1", updated.ID, updated.ConcurrencyLimit, created.ID)
 	}
 	if _, err := b.c.Tags().Create(ctx, "analytics", 2); err != nil {
 		t.Fatal(err)
@@ -94,14 +94,14 @@ func TestTagLimits(t *testing.T) {
 		tags = append(tags, l.Name)
 	}
 	if diff := cmp.Diff([]string{"analytics", "database"}, tags); diff != "" {
-		t.Errorf("ListTagLimits tags (-want +got):\n%s", diff)
+		t.Errorf("Tags().List tags (-want +got):\n%s", diff)
 	}
 	ls, err = b.c.Tags().List(ctx, 1, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(ls) != 1 || ls[0].Name != "database" {
-		t.Errorf("ListTagLimits from offset 1 = %d limits, want database only", len(ls))
+		t.Errorf("Tags().List from offset 1 = %d limits, want database only", len(ls))
 	}
 
 	// Reset revokes the holder's lease, then grants the overrides that fit.
@@ -131,7 +131,7 @@ func TestTagLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := b.c.Tags().Get(ctx, "database"); !errors.Is(err, allot.ErrLimitNotFound) {
-		t.Errorf("GetTagLimit after delete: got %v, want ErrLimitNotFound", err)
+		t.Errorf("Tags().Get after delete: got %v, want ErrLimitNotFound", err)
 	}
 }
 
@@ -175,7 +175,7 @@ func TestLabelLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	if created.Name != "gpu" || created.ConcurrencyLimit != 2 {
-		t.Errorf("CreateLabelLimit = %+v, want label gpu, limit 2", created)
+		t.Errorf("Labels().Create = %+v, want label gpu, limit 2", created)
 	}
 	// A tag limit of the same name is another limit.
 	if _, err := b.c.Tags().Create(ctx, "gpu", 5); err != nil {
@@ -201,20 +201,20 @@ func TestLabelLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	if res.Revoked != 1 {
-		t.Errorf("ResetLabelLimit revoked %d, want 1", res.Revoked)
+		t.Errorf("Labels().Reset revoked %d, want 1", res.Revoked)
 	}
 	if err := b.c.Labels().Delete(ctx, "gpu"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.c.Labels().Get(ctx, "gpu"); !errors.Is(err, allot.ErrNotFound) {
-		t.Errorf("GetLabelLimit after delete: got %v, want ErrNotFound", err)
+		t.Errorf("Labels().Get after delete: got %v, want ErrNotFound", err)
 	}
 	if tag, err := b.c.Tags().Get(ctx, "gpu"); err != nil || tag.ConcurrencyLimit != 5 {
-		t.Errorf("GetTagLimit(gpu) after deleting the label limit = %v, %v; want the tag limit of 5", tag, err)
+		t.Errorf("Tags().Get(gpu) after deleting the label limit = %v, %v; want the tag limit of 5", tag, err)
 	}
 }
 
-// TestTagLimitRefusesAStar is the regression test of CreateTagLimit(ctx,
+// TestTagLimitRefusesAStar is the regression test of Tags().Create(ctx,
 // "db*", 1), which created the template tag:db*: a tag (or label) never
 // contains '*', whether it names a run's tag or a tag limit, so the name is
 // refused and nothing is created.
