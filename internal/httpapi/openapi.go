@@ -47,12 +47,16 @@ func openapiYAML() []byte {
 	return buf.Bytes()
 }
 
-// blockStyle drops JSON's styles, flow collections and double-quoted
-// strings: the encoder quotes a string only where YAML would read it as
-// something else ("200", "true"), as the node keeps its string tag.
+// blockStyle drops JSON's flow style from collections and its quotes from
+// mapping keys (the encoder still quotes a key YAML would read as something
+// else, "200" or "yes", as the node keeps its string tag); string values
+// stay double-quoted, with JSON's escapes.
 func blockStyle(n *yaml.Node) {
-	n.Style = 0
-	for _, c := range n.Content {
+	n.Style &^= yaml.FlowStyle
+	for i, c := range n.Content {
+		if n.Kind == yaml.MappingNode && i%2 == 0 {
+			c.Style = 0
+		}
 		blockStyle(c)
 	}
 }
