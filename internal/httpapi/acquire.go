@@ -13,16 +13,6 @@ import (
 	"github.com/allot-dev/allot/internal/sema"
 )
 
-// validHolderType reports whether t is a kind of holder a lease may name:
-// Prefect's three and allot's process.
-func validHolderType(t string) bool {
-	switch t {
-	case "flow_run", "task_run", "deployment", "process":
-		return true
-	}
-	return false
-}
-
 // readNames reads names: 1 to maxNames valid limit names.
 func readNames(b *jsonbody.Body, dst *[]string) {
 	if !b.Strs("names", dst, maxNames) {
@@ -76,40 +66,20 @@ func readAcquire(b *jsonbody.Body) coord.AcquireRequest {
 	return req
 }
 
-// readHolder reads the optional holder object.
+// readHolder reads the optional holder object's members: type and id are
+// required, metadata is an object of strings. Their values (known types,
+// bounds) are checked where the rule lives, sema.Holder.Validate, when the
+// coordinator acquires.
 func readHolder(b *jsonbody.Body) sema.Holder {
 	var h sema.Holder
 	hb, ok := b.Object("holder")
 	if !ok {
 		return h
 	}
-	if hb.Str("type", &h.Type) {
-		if !validHolderType(h.Type) {
-			hb.Fail("type", "must be one of flow_run, task_run, deployment, process")
-		}
-	} else {
-		hb.Require("type", false)
-	}
-	if hb.Str("id", &h.ID) {
-		if h.ID == "" || len(h.ID) > maxHolderID {
-			hb.Fail("id", fmt.Sprintf("must be 1 to %d bytes", maxHolderID))
-		}
-	} else {
-		hb.Require("id", false)
-	}
-	if hb.StringMap("metadata", &h.Metadata) {
-		if len(h.Metadata) > maxMetadataEntries {
-			hb.Fail("metadata", fmt.Sprintf("must have at most %d entries", maxMetadataEntries))
-		}
-		for k, v := range h.Metadata {
-			if k == "" || len(k) > maxMetadataKey || len(v) > maxMetadataValue {
-				hb.Fail("metadata", fmt.Sprintf("keys must be 1 to %d bytes and values at most %d bytes", maxMetadataKey, maxMetadataValue))
-				break
-			}
-		}
-		if len(h.Metadata) == 0 {
-			h.Metadata = nil
-		}
+	hb.Require("type", hb.Str("type", &h.Type))
+	hb.Require("id", hb.Str("id", &h.ID))
+	if hb.StringMap("metadata", &h.Metadata) && len(h.Metadata) == 0 {
+		h.Metadata = nil
 	}
 	b.Adopt(hb.Finish(true))
 	return h
@@ -119,8 +89,8 @@ func readHolder(b *jsonbody.Body) sema.Holder {
 // renew, watch and revoke leases.
 func (h *handler) leaseRoutes() []route {
 	return []route{
-		{"POST " + v2 + "/increment", jsonOp(h, op[coord.AcquireRequest, coord.Grant]{status: http.StatusOK, body: requiredBody,
-			decode: readIncrement, call: h.c.Acquire, wait: acquireWait, encode: grantLimits})},
+		{"POST " + v2 + "/increment", jsonOp(h, op[coord.IncrementRequest, []sema.LimitRef]{status: http.StatusOK, body: requiredBody,
+			decode: readIncrement, call: h.c.Increment, wait: incrementWait, encode: minimal})},
 		{"POST " + v2 + "/increment-with-lease", jsonOp(h, op[coord.AcquireRequest, coord.Grant]{status: http.StatusOK, body: requiredBody,
 			decode: readIncrementWithLease, call: h.c.Acquire, wait: acquireWait, encode: grantLease})},
 		{"POST " + v2 + "/decrement", jsonOp(h, op[decrementRequest, []sema.LimitRef]{status: http.StatusOK, body: requiredBody,
@@ -147,20 +117,16 @@ func (h *handler) leaseRoutes() []route {
 // acquireWait is how long an acquisition may wait in line.
 func acquireWait(req coord.AcquireRequest) time.Duration { return req.Wait }
 
-// readIncrement reads POST /v2/concurrency_limits/increment. In mode
-// concurrency it takes an anonymous lease that a plain decrement gives back
-// (or that expires); in mode rate_limit it takes slots that decay.
-func readIncrement(_ *http.Request, b *jsonbody.Body) (coord.AcquireRequest, error) {
-	req := readAcquire(b)
-	if req.Mode == sema.ModeRateLimit {
-		req.NoLease = true
-	} else {
-		req.Anonymous = true
-	}
-	return req, nil
-}
+func incrementWait(req coord.IncrementRequest) time.Duration { return req.Wait }
 
-func grantLimits(g coord.Grant) any { return toMinimal(g.Limits) }
+// readIncrement reads POST /v2/concurrency_limits/increment: the
+// coordinator's Increment holds its slots as a plain increment does (see
+// sema.PlainIncrement).
+func readIncrement(_ *http.Request, b *jsonbody.Body) (coord.IncrementRequest, error) {
+	a := readAcquire(b)
+	return coord.IncrementRequest{Names: a.Names, Slots: a.Slots, Mode: a.Mode, LeaseDuration: a.LeaseDuration,
+		Wait: a.Wait, Ticket: a.Ticket}, nil
+}
 
 // readIncrementWithLease reads POST
 // /v2/concurrency_limits/increment-with-lease.

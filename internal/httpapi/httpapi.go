@@ -38,15 +38,11 @@ type Options struct {
 
 // Bounds of request fields that the coordinator does not check itself.
 const (
-	maxNames           = 1000
-	maxTimeoutSeconds  = 3600
-	maxLeaseSeconds    = 1e9 // absurd durations stop here; coord applies the real bounds
-	maxHolderID        = 256
-	maxMetadataEntries = 32
-	maxMetadataKey     = 128
-	maxMetadataValue   = 1024
-	maxFilterLimit     = 200
-	maxOccupancy       = 1e9
+	maxNames          = 1000
+	maxTimeoutSeconds = 3600
+	maxLeaseSeconds   = 1e9 // absurd durations stop here; coord applies the real bounds
+	maxFilterLimit    = 200
+	maxOccupancy      = 1e9
 )
 
 type handler struct {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/allot-dev/allot/internal/jsonbody"
@@ -23,6 +24,8 @@ func (h *handler) limitRoutes() []route {
 			decode: readLimitPage, call: h.listLimits, encode: limitList.render})},
 		{"POST " + v2 + "/delete", jsonOp(h, op[sema.DeleteMatch, deleteMatchingJSON]{status: http.StatusOK, body: requiredBody, strict: true,
 			decode: readDeleteMatch, call: h.deleteMatching})},
+		{"PUT " + v2 + "/{id_or_name}", jsonOp(h, op[sema.LimitEnsure, ensuredLimit]{statusOf: ensuredLimit.status, body: requiredBody, strict: true,
+			decode: readLimitEnsure, call: h.ensureLimit, encode: ensuredLimit.render})},
 		{"GET " + v2 + "/{id_or_name}", jsonOp(h, op[string, sema.LimitView]{status: http.StatusOK,
 			decode: pathLimit, call: h.readLimit, encode: fullLimit})},
 		{"PATCH " + v2 + "/{id_or_name}", jsonOp(h, op[limitPatch, sema.LimitView]{status: http.StatusNoContent, body: requiredBody, strict: true,
@@ -56,6 +59,58 @@ func readLimitSpec(_ *http.Request, b *jsonbody.Body) (sema.LimitSpec, error) {
 	}
 	return s, nil
 }
+
+// readLimitEnsure reads PUT /v2/concurrency_limits/{name} (the path is
+// {id_or_name} as for the other methods, but PUT takes a name), an allot
+// extension: {limit, active?, slot_decay_per_second?, idle_seconds?, name?}.
+// A field left out keeps an existing limit's setting (and takes create's
+// default for a new one); name, if given, must be the path's.
+func readLimitEnsure(r *http.Request, b *jsonbody.Body) (sema.LimitEnsure, error) {
+	e := sema.LimitEnsure{Name: r.PathValue("id_or_name")}
+	var name string
+	if b.Str("name", &name) && name != e.Name {
+		b.Fail("name", "must be the name in the path, "+strconv.Quote(e.Name))
+	}
+	b.Require("limit", b.Int("limit", &e.Limit, 0, sema.MaxSlots))
+	var (
+		active bool
+		decay  float64
+		idle   float64
+	)
+	if b.Bool("active", &active) {
+		e.Active = &active
+	}
+	if b.Number("slot_decay_per_second", &decay, 0, sema.MaxDecay, false) {
+		e.SlotDecayPerSecond = &decay
+	}
+	if b.Number("idle_seconds", &idle, 0, sema.MaxIdle.Seconds(), false) {
+		d := idleDuration(idle)
+		e.Idle = &d
+	}
+	return e, nil
+}
+
+// ensuredLimit is a limit ensured: created, or found (and maybe changed).
+type ensuredLimit struct {
+	view    sema.LimitView
+	created bool
+}
+
+func (h *handler) ensureLimit(ctx context.Context, e sema.LimitEnsure) (ensuredLimit, error) {
+	v, created, err := h.c.EnsureLimit(ctx, e)
+	return ensuredLimit{v, created}, err
+}
+
+// status is 201 for a limit created, 200 for one that existed, changed or
+// not.
+func (e ensuredLimit) status() int {
+	if e.created {
+		return http.StatusCreated
+	}
+	return http.StatusOK
+}
+
+func (e ensuredLimit) render() any { return toLimitJSON(e.view, true) }
 
 func (h *handler) readLimit(ctx context.Context, ref string) (sema.LimitView, error) {
 	return h.c.ReadLimit(ctx, ref, sema.Full)
