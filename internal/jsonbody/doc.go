@@ -27,9 +27,9 @@
 //
 // (2 shared cores, December 2026.) Without the scanner Body would split
 // the object with encoding/json (encoding_json_members): the scanner saves
-// about 3 µs of the roughly 46 µs of server CPU an increment-with-lease
-// costs (about 93 µs per acquire-and-release pair, measured with
-// cmd/allot-bench's throughput workload), some 7 % of that request. A
-// struct decode (encoding_json) would be cheaper than the split but gives
+// about 3 µs per increment-with-lease, some 3 to 4 % of the server's CPU
+// for it (about 90 µs per request, the README's Performance section; the
+// saving is larger on bodies with more members). A struct decode
+// (encoding_json) would cost about 1 µs more than the scanner but gives
 // neither the member at fault nor the unknown members of a strict body.
 package jsonbody
