@@ -40,8 +40,11 @@ PYTHON ?= python3
 bench-python: build
 	$(PYTHON) clients/python/bench.py --server ./allot --go-bench ./allot-bench
 
-# Short fuzzing of the request decoders; the corpus lives in testdata/fuzz.
+# Short fuzzing of the request decoders and of the JSON scanner they read
+# bodies with; each package's corpus lives in its testdata/fuzz.
 fuzz:
+	$(GO) test ./internal/jsonbody -run '^$$' -fuzz FuzzScanObject -fuzztime 30s
+	$(GO) test ./internal/jsonbody -run '^$$' -fuzz FuzzDecodeString -fuzztime 30s
 	$(GO) test ./internal/httpapi -run '^$$' -fuzz FuzzCreateLimit -fuzztime 30s
 	$(GO) test ./internal/httpapi -run '^$$' -fuzz FuzzIncrementWithLease -fuzztime 30s
 	$(GO) test ./internal/httpapi -run '^$$' -fuzz FuzzPatch -fuzztime 30s

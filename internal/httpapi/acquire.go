@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"time"
@@ -8,37 +9,28 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/allot-dev/allot/internal/coord"
+	"github.com/allot-dev/allot/internal/jsonbody"
 	"github.com/allot-dev/allot/internal/sema"
 )
 
-// validHolderType reports whether t is a kind of holder a lease may name:
-// Prefect's three and allot's process.
-func validHolderType(t string) bool {
-	switch t {
-	case "flow_run", "task_run", "deployment", "process":
-		return true
-	}
-	return false
-}
-
 // readNames reads names: 1 to maxNames valid limit names.
-func readNames(b *body, dst *[]string) {
-	if !b.strs("names", dst, maxNames) {
-		b.require("names", false)
+func readNames(b *jsonbody.Body, dst *[]string) {
+	if !b.Strs("names", dst, maxNames) {
+		b.Require("names", false)
 		return
 	}
 	for i, n := range *dst {
 		if why := sema.ValidateName(n); why != "" {
-			b.fail("names", fmt.Sprintf("item %d (%q) %s", i, n, why))
+			b.Fail("names", fmt.Sprintf("item %d (%q) %s", i, n, why))
 			return
 		}
 	}
 }
 
 // readSeconds reads a duration in seconds from (0, hi].
-func readSeconds(b *body, name string, hi float64) (time.Duration, bool) {
+func readSeconds(b *jsonbody.Body, name string, hi float64) (time.Duration, bool) {
 	var secs float64
-	if !b.number(name, &secs, 0, hi, true) {
+	if !b.Number(name, &secs, 0, hi, true) {
 		return 0, false
 	}
 	// A positive duration below a nanosecond stays positive so that the
@@ -47,189 +39,141 @@ func readSeconds(b *body, name string, hi float64) (time.Duration, bool) {
 }
 
 // readAcquire reads the fields the increment routes share.
-func readAcquire(b *body) coord.AcquireRequest {
+func readAcquire(b *jsonbody.Body) coord.AcquireRequest {
 	var req coord.AcquireRequest
 	readNames(b, &req.Names)
-	b.require("slots", b.integer("slots", &req.Slots, 1, sema.MaxSlots))
+	b.Require("slots", b.Int("slots", &req.Slots, 1, sema.MaxSlots))
 	var mode string
-	if b.str("mode", &mode) {
+	if b.Str("mode", &mode) {
 		m, ok := sema.ParseMode(mode)
 		if !ok || mode == "" {
-			b.fail("mode", `must be "concurrency" or "rate_limit"`)
+			b.Fail("mode", `must be "concurrency" or "rate_limit"`)
 		}
 		req.Mode = m
 	}
 	req.LeaseDuration, _ = readSeconds(b, "lease_duration", maxLeaseSeconds)
 	var timeout float64
-	if b.number("timeout_seconds", &timeout, 0, maxTimeoutSeconds, false) {
+	if b.Number("timeout_seconds", &timeout, 0, maxTimeoutSeconds, false) {
 		req.Wait = time.Duration(timeout * float64(time.Second))
 	}
-	if b.str("ticket", &req.Ticket) {
+	if b.Str("ticket", &req.Ticket) {
 		if why := sema.ValidateTicket(req.Ticket); why != "" {
-			b.fail("ticket", why)
+			b.Fail("ticket", why)
 		}
 	}
 	// Deprecated in Prefect 3.3 and ignored, but still type-checked.
-	b.boolean("create_if_missing", new(bool))
+	b.Bool("create_if_missing", new(bool))
 	return req
 }
 
-// readHolder reads the optional holder object.
-func readHolder(b *body) sema.Holder {
+// readHolder reads the optional holder object's members: type and id are
+// required, metadata is an object of strings. Their values (known types,
+// bounds) are checked where the rule lives, sema.Holder.Validate, when the
+// coordinator acquires.
+func readHolder(b *jsonbody.Body) sema.Holder {
 	var h sema.Holder
-	hb, ok := b.object("holder")
+	hb, ok := b.Object("holder")
 	if !ok {
 		return h
 	}
-	if hb.str("type", &h.Type) {
-		if !validHolderType(h.Type) {
-			hb.fail("type", "must be one of flow_run, task_run, deployment, process")
-		}
-	} else {
-		hb.require("type", false)
+	hb.Require("type", hb.Str("type", &h.Type))
+	hb.Require("id", hb.Str("id", &h.ID))
+	if hb.StringMap("metadata", &h.Metadata) && len(h.Metadata) == 0 {
+		h.Metadata = nil
 	}
-	if hb.str("id", &h.ID) {
-		if h.ID == "" || len(h.ID) > maxHolderID {
-			hb.fail("id", fmt.Sprintf("must be 1 to %d bytes", maxHolderID))
-		}
-	} else {
-		hb.require("id", false)
-	}
-	if hb.stringMap("metadata", &h.Metadata) {
-		if len(h.Metadata) > maxMetadataEntries {
-			hb.fail("metadata", fmt.Sprintf("must have at most %d entries", maxMetadataEntries))
-		}
-		for k, v := range h.Metadata {
-			if k == "" || len(k) > maxMetadataKey || len(v) > maxMetadataValue {
-				hb.fail("metadata", fmt.Sprintf("keys must be 1 to %d bytes and values at most %d bytes", maxMetadataKey, maxMetadataValue))
-				break
-			}
-		}
-		if len(h.Metadata) == 0 {
-			h.Metadata = nil
-		}
-	}
-	b.adopt(hb.finish(true))
+	b.Adopt(hb.Finish(true))
 	return h
 }
 
-// acquire calls the coordinator, letting a waiting request outlive any
-// write timeout of the server.
-func (h *handler) acquire(w http.ResponseWriter, r *http.Request, req coord.AcquireRequest) (coord.Grant, error) {
-	if req.Wait > 0 {
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(req.Wait + time.Minute))
+// leaseRoutes are the routes that take and give back slots, and read,
+// renew, watch and revoke leases.
+func (h *handler) leaseRoutes() []route {
+	return []route{
+		{"POST " + v2 + "/increment", jsonOp(h, op[coord.IncrementRequest, []sema.LimitRef]{status: http.StatusOK, body: requiredBody,
+			decode: readIncrement, call: h.c.Increment, wait: incrementWait, encode: minimal})},
+		{"POST " + v2 + "/increment-with-lease", jsonOp(h, op[coord.AcquireRequest, coord.Grant]{status: http.StatusOK, body: requiredBody,
+			decode: readIncrementWithLease, call: h.c.Acquire, wait: acquireWait, encode: grantLease})},
+		{"POST " + v2 + "/decrement", jsonOp(h, op[decrementRequest, []sema.LimitRef]{status: http.StatusOK, body: requiredBody,
+			decode: readDecrement, call: h.decrement, encode: minimal})},
+		// 204 whether or not the lease was held, as Prefect answers.
+		{"POST " + v2 + "/decrement-with-lease", jsonOp(h, op[uuid.UUID, bool]{status: http.StatusNoContent, body: requiredBody,
+			decode: readLeaseID, call: h.c.Release})},
+		{"POST " + v2 + "/leases/{lease_id}/renew", jsonOp(h, op[renewRequest, sema.Lease]{status: http.StatusNoContent, body: optionalBody,
+			decode: readRenew, call: h.renew})},
+		{"GET " + v2 + "/leases/{lease_id}/watch", jsonOp(h, op[watchRequest, coord.LeaseStatus]{status: http.StatusOK,
+			decode: readWatch, call: h.watchLease, wait: watchWait, encode: leaseStatus})},
+		{"POST " + v2 + "/leases/{lease_id}/revoke", jsonOp(h, op[revokeRequest, coord.LeaseStatus]{status: http.StatusOK, body: optionalBody, strict: true,
+			decode: readRevoke, call: h.revokeLease, encode: leaseStatus})},
+		{"GET " + v2 + "/leases/{lease_id}", jsonOp(h, op[uuid.UUID, leaseRead]{status: http.StatusOK,
+			decode: pathLease, call: h.readLease, encode: leaseRead.render})},
+		// An allot extension for a client that gave up: the ticket's
+		// waiter leaves the line and a lease granted to it is released.
+		// 204 whether or not the ticket named anything.
+		{"DELETE " + v2 + "/tickets/{ticket}", jsonOp(h, op[string, none]{status: http.StatusNoContent,
+			decode: pathTicket, call: h.cancelTicket})},
 	}
-	return h.c.Acquire(r.Context(), req)
 }
 
-// increment is POST /v2/concurrency_limits/increment. In mode concurrency
-// it takes an anonymous lease that a plain decrement gives back (or that
-// expires); in mode rate_limit it takes slots that decay.
-func (h *handler) increment(w http.ResponseWriter, r *http.Request) {
-	b, err := h.readBody(w, r, false)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	req := readAcquire(b)
-	if err := b.finish(false); err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	if req.Mode == sema.ModeRateLimit {
-		req.NoLease = true
-	} else {
-		req.Anonymous = true
-	}
-	g, err := h.acquire(w, r, req)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toMinimal(g.Limits))
+// acquireWait is how long an acquisition may wait in line.
+func acquireWait(req coord.AcquireRequest) time.Duration { return req.Wait }
+
+func incrementWait(req coord.IncrementRequest) time.Duration { return req.Wait }
+
+// readIncrement reads POST /v2/concurrency_limits/increment: the
+// coordinator's Increment holds its slots as a plain increment does (see
+// sema.PlainIncrement).
+func readIncrement(_ *http.Request, b *jsonbody.Body) (coord.IncrementRequest, error) {
+	a := readAcquire(b)
+	return coord.IncrementRequest{Names: a.Names, Slots: a.Slots, Mode: a.Mode, LeaseDuration: a.LeaseDuration,
+		Wait: a.Wait, Ticket: a.Ticket}, nil
 }
 
-// incrementWithLease is POST /v2/concurrency_limits/increment-with-lease.
-func (h *handler) incrementWithLease(w http.ResponseWriter, r *http.Request) {
-	b, err := h.readBody(w, r, false)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
+// readIncrementWithLease reads POST
+// /v2/concurrency_limits/increment-with-lease.
+func readIncrementWithLease(_ *http.Request, b *jsonbody.Body) (coord.AcquireRequest, error) {
 	req := readAcquire(b)
 	req.Holder = readHolder(b)
-	if err := b.finish(false); err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	g, err := h.acquire(w, r, req)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, grantJSON{LeaseID: g.Lease.ID, Limits: toMinimal(g.Limits),
-		FencingToken: g.Lease.Fence, Expires: stamp(g.Lease.Expires), WaitedSeconds: g.Waited.Seconds()})
+	return req, nil
 }
 
-// decrement is POST /v2/concurrency_limits/decrement.
-func (h *handler) decrement(w http.ResponseWriter, r *http.Request) {
-	b, err := h.readBody(w, r, false)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	var (
-		names     []string
-		slots     int
-		occupancy float64
-	)
-	readNames(b, &names)
-	b.require("slots", b.integer("slots", &slots, 1, sema.MaxSlots))
-	b.number("occupancy_seconds", &occupancy, 0, maxOccupancy, true)
-	b.boolean("create_if_missing", new(bool))
-	if err := b.finish(false); err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	refs, err := h.c.Decrement(r.Context(), names, slots, occupancy)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toMinimal(refs))
+func grantLease(g coord.Grant) any {
+	return grantJSON{LeaseID: g.Lease.ID, Limits: toMinimal(g.Limits),
+		FencingToken: g.Lease.Fence, Expires: stamp(g.Lease.Expires), WaitedSeconds: g.Waited.Seconds()}
 }
 
-// decrementWithLease is POST /v2/concurrency_limits/decrement-with-lease:
-// 204 whether or not the lease was held, as Prefect answers.
-func (h *handler) decrementWithLease(w http.ResponseWriter, r *http.Request) {
-	b, err := h.readBody(w, r, false)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
+func minimal(refs []sema.LimitRef) any { return toMinimal(refs) }
+
+// decrementRequest is POST /v2/concurrency_limits/decrement's request.
+type decrementRequest struct {
+	names     []string
+	slots     int
+	occupancy float64
+}
+
+func readDecrement(_ *http.Request, b *jsonbody.Body) (decrementRequest, error) {
+	var d decrementRequest
+	readNames(b, &d.names)
+	b.Require("slots", b.Int("slots", &d.slots, 1, sema.MaxSlots))
+	b.Number("occupancy_seconds", &d.occupancy, 0, maxOccupancy, true)
+	b.Bool("create_if_missing", new(bool))
+	return d, nil
+}
+
+func (h *handler) decrement(ctx context.Context, d decrementRequest) ([]sema.LimitRef, error) {
+	return h.c.Decrement(ctx, d.names, d.slots, d.occupancy)
+}
+
+// readLeaseID reads decrement-with-lease's {lease_id}.
+func readLeaseID(_ *http.Request, b *jsonbody.Body) (uuid.UUID, error) {
 	var id uuid.UUID
-	b.require("lease_id", b.uuidField("lease_id", &id))
-	if err := b.finish(false); err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	if _, err := h.c.Release(r.Context(), id); err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	b.Require("lease_id", b.UUID("lease_id", &id))
+	return id, nil
 }
 
-// cancelTicket is DELETE /v2/concurrency_limits/tickets/{ticket}, an allot
-// extension for a client that gave up: the ticket's waiter leaves the line
-// and a lease granted to it is released. 204 whether or not the ticket
-// named anything.
-func (h *handler) cancelTicket(w http.ResponseWriter, r *http.Request) {
-	if err := h.c.CancelTicket(r.Context(), r.PathValue("ticket")); err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+func pathTicket(r *http.Request, _ *jsonbody.Body) (string, error) { return r.PathValue("ticket"), nil }
+
+func (h *handler) cancelTicket(ctx context.Context, ticket string) (none, error) {
+	return none{}, h.c.CancelTicket(ctx, ticket)
 }
 
 func pathLeaseID(r *http.Request) (uuid.UUID, error) {
@@ -240,43 +184,41 @@ func pathLeaseID(r *http.Request) (uuid.UUID, error) {
 	return id, nil
 }
 
-// renewLease is POST /v2/concurrency_limits/leases/{lease_id}/renew.
-func (h *handler) renewLease(w http.ResponseWriter, r *http.Request) {
-	id, err := pathLeaseID(r)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	b, err := h.readBody(w, r, true)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	d, _ := readSeconds(b, "lease_duration", maxLeaseSeconds)
-	if err := b.finish(false); err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	if _, err := h.c.Renew(r.Context(), id, d); err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+func pathLease(r *http.Request, _ *jsonbody.Body) (uuid.UUID, error) { return pathLeaseID(r) }
+
+// renewRequest is POST /v2/concurrency_limits/leases/{lease_id}/renew.
+type renewRequest struct {
+	id       uuid.UUID
+	duration time.Duration
 }
 
-// readLease is GET /v2/concurrency_limits/leases/{lease_id}, an allot
-// extension.
-func (h *handler) readLease(w http.ResponseWriter, r *http.Request) {
+func readRenew(r *http.Request, b *jsonbody.Body) (renewRequest, error) {
 	id, err := pathLeaseID(r)
 	if err != nil {
-		h.writeProblem(w, r, err)
-		return
+		return renewRequest{}, err
 	}
-	l, refs, err := h.c.Lease(r.Context(), id)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, leaseJSON{LeaseID: l.ID, Limits: toMinimal(refs), Slots: l.Slots, Mode: l.Mode.String(),
-		Holder: holderPtr(l.Holder), Created: stamp(l.Created), Expires: stamp(l.Expires), FencingToken: l.Fence})
+	d, _ := readSeconds(b, "lease_duration", maxLeaseSeconds)
+	return renewRequest{id, d}, nil
+}
+
+func (h *handler) renew(ctx context.Context, req renewRequest) (sema.Lease, error) {
+	return h.c.Renew(ctx, req.id, req.duration)
+}
+
+// leaseRead is GET /v2/concurrency_limits/leases/{lease_id}'s answer, an
+// allot extension.
+type leaseRead struct {
+	lease sema.Lease
+	refs  []sema.LimitRef
+}
+
+func (h *handler) readLease(ctx context.Context, id uuid.UUID) (leaseRead, error) {
+	l, refs, err := h.c.Lease(ctx, id)
+	return leaseRead{l, refs}, err
+}
+
+func (lr leaseRead) render() any {
+	l := lr.lease
+	return leaseJSON{LeaseID: l.ID, Limits: toMinimal(lr.refs), Slots: l.Slots, Mode: l.Mode.String(),
+		Holder: holderPtr(l.Holder), Created: stamp(l.Created), Expires: stamp(l.Expires), FencingToken: l.Fence}
 }

@@ -213,7 +213,7 @@ func TestUnknownRoutesAndMethodsAreProblems(t *testing.T) {
 	b := setup(t)
 	b.do(t, "GET", "/api/nope", nil).wantProblem(t, 404, "not_found", "")
 	b.do(t, "GET", v2+"/a/b", nil).wantProblem(t, 404, "not_found", "")
-	r := b.do(t, "PUT", v2+"/x", "{}")
+	r := b.do(t, "POST", v2+"/x", "{}")
 	r.wantProblem(t, http.StatusMethodNotAllowed, "method_not_allowed", "")
 	if allow := r.header.Get("Allow"); !strings.Contains(allow, "PATCH") || !strings.Contains(allow, "DELETE") {
 		t.Errorf("got Allow %q", allow)
@@ -325,5 +325,35 @@ func TestEventsStream(t *testing.T) {
 	case <-beats:
 	case <-time.After(10 * time.Second):
 		t.Error("no heartbeat")
+	}
+}
+
+// PUT /v2/concurrency_limits/{name} creates a limit (201), changes the
+// settings that differ (200) and leaves one that agrees as it is (200),
+// refusing a bad request whole.
+func TestEnsureLimitRoute(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	created := decode[limitDoc](t, b.do(t, "PUT", v2+"/ensured", map[string]any{"limit": 2}).want(t, http.StatusCreated))
+	if created.Name != "ensured" || created.Limit != 2 || !created.Active {
+		t.Fatalf("created %+v, want ensured, limit 2, active", created)
+	}
+	same := decode[limitDoc](t, b.do(t, "PUT", v2+"/ensured", map[string]any{"limit": 2, "name": "ensured"}).want(t, http.StatusOK))
+	if diff := cmp.Diff(created, same); diff != "" {
+		t.Errorf("an ensure that agrees changed the limit (-before +after):\n%s", diff)
+	}
+	changed := decode[limitDoc](t, b.do(t, "PUT", v2+"/ensured", map[string]any{"limit": 5, "active": false}).want(t, http.StatusOK))
+	if changed.ID != created.ID || changed.Limit != 5 || changed.Active {
+		t.Errorf("changed %+v, want id %s, limit 5, inactive", changed, created.ID)
+	}
+	if got := b.read(t, "ensured"); got.Limit != 5 || got.Active {
+		t.Errorf("read back %+v, want limit 5, inactive", got)
+	}
+	b.do(t, "PUT", v2+"/ensured", map[string]any{"limit": 1, "name": "other"}).wantProblem(t, 422, "invalid_field", "name")
+	b.do(t, "PUT", v2+"/ensured", map[string]any{"active": true}).wantProblem(t, 422, "invalid_field", "limit")
+	b.do(t, "PUT", v2+"/ensured", map[string]any{"limit": 1, "denied_slots": 1}).wantProblem(t, 422, "unknown_field", "denied_slots")
+	b.do(t, "PUT", v2+"/ensured", map[string]any{"limit": 1, "idle_seconds": 60}).wantProblem(t, 422, "invalid_field", "idle_seconds")
+	if got := b.read(t, "ensured"); got.Limit != 5 {
+		t.Errorf("a refused ensure changed the limit to %d", got.Limit)
 	}
 }

@@ -30,9 +30,7 @@ const prefectAPIVersion = "3.999.0"
 
 // adminVersion is GET /api/admin/version, as Prefect's server answers it:
 // the version as a JSON string.
-func (h *handler) adminVersion(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, prefectAPIVersion)
-}
+func adminVersion(context.Context, none) (string, error) { return prefectAPIVersion, nil }
 
 // Bounds of the client events websocket.
 const (
@@ -91,16 +89,16 @@ func (h *handler) clientEvents(w http.ResponseWriter, r *http.Request) {
 	key := r.Header.Get("Sec-WebSocket-Key")
 	switch k, err := base64.StdEncoding.DecodeString(key); {
 	case !headerHasToken(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket"):
-		h.writeProblem(w, r, &requestError{Status: http.StatusBadRequest, Code: "websocket_required",
+		h.writeProblem(w, r, &requestError{Code: codeWebsocketRequired,
 			Detail: "this is a websocket for Prefect's client events: send Connection: Upgrade and Upgrade: websocket"})
 		return
 	case r.Header.Get("Sec-WebSocket-Version") != "13":
 		w.Header().Set("Sec-WebSocket-Version", "13")
-		h.writeProblem(w, r, &requestError{Status: http.StatusUpgradeRequired, Code: "websocket_required",
+		h.writeProblem(w, r, &requestError{Code: codeWebsocketRequired, Status: http.StatusUpgradeRequired,
 			Field: "Sec-WebSocket-Version", Detail: "only websocket version 13 is spoken"})
 		return
 	case err != nil || len(k) != 16:
-		h.writeProblem(w, r, &requestError{Status: http.StatusBadRequest, Code: "websocket_required",
+		h.writeProblem(w, r, &requestError{Code: codeWebsocketRequired,
 			Field: "Sec-WebSocket-Key", Detail: "must be 16 bytes in base64"})
 		return
 	}

@@ -8,9 +8,13 @@
 //
 // # What it owns
 //
-// The handlers decode a request, check its shape, call the coordinator and
-// encode the answer. They hold no state of their own and make no decision
-// about slots: every rule lives in packages sema and coord.
+// Every route is a row of one table (handler.table): its pattern and an op
+// that states how it reads its request, which coordinator call it makes and
+// how it encodes the answer; one generic adapter (serve, route.go) runs
+// every op, and answers every error through the one error table. Request
+// bodies are read by package jsonbody. The handlers hold no state of their
+// own and make no decision about slots: every rule lives in packages sema
+// and coord.
 //
 // # Invariants
 //

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/allot-dev/allot/internal/coord"
+	"github.com/allot-dev/allot/internal/jsonbody"
 	"github.com/allot-dev/allot/internal/sema"
 )
 
@@ -29,11 +30,85 @@ type problem struct {
 	Limits []string `json:"limits,omitempty"`
 }
 
+// code is one of the stable codes of the API's problem documents.
+type code int
+
+// The codes, in the order of codes.
+const (
+	codeInvalidJSON code = iota
+	codeUnknownField
+	codeInvalidField
+	codeBodyTooLarge
+	codeBodyTimeout
+	codeUnsupportedMediaType
+	codeWebsocketRequired
+	codeLimitNotFound
+	codeLeaseNotFound
+	codeNameTaken
+	codeLocked
+	codeSlotsExceedLimit
+	codeNoDecay
+	codeTemplateNotAcquirable
+	codeLimitZero
+	codeRunNotFound
+	codeRunExists
+	codeRunFinished
+	codeTicketConflict
+	codeTicketSuperseded
+	codeInvalidTransition
+	codeUnavailable
+	codeMethodNotAllowed
+	codeNotFound
+	codeInternal
+)
+
+// codeInfo is what a code says: its name in problem documents, its HTTP
+// status and its meaning.
+type codeInfo struct {
+	name    string
+	status  int
+	meaning string
+}
+
+// codes is the one list of the API's codes. The OpenAPI document's enum of
+// Problem.code, the SDK's Code* constants and the table in
+// docs/semantics.md are checked against it (TestCodesAgree).
+var codes = [...]codeInfo{
+	codeInvalidJSON:           {"invalid_json", http.StatusUnprocessableEntity, "the body is not a JSON object, or is missing (400 if it could not be read at all)"},
+	codeUnknownField:          {"unknown_field", http.StatusUnprocessableEntity, "a field or query parameter the route does not know"},
+	codeInvalidField:          {"invalid_field", http.StatusUnprocessableEntity, "a field of the wrong type, out of bounds or missing; field names it"},
+	codeBodyTooLarge:          {"body_too_large", http.StatusRequestEntityTooLarge, "the body is larger than the server takes (1 MiB by default)"},
+	codeBodyTimeout:           {"body_timeout", http.StatusRequestTimeout, "the body did not arrive within 10 s"},
+	codeUnsupportedMediaType:  {"unsupported_media_type", http.StatusUnsupportedMediaType, "a body that is not application/json"},
+	codeWebsocketRequired:     {"websocket_required", http.StatusBadRequest, "/api/events/in without a websocket handshake (426 for a websocket version other than 13)"},
+	codeLimitNotFound:         {"limit_not_found", http.StatusNotFound, "no limit has this name or id"},
+	codeLeaseNotFound:         {"lease_not_found", http.StatusGone, "the lease expired, was released or was revoked"},
+	codeNameTaken:             {"name_taken", http.StatusConflict, "another limit has this name"},
+	codeLocked:                {"locked", http.StatusLocked, "the slots are not free; Retry-After says when to try again"},
+	codeSlotsExceedLimit:      {"slots_exceed_limit", http.StatusUnprocessableEntity, "more slots than the limit has: the request can never be granted"},
+	codeNoDecay:               {"no_decay", http.StatusUnprocessableEntity, "a rate-limit request on a limit without slot decay"},
+	codeTemplateNotAcquirable: {"template_not_acquirable", http.StatusUnprocessableEntity, "a template's name (with *) in an acquisition"},
+	codeLimitZero:             {"limit_zero", http.StatusLocked, "a v1 tag (label) increment on a limit of 0, as Prefect answers it"},
+	codeRunNotFound:           {"run_not_found", http.StatusNotFound, "no run has this id"},
+	codeRunExists:             {"run_exists", http.StatusConflict, "a different run has this id"},
+	codeRunFinished:           {"run_finished", http.StatusGone, "the run is in a final state: its process must stop"},
+	codeTicketConflict:        {"ticket_conflict", http.StatusConflict, "the ticket is in use by a different request"},
+	codeTicketSuperseded:      {"ticket_superseded", http.StatusConflict, "a newer request with the same ticket took over this one"},
+	codeInvalidTransition:     {"invalid_transition", http.StatusConflict, "the run's state does not allow this change"},
+	codeUnavailable:           {"unavailable", http.StatusServiceUnavailable, "the server cannot answer now (storage failing, shutting down)"},
+	codeMethodNotAllowed:      {"method_not_allowed", http.StatusMethodNotAllowed, "the route exists but not with this method; Allow lists the methods"},
+	codeNotFound:              {"not_found", http.StatusNotFound, "no route has this path"},
+	codeInternal:              {"internal", http.StatusInternalServerError, "a defect of the server; it is logged"},
+}
+
+func (c code) String() string { return codes[c].name }
+
 // requestError is an error found in a request before the coordinator saw
 // it: a malformed body, a bad field, an unknown route.
 type requestError struct {
+	Code code
+	// Status is the code's status unless set (see the code's meaning).
 	Status int
-	Code   string
 	Field  string
 	Detail string
 }
@@ -45,8 +120,15 @@ func (e *requestError) Error() string {
 	return e.Detail
 }
 
+func (e *requestError) status() int {
+	if e.Status != 0 {
+		return e.Status
+	}
+	return codes[e.Code].status
+}
+
 func invalidField(field, detail string) error {
-	return &requestError{Status: http.StatusUnprocessableEntity, Code: "invalid_field", Field: field, Detail: detail}
+	return &requestError{Code: codeInvalidField, Field: field, Detail: detail}
 }
 
 // Prefect's texts, kept as detail so that Prefect clients show what they
@@ -67,8 +149,7 @@ const (
 // taken from the error.
 type errorRule struct {
 	is     func(error) bool
-	status int
-	code   string
+	code   code
 	detail string
 }
 
@@ -93,30 +174,30 @@ func isNever(reason string) func(error) bool {
 // answers 500. Request errors, invalid arguments and 423s carry their own
 // data and are handled in problemFor before the table is consulted.
 var errorTable = [...]errorRule{
-	{isErr(sema.ErrLimitNotFound), http.StatusNotFound, "limit_not_found", detailLimitNotFound},
-	{isErr(sema.ErrLeaseNotFound), http.StatusGone, "lease_not_found", detailLeaseNotFound},
-	{isErr(sema.ErrNameTaken), http.StatusConflict, "name_taken", detailNameTaken},
-	{isErr(sema.ErrRunNotFound), http.StatusNotFound, "run_not_found", detailRunNotFound},
-	{isErr(sema.ErrRunExists), http.StatusConflict, "run_exists", ""},
-	{isErr(sema.ErrRunFinished), http.StatusGone, "run_finished", ""},
-	{isErr(sema.ErrTicketConflict), http.StatusConflict, "ticket_conflict", ""},
-	{isErr(coord.ErrSuperseded), http.StatusConflict, "ticket_superseded", ""},
-	{isTransition, http.StatusConflict, "invalid_transition", ""},
-	{isNever("slots_exceed_limit"), http.StatusUnprocessableEntity, "slots_exceed_limit", ""},
-	{isNever("no_decay"), http.StatusUnprocessableEntity, "no_decay", ""},
-	{isNever("template"), http.StatusUnprocessableEntity, "template_not_acquirable", ""},
-	{isErr(coord.ErrUnavailable), http.StatusServiceUnavailable, "unavailable", detailUnavailable},
+	{isErr(sema.ErrLimitNotFound), codeLimitNotFound, detailLimitNotFound},
+	{isErr(sema.ErrLeaseNotFound), codeLeaseNotFound, detailLeaseNotFound},
+	{isErr(sema.ErrNameTaken), codeNameTaken, detailNameTaken},
+	{isErr(sema.ErrRunNotFound), codeRunNotFound, detailRunNotFound},
+	{isErr(sema.ErrRunExists), codeRunExists, ""},
+	{isErr(sema.ErrRunFinished), codeRunFinished, ""},
+	{isErr(sema.ErrTicketConflict), codeTicketConflict, ""},
+	{isErr(coord.ErrSuperseded), codeTicketSuperseded, ""},
+	{isTransition, codeInvalidTransition, ""},
+	{isNever("slots_exceed_limit"), codeSlotsExceedLimit, ""},
+	{isNever("no_decay"), codeNoDecay, ""},
+	{isNever("template"), codeTemplateNotAcquirable, ""},
+	{isErr(coord.ErrUnavailable), codeUnavailable, detailUnavailable},
 	// The caller went away or the server is shutting down: nobody reads
 	// the answer, but it must not count as a server fault.
-	{isErr(context.Canceled), http.StatusServiceUnavailable, "unavailable", "request canceled"},
-	{isErr(context.DeadlineExceeded), http.StatusServiceUnavailable, "unavailable", "request canceled"},
+	{isErr(context.Canceled), codeUnavailable, "request canceled"},
+	{isErr(context.DeadlineExceeded), codeUnavailable, "request canceled"},
 }
 
 // tagLockedError is a refusal of Prefect's v1 tag increment, which has
 // its own texts: a full tag is 423 with the tag wait as Retry-After, a tag
 // limited to 0 is 423 without one.
 type tagLockedError struct {
-	code   string
+	code   code
 	detail string
 	limits []string
 	// retryAfter is nil for a limit that can never be granted.
@@ -129,6 +210,7 @@ func (e *tagLockedError) Error() string { return e.detail }
 func problemFor(err error) problem {
 	var (
 		re *requestError
+		be *jsonbody.Error
 		ie *sema.InvalidError
 		le *sema.LockedError
 		ne *sema.NeverError
@@ -136,17 +218,19 @@ func problemFor(err error) problem {
 	)
 	switch {
 	case errors.As(err, &re):
-		return newProblem(re.Status, re.Code, re.Detail, re.Field)
+		return newProblemStatus(re.status(), re.Code, re.Detail, re.Field)
+	case errors.As(err, &be):
+		return newProblem(bodyCode(be), be.Detail, be.Field)
 	case errors.As(err, &ke):
-		p := newProblem(http.StatusLocked, ke.code, ke.detail, "")
+		p := newProblem(ke.code, ke.detail, "")
 		p.RetryAfter, p.Limits = ke.retryAfter, ke.limits
 		return p
 	case errors.As(err, &ie):
-		return newProblem(http.StatusUnprocessableEntity, "invalid_field", ie.Detail, ie.Field)
+		return newProblem(codeInvalidField, ie.Detail, ie.Field)
 	case errors.As(err, &le):
 		// Prefect answers "Locked"; its clients read only the status and
 		// Retry-After, so the detail can say which limit is full.
-		p := newProblem(http.StatusLocked, "locked", le.Error(), "")
+		p := newProblem(codeLocked, le.Error(), "")
 		s := retryAfterSeconds(le)
 		p.RetryAfter = &s
 		return p
@@ -163,18 +247,35 @@ func problemFor(err error) problem {
 		case detail == "":
 			detail = err.Error()
 		}
-		p := newProblem(r.status, r.code, detail, "")
+		p := newProblem(r.code, detail, "")
 		if errors.As(err, &ne) {
 			p.Limits = ne.Names
 		}
 		return p
 	}
-	return newProblem(http.StatusInternalServerError, "internal", "Internal Server Error", "")
+	return newProblem(codeInternal, "Internal Server Error", "")
 }
 
-func newProblem(status int, code, detail, field string) problem {
-	return problem{Type: problemBase + code, Title: http.StatusText(status), Status: status,
-		Detail: detail, Code: code, Field: field}
+// bodyCode is the code of a problem in a JSON body.
+func bodyCode(e *jsonbody.Error) code {
+	switch {
+	case errors.Is(e, jsonbody.ErrUnknownField):
+		return codeUnknownField
+	case errors.Is(e, jsonbody.ErrInvalidJSON):
+		return codeInvalidJSON
+	}
+	return codeInvalidField
+}
+
+// newProblem is the problem of code, with the code's status.
+func newProblem(c code, detail, field string) problem {
+	return newProblemStatus(codes[c].status, c, detail, field)
+}
+
+func newProblemStatus(status int, c code, detail, field string) problem {
+	name := codes[c].name
+	return problem{Type: problemBase + name, Title: http.StatusText(status), Status: status,
+		Detail: detail, Code: name, Field: field}
 }
 
 // retryAfterSeconds is a 423's wait, rounded as the header shows it.

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -37,15 +38,11 @@ type Options struct {
 
 // Bounds of request fields that the coordinator does not check itself.
 const (
-	maxNames           = 1000
-	maxTimeoutSeconds  = 3600
-	maxLeaseSeconds    = 1e9 // absurd durations stop here; coord applies the real bounds
-	maxHolderID        = 256
-	maxMetadataEntries = 32
-	maxMetadataKey     = 128
-	maxMetadataValue   = 1024
-	maxFilterLimit     = 200
-	maxOccupancy       = 1e9
+	maxNames          = 1000
+	maxTimeoutSeconds = 3600
+	maxLeaseSeconds   = 1e9 // absurd durations stop here; coord applies the real bounds
+	maxFilterLimit    = 200
+	maxOccupancy      = 1e9
 )
 
 type handler struct {
@@ -111,44 +108,34 @@ func newHandler(c *coord.Coordinator, opts Options) *handler {
 	return h
 }
 
-// routes returns the API's routes.
+// routes returns the API's routes, registered from table.
 func (h *handler) routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	const v2 = "/api/v2/concurrency_limits"
-	for _, r := range []struct {
-		pattern string
-		fn      http.HandlerFunc
-	}{
-		{"POST " + v2 + "/{$}", h.createLimit},
-		{"POST " + v2, h.createLimit},
-		{"POST " + v2 + "/filter", h.filterLimits},
-		{"POST " + v2 + "/delete", h.deleteMatching},
-		{"POST " + v2 + "/increment", h.increment},
-		{"POST " + v2 + "/increment-with-lease", h.incrementWithLease},
-		{"POST " + v2 + "/decrement", h.decrement},
-		{"POST " + v2 + "/decrement-with-lease", h.decrementWithLease},
-		{"POST " + v2 + "/leases/{lease_id}/renew", h.renewLease},
-		{"GET " + v2 + "/leases/{lease_id}/watch", h.watchLease},
-		{"POST " + v2 + "/leases/{lease_id}/revoke", h.revokeLease},
-		{"GET " + v2 + "/leases/{lease_id}", h.readLease},
-		{"DELETE " + v2 + "/tickets/{ticket}", h.cancelTicket},
-		{"GET " + v2 + "/{id_or_name}", h.readLimit},
-		{"PATCH " + v2 + "/{id_or_name}", h.updateLimit},
-		{"DELETE " + v2 + "/{id_or_name}", h.deleteLimit},
-		{"GET /api/health", h.health},
-		{"GET /api/ready", h.ready},
-		{"GET /api/events", h.events},
-		{"GET /api/events/in", h.clientEvents},
-		{"GET /api/admin/version", h.adminVersion},
-		{"GET /api/openapi.json", h.openapiJSON},
-		{"GET /api/openapi.yaml", h.openapiYAMLDoc},
-	} {
-		mux.HandleFunc(r.pattern, r.fn)
+	for _, r := range h.table() {
+		mux.Handle(r.pattern, r.serve)
 	}
-	newTagLimitAPI(h, sema.KindTask).routes(mux)
-	newTagLimitAPI(h, sema.KindFlow).routes(mux)
-	h.runRoutes(mux)
 	return mux
+}
+
+// table is the API's one list of routes. Most are ops served by the one
+// adapter (see route.go); the streams (/api/events, the client events
+// websocket) and the OpenAPI documents are written by hand, and answer
+// their errors through the same error table.
+func (h *handler) table() []route {
+	t := []route{
+		{"GET /api/health", jsonOp(h, op[none, map[string]string]{status: http.StatusOK, decode: noRequest, call: h.health})},
+		{"GET /api/ready", jsonOp(h, op[none, map[string]string]{status: http.StatusOK, decode: noRequest, call: h.ready})},
+		{"GET /api/events", http.HandlerFunc(h.events)},
+		{"GET /api/events/in", http.HandlerFunc(h.clientEvents)},
+		{"GET /api/admin/version", jsonOp(h, op[none, string]{status: http.StatusOK, decode: noRequest, call: adminVersion})},
+		{"GET /api/openapi.json", http.HandlerFunc(h.openapiJSON)},
+		{"GET /api/openapi.yaml", http.HandlerFunc(h.openapiYAMLDoc)},
+	}
+	t = append(t, h.limitRoutes()...)
+	t = append(t, h.leaseRoutes()...)
+	t = append(t, newTagLimitAPI(h, sema.KindTask).routes()...)
+	t = append(t, newTagLimitAPI(h, sema.KindFlow).routes()...)
+	return append(t, h.runRoutes()...)
 }
 
 // register adds the HTTP metrics to reg, sharing them with an earlier
@@ -199,7 +186,7 @@ func (h *handler) middleware(mux *http.ServeMux) http.Handler {
 				}
 				h.log.Error("handler panicked", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
 				if !sw.wrote {
-					writeProblemDoc(sw, newProblem(http.StatusInternalServerError, "internal", "Internal Server Error", ""))
+					writeProblemDoc(sw, newProblem(codeInternal, "Internal Server Error", ""))
 				}
 			}
 			route := r.Pattern
@@ -269,10 +256,10 @@ func (w *statusWriter) WriteHeader(code int) {
 func (w *statusWriter) unmatched(code int) problem {
 	r := w.r
 	if code == http.StatusMethodNotAllowed {
-		return newProblem(http.StatusMethodNotAllowed, "method_not_allowed",
+		return newProblem(codeMethodNotAllowed,
 			r.Method+" is not allowed here; allowed: "+w.Header().Get("Allow"), "")
 	}
-	return newProblem(http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path, "")
+	return newProblem(codeNotFound, "no route "+r.Method+" "+r.URL.Path, "")
 }
 
 func (w *statusWriter) Write(p []byte) (int, error) {
@@ -295,14 +282,13 @@ func (w *statusWriter) status() int {
 	return w.code
 }
 
-func (h *handler) health(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+func (h *handler) health(context.Context, none) (map[string]string, error) {
+	return map[string]string{"status": "ok"}, nil
 }
 
-func (h *handler) ready(w http.ResponseWriter, r *http.Request) {
+func (h *handler) ready(context.Context, none) (map[string]string, error) {
 	if err := h.c.Ready(); err != nil {
-		h.writeProblem(w, r, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return map[string]string{"status": "ok"}, nil
 }

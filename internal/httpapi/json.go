@@ -2,10 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
-	"math"
 	"net/http"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -107,11 +104,8 @@ type minimalJSON struct {
 	Limit int       `json:"limit"`
 }
 
-// minimalList is a list of limits in Prefect's minimal form.
-type minimalList []minimalJSON
-
-func toMinimal(refs []sema.LimitRef) minimalList {
-	out := make(minimalList, len(refs))
+func toMinimal(refs []sema.LimitRef) []minimalJSON {
+	out := make([]minimalJSON, len(refs))
 	for i, r := range refs {
 		out[i] = minimalJSON{ID: r.ID, Name: r.Name, Limit: r.Limit}
 	}
@@ -121,11 +115,11 @@ func toMinimal(refs []sema.LimitRef) minimalList {
 // grantJSON is Prefect's ConcurrencyLimitWithLeaseResponse plus allot's
 // extensions.
 type grantJSON struct {
-	LeaseID       uuid.UUID   `json:"lease_id"`
-	Limits        minimalList `json:"limits"`
-	FencingToken  uint64      `json:"fencing_token"`
-	Expires       stamp       `json:"expires"`
-	WaitedSeconds float64     `json:"waited_seconds"`
+	LeaseID       uuid.UUID     `json:"lease_id"`
+	Limits        []minimalJSON `json:"limits"`
+	FencingToken  uint64        `json:"fencing_token"`
+	Expires       stamp         `json:"expires"`
+	WaitedSeconds float64       `json:"waited_seconds"`
 }
 
 // leaseJSON is a lease as GET /leases/{lease_id} returns it.
@@ -140,113 +134,14 @@ type leaseJSON struct {
 	FencingToken uint64        `json:"fencing_token"`
 }
 
-// jsonAppender is a response that writes itself: byte for byte what
-// encoding/json writes for it, without reflection. The answers to the
-// routes that clients call for every unit of work implement it.
-type jsonAppender interface {
-	appendJSON(b []byte) []byte
-}
-
-// bufPool holds the buffers hand-written answers are built in.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
-// maxPooledBuf is the largest buffer put back in bufPool: one huge answer
-// does not pin its buffer for good.
-const maxPooledBuf = 64 << 10
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	a, ok := v.(jsonAppender)
-	if !ok {
-		_ = json.NewEncoder(w).Encode(v)
-		return
-	}
-	bp := bufPool.Get().(*[]byte)
-	b := append(a.appendJSON((*bp)[:0]), '\n')
-	_, _ = w.Write(b)
-	if cap(b) <= maxPooledBuf {
-		*bp = b
-		bufPool.Put(bp)
-	}
-}
-
-func (g grantJSON) appendJSON(b []byte) []byte {
-	b = append(b, `{"lease_id":`...)
-	b = appendUUID(b, g.LeaseID)
-	b = append(b, `,"limits":`...)
-	b = g.Limits.appendJSON(b)
-	b = append(b, `,"fencing_token":`...)
-	b = strconv.AppendUint(b, g.FencingToken, 10)
-	b = append(b, `,"expires":`...)
-	b = appendStamp(b, g.Expires)
-	b = append(b, `,"waited_seconds":`...)
-	b = appendFloat(b, g.WaitedSeconds)
-	return append(b, '}')
-}
-
-func (ms minimalList) appendJSON(b []byte) []byte {
-	if ms == nil {
-		return append(b, "null"...)
-	}
-	b = append(b, '[')
-	for i, m := range ms {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"id":`...)
-		b = appendUUID(b, m.ID)
-		b = append(b, `,"name":`...)
-		b = appendString(b, m.Name)
-		b = append(b, `,"limit":`...)
-		b = strconv.AppendInt(b, int64(m.Limit), 10)
-		b = append(b, '}')
-	}
-	return append(b, ']')
-}
-
-// appendUUID writes id in its canonical form, as uuid.UUID's MarshalText.
-func appendUUID(b []byte, id uuid.UUID) []byte {
-	const hexDigits = "0123456789abcdef"
-	b = append(b, '"')
-	for i, c := range id {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			b = append(b, '-')
-		}
-		b = append(b, hexDigits[c>>4], hexDigits[c&0xf])
-	}
-	return append(b, '"')
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 func appendStamp(b []byte, s stamp) []byte {
 	b = append(b, '"')
 	b = time.Time(s).UTC().AppendFormat(b, timeLayout)
 	return append(b, '"')
-}
-
-// appendString writes s as encoding/json does: printable ASCII other than
-// the characters it escapes is copied, anything else is left to it.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
-
-// appendFloat writes f as encoding/json does for the values it writes in
-// plain decimal; the others (tiny, huge, not finite) are left to it.
-func appendFloat(b []byte, f float64) []byte {
-	if abs := math.Abs(f); abs == 0 || abs >= 1e-6 && abs < 1e21 {
-		return strconv.AppendFloat(b, f, 'f', -1, 64)
-	}
-	q, err := json.Marshal(f)
-	if err != nil {
-		return append(b, "null"...) // NaN or ±Inf: never produced; keep the answer valid JSON
-	}
-	return append(b, q...)
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"math"
 	"net/http"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/allot-dev/allot/internal/coord"
+	"github.com/allot-dev/allot/internal/jsonbody"
 )
 
 // The lease watch and the operator's revoke, allot extensions: a holder
@@ -42,74 +44,75 @@ func toLeaseStatusJSON(s coord.LeaseStatus) leaseStatusJSON {
 	return out
 }
 
-// watchLease is GET /v2/concurrency_limits/leases/{lease_id}/watch
+// watchRequest is GET /v2/concurrency_limits/leases/{lease_id}/watch
 // ?timeout_seconds=60: it answers 200 the moment the lease ends (state
 // released, expired or revoked, with the reason), once that is durable; or
 // when the time is up with state held and the lease's expiry. A lease that
 // is not held answers at once: how it ended if the server remembers, else
 // state not_found.
-func (h *handler) watchLease(w http.ResponseWriter, r *http.Request) {
+type watchRequest struct {
+	id      uuid.UUID
+	timeout time.Duration
+}
+
+func readWatch(r *http.Request, _ *jsonbody.Body) (watchRequest, error) {
 	id, err := pathLeaseID(r)
 	if err != nil {
-		h.writeProblem(w, r, err)
-		return
+		return watchRequest{}, err
 	}
 	timeout := float64(defaultWatchSeconds)
 	q := r.URL.Query()
 	for k := range q {
 		if k != "timeout_seconds" {
-			h.writeProblem(w, r, &requestError{Status: http.StatusUnprocessableEntity, Code: "unknown_field", Field: k,
-				Detail: "unknown query parameter; the known one is timeout_seconds"})
-			return
+			return watchRequest{}, &requestError{Code: codeUnknownField, Field: k,
+				Detail: "unknown query parameter; the known one is timeout_seconds"}
 		}
 	}
 	if s := q.Get("timeout_seconds"); s != "" {
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil || math.IsNaN(f) || f < 0 || f > maxWatchSeconds {
-			h.writeProblem(w, r, invalidField("timeout_seconds", "must be a number from 0 to "+strconv.Itoa(maxWatchSeconds)))
-			return
+			return watchRequest{}, invalidField("timeout_seconds", "must be a number from 0 to "+strconv.Itoa(maxWatchSeconds))
 		}
 		timeout = f
 	}
-	d := time.Duration(timeout * float64(time.Second))
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d + time.Minute))
-	st, err := h.c.WatchLease(r.Context(), id, d)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toLeaseStatusJSON(st))
+	return watchRequest{id, time.Duration(timeout * float64(time.Second))}, nil
 }
 
-// revokeLease is POST /v2/concurrency_limits/leases/{lease_id}/revoke
+func watchWait(req watchRequest) time.Duration { return req.timeout }
+
+func (h *handler) watchLease(ctx context.Context, req watchRequest) (coord.LeaseStatus, error) {
+	return h.c.WatchLease(ctx, req.id, req.timeout)
+}
+
+func leaseStatus(s coord.LeaseStatus) any { return toLeaseStatusJSON(s) }
+
+// revokeRequest is POST /v2/concurrency_limits/leases/{lease_id}/revoke
 // {reason?}: the lease is taken away, its slots go to the next waiters and
 // a run that held it is Crashed; 200 with the lease's new state, 410 if it
 // is not held.
-func (h *handler) revokeLease(w http.ResponseWriter, r *http.Request) {
+type revokeRequest struct {
+	id     uuid.UUID
+	reason string
+}
+
+func readRevoke(r *http.Request, b *jsonbody.Body) (revokeRequest, error) {
 	id, err := pathLeaseID(r)
 	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	b, err := h.readBody(w, r, true)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
+		return revokeRequest{}, err
 	}
 	reason := ""
-	if b.str("reason", &reason) && len(reason) > maxReason {
-		b.fail("reason", "must be at most "+strconv.Itoa(maxReason)+" bytes")
-	}
-	if err := b.finish(true); err != nil {
-		h.writeProblem(w, r, err)
-		return
+	if b.Str("reason", &reason) && len(reason) > maxReason {
+		b.Fail("reason", "must be at most "+strconv.Itoa(maxReason)+" bytes")
 	}
 	if reason == "" {
 		reason = defaultRevokeReason
 	}
-	if _, err := h.c.RevokeLease(r.Context(), id, reason); err != nil {
-		h.writeProblem(w, r, err)
-		return
+	return revokeRequest{id, reason}, nil
+}
+
+func (h *handler) revokeLease(ctx context.Context, req revokeRequest) (coord.LeaseStatus, error) {
+	if _, err := h.c.RevokeLease(ctx, req.id, req.reason); err != nil {
+		return coord.LeaseStatus{}, err
 	}
-	writeJSON(w, http.StatusOK, toLeaseStatusJSON(coord.LeaseStatus{ID: id, State: coord.LeaseRevoked, Reason: reason}))
+	return coord.LeaseStatus{ID: req.id, State: coord.LeaseRevoked, Reason: req.reason}, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/oasdiff/yaml"
 
 	"github.com/allot-dev/allot/internal/httpapi"
 )
@@ -45,6 +46,18 @@ func TestOpenAPIDocumentIsValidAndItsYAMLIsTheSame(t *testing.T) {
 	_ = json.Unmarshal(y, &yv)
 	if diff := cmp.Diff(jv, yv); diff != "" {
 		t.Errorf("YAML document differs from JSON (-json +yaml):\n%s", diff)
+	}
+	// And parsed as plain data, not only as OpenAPI: every key and value
+	// of the one document is in the other.
+	var rawJSON, rawYAML any
+	if err := json.Unmarshal(b.do(t, "GET", "/api/openapi.json", nil).want(t, 200).body, &rawJSON); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := yaml.Unmarshal(b.do(t, "GET", "/api/openapi.yaml", nil).want(t, 200).body, &rawYAML, yaml.DecodeOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(rawJSON, rawYAML); diff != "" {
+		t.Errorf("YAML data differs from JSON (-json +yaml):\n%s", diff)
 	}
 	// Every extension field says so.
 	var raw map[string]any
@@ -139,6 +152,8 @@ func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
 	l := b.create(t, map[string]any{"name": "db", "limit": 2, "slot_decay_per_second": 0, "active": true, "active_slots": 0, "denied_slots": 0})
 	b.create(t, map[string]any{"name": "api", "limit": 5, "slot_decay_per_second": 2.5})
 	b.create(t, map[string]any{"name": "job:*", "limit": 1, "idle_seconds": 600})
+	b.do(t, "PUT", v2+"/ensured", map[string]any{"limit": 1, "active": true, "slot_decay_per_second": 0}).want(t, 201)
+	b.do(t, "PUT", v2+"/ensured", map[string]any{"name": "ensured", "limit": 2}).want(t, 200)
 	g := decode[grantDoc](t, b.do(t, "POST", v2+"/increment-with-lease", map[string]any{"names": []string{"db", "job:1"}, "slots": 1, "mode": "concurrency",
 		"lease_duration": 60, "timeout_seconds": 1, "create_if_missing": nil,
 		"holder": map[string]any{"type": "task_run", "id": uuid.NewString(), "metadata": map[string]string{"host": "h1"}}}).want(t, 200))
@@ -197,6 +212,7 @@ func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
 		{"PATCH", v2 + "/api", map[string]any{"limit": 1.5}, 422},
 		{"POST", v2 + "/filter", map[string]any{"limit": 201}, 422},
 		{"POST", v2 + "/delete", map[string]any{"pattern": "x", "force": true}, 422},
+		{"PUT", v2 + "/ensured", map[string]any{"active": true}, 422},
 		{"POST", v2 + "/", map[string]any{"name": "x:*", "limit": 1, "idle_seconds": -1}, 422},
 		{"POST", v2 + "/increment", map[string]any{"names": []string{}, "slots": 1}, 422},
 		{"POST", v2 + "/increment", map[string]any{"names": []string{"api"}, "slots": 0}, 422},
@@ -222,6 +238,7 @@ func TestRequestsAndResponsesMatchTheOpenAPIDocument(t *testing.T) {
 		"GET /v2/concurrency_limits/leases/{lease_id}/watch 200", "POST /v2/concurrency_limits/leases/{lease_id}/revoke 200",
 		"POST /v2/concurrency_limits/leases/{lease_id}/revoke 410",
 		"POST /v2/concurrency_limits/delete 200", "POST /v2/concurrency_limits/delete 422",
+		"PUT /v2/concurrency_limits/{id_or_name} 201", "PUT /v2/concurrency_limits/{id_or_name} 200",
 		"GET /health 200", "GET /ready 200", "GET /openapi.json 200", "GET /openapi.yaml 200", "GET /metrics 200", "GET /admin/version 200",
 	} {
 		if !c.seen[want] {

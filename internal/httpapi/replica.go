@@ -14,5 +14,5 @@ const LeaderHeader = "Allot-Leader"
 // "unavailable", with Retry-After. detail says why.
 func WriteNoLeader(w http.ResponseWriter, detail string) {
 	w.Header().Set("Retry-After", "1")
-	writeProblemDoc(w, newProblem(http.StatusServiceUnavailable, "unavailable", detail, ""))
+	writeProblemDoc(w, newProblem(codeUnavailable, detail, ""))
 }

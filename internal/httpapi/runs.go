@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"math"
 	"net/http"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/allot-dev/allot/internal/jsonbody"
 	"github.com/allot-dev/allot/internal/sema"
 )
 
@@ -74,23 +76,26 @@ func toRunJSON(r sema.Run) runJSON {
 	return out
 }
 
-// routes of the runs API.
-func (h *handler) runRoutes(mux *http.ServeMux) {
+// runRoutes are the routes of the runs API.
+func (h *handler) runRoutes() []route {
 	const base = "/api/runs"
-	for _, r := range []struct {
-		pattern string
-		fn      http.HandlerFunc
-	}{
-		{"POST " + base + "/{$}", h.createRun},
-		{"POST " + base, h.createRun},
-		{"POST " + base + "/filter", h.filterRuns},
-		{"GET " + base + "/{id}", h.readRun},
-		{"POST " + base + "/{id}/set_state", h.setRunState},
-		{"POST " + base + "/{id}/heartbeat", h.heartbeatRun},
-		{"GET " + base + "/{id}/wait", h.waitRun},
-		{"POST " + base + "/{id}/wait", h.waitRun},
-	} {
-		mux.HandleFunc(r.pattern, r.fn)
+	create := jsonOp(h, op[sema.RunSpec, createdRun]{statusOf: createdRun.status, body: requiredBody, strict: true,
+		decode: readRunSpec, call: h.createRun, encode: createdRun.render})
+	return []route{
+		{"POST " + base + "/{$}", create},
+		{"POST " + base, create},
+		{"POST " + base + "/filter", jsonOp(h, op[runFilter, []sema.Run]{status: http.StatusOK, body: optionalBody, strict: true,
+			decode: readRunFilter, call: h.listRuns, encode: runList})},
+		{"GET " + base + "/{id}", jsonOp(h, op[uuid.UUID, sema.Run]{status: http.StatusOK,
+			decode: pathRun, call: h.c.ReadRun, encode: runAnswer})},
+		{"POST " + base + "/{id}/set_state", jsonOp(h, op[stateChange, sema.Run]{status: http.StatusOK, body: requiredBody, strict: true,
+			decode: readStateChange, call: h.setRunState, encode: runAnswer})},
+		{"POST " + base + "/{id}/heartbeat", jsonOp(h, op[uuid.UUID, time.Time]{status: http.StatusNoContent, body: optionalBody, strict: true,
+			decode: pathRun, call: h.c.HeartbeatRun})},
+		{"GET " + base + "/{id}/wait", jsonOp(h, op[runWait, sema.Run]{status: http.StatusOK,
+			decode: readWaitQuery, call: h.waitRun, wait: runWaitTime, encode: runAnswer})},
+		{"POST " + base + "/{id}/wait", jsonOp(h, op[runWait, sema.Run]{status: http.StatusOK, body: optionalBody, strict: true,
+			decode: readWaitBody, call: h.waitRun, wait: runWaitTime, encode: runAnswer})},
 	}
 }
 
@@ -103,14 +108,14 @@ func pathRunID(r *http.Request) (uuid.UUID, error) {
 }
 
 // readKind reads a kind field.
-func readKind(b *body, name string, dst *sema.RunKind) bool {
+func readKind(b *jsonbody.Body, name string, dst *sema.RunKind) bool {
 	var s string
-	if !b.str(name, &s) {
+	if !b.Str(name, &s) {
 		return false
 	}
 	k, ok := sema.ParseRunKind(s)
 	if !ok {
-		b.fail(name, `must be "task" or "flow"`)
+		b.Fail(name, `must be "task" or "flow"`)
 		return false
 	}
 	*dst = k
@@ -118,228 +123,186 @@ func readKind(b *body, name string, dst *sema.RunKind) bool {
 }
 
 // readState reads a state field, one of allowed.
-func readState(b *body, name string, dst *sema.RunState, allowed func(sema.RunState) bool, want string) bool {
+func readState(b *jsonbody.Body, name string, dst *sema.RunState, allowed func(sema.RunState) bool, want string) bool {
 	var s string
-	if !b.str(name, &s) {
+	if !b.Str(name, &s) {
 		return false
 	}
 	st, ok := sema.ParseRunState(s)
 	if !ok || !allowed(st) {
-		b.fail(name, "must be "+want)
+		b.Fail(name, "must be "+want)
 		return false
 	}
 	*dst = st
 	return true
 }
 
-// createRun is POST /api/runs/: {kind, id?, name?, tags?, limits?,
+func pathRun(r *http.Request, _ *jsonbody.Body) (uuid.UUID, error) { return pathRunID(r) }
+
+func runAnswer(r sema.Run) any { return toRunJSON(r) }
+
+// readRunSpec reads POST /api/runs/: {kind, id?, name?, tags?, limits?,
 // slots?, parent_id?, collision_strategy?, lease_duration?}; 201 with the
-// Pending run.
-func (h *handler) createRun(w http.ResponseWriter, r *http.Request) {
-	b, err := h.readBody(w, r, false)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
+// Pending run, 200 with the same run asked for again.
+func readRunSpec(_ *http.Request, b *jsonbody.Body) (sema.RunSpec, error) {
 	var s sema.RunSpec
-	b.uuidField("id", &s.ID)
-	b.require("kind", readKind(b, "kind", &s.Kind))
-	b.str("name", &s.Name)
-	b.strArray("tags", &s.Tags, 0, sema.MaxRunTags)
-	b.strArray("limits", &s.Limits, 0, sema.MaxRunTags)
-	b.integer("slots", &s.Slots, 1, sema.MaxSlots)
-	b.uuidField("parent_id", &s.ParentID)
+	b.UUID("id", &s.ID)
+	b.Require("kind", readKind(b, "kind", &s.Kind))
+	b.Str("name", &s.Name)
+	b.StrArray("tags", &s.Tags, 0, sema.MaxRunTags)
+	b.StrArray("limits", &s.Limits, 0, sema.MaxRunTags)
+	b.Int("slots", &s.Slots, 1, sema.MaxSlots)
+	b.UUID("parent_id", &s.ParentID)
 	var strategy string
-	if b.str("collision_strategy", &strategy) {
+	if b.Str("collision_strategy", &strategy) {
 		c, ok := sema.ParseCollisionStrategy(strategy)
 		if !ok || strategy == "" {
-			b.fail("collision_strategy", `must be "enqueue" or "cancel_new"`)
+			b.Fail("collision_strategy", `must be "enqueue" or "cancel_new"`)
 		}
 		s.CollisionStrategy = c
 	}
 	s.LeaseDuration, _ = readSeconds(b, "lease_duration", maxLeaseSeconds)
-	if err := b.finish(true); err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	run, created, err := h.c.CreateRun(r.Context(), s)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	status := http.StatusCreated
-	if !created {
-		status = http.StatusOK // the same run asked for again
-	}
-	writeJSON(w, status, toRunJSON(run))
+	return s, nil
 }
 
-// readRun is GET /api/runs/{id}.
-func (h *handler) readRun(w http.ResponseWriter, r *http.Request) {
-	id, err := pathRunID(r)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	run, err := h.c.ReadRun(r.Context(), id)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toRunJSON(run))
+// createdRun is a run created, or found created before.
+type createdRun struct {
+	run     sema.Run
+	created bool
 }
 
-// filterRuns is POST /api/runs/filter {kind?, state?, tag?, flow_run_id?,
+func (h *handler) createRun(ctx context.Context, s sema.RunSpec) (createdRun, error) {
+	run, created, err := h.c.CreateRun(ctx, s)
+	return createdRun{run, created}, err
+}
+
+func (c createdRun) status() int {
+	if c.created {
+		return http.StatusCreated
+	}
+	return http.StatusOK // the same run asked for again
+}
+
+func (c createdRun) render() any { return toRunJSON(c.run) }
+
+// runFilter is POST /api/runs/filter {kind?, state?, tag?, flow_run_id?,
 // limit?, offset?}: runs oldest first. flow_run_id selects the runs inside
 // that run, at any depth.
-func (h *handler) filterRuns(w http.ResponseWriter, r *http.Request) {
-	b, err := h.readBody(w, r, true)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
+type runFilter struct {
+	filter        sema.RunFilter
+	limit, offset int
+}
+
+func readRunFilter(_ *http.Request, b *jsonbody.Body) (runFilter, error) {
 	var f sema.RunFilter
 	readKind(b, "kind", &f.Kind)
 	readState(b, "state", &f.State, func(sema.RunState) bool { return true },
 		"Pending, AwaitingConcurrencySlot, Running, Completed, Failed, Crashed or Cancelled")
-	b.str("tag", &f.Tag)
-	b.uuidField("flow_run_id", &f.Ancestor)
+	b.Str("tag", &f.Tag)
+	b.UUID("flow_run_id", &f.Ancestor)
 	limit, offset := readPage(b)
-	if err := b.finish(true); err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	runs, err := h.c.ListRuns(r.Context(), f, offset, limit)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
+	return runFilter{f, limit, offset}, nil
+}
+
+func (h *handler) listRuns(ctx context.Context, f runFilter) ([]sema.Run, error) {
+	return h.c.ListRuns(ctx, f.filter, f.offset, f.limit)
+}
+
+func runList(runs []sema.Run) any {
 	out := make([]runJSON, len(runs))
 	for i, run := range runs {
 		out[i] = toRunJSON(run)
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 func settable(s sema.RunState) bool { return s == sema.Running || s.IsFinal() }
 
 const settableStates = "Running, Completed, Failed, Crashed or Cancelled"
 
-// setRunState is POST /api/runs/{id}/set_state {state, message?}: 200
+// stateChange is POST /api/runs/{id}/set_state {state, message?}: 200
 // with the run. Asking for Running answers with the run Running, or
 // AwaitingConcurrencySlot in line (or Failed or Cancelled if it can never
 // or may not wait); a change the run's state does not allow is 409.
-func (h *handler) setRunState(w http.ResponseWriter, r *http.Request) {
-	id, err := pathRunID(r)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	b, err := h.readBody(w, r, false)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	var (
-		state   sema.RunState
-		message string
-	)
-	b.require("state", readState(b, "state", &state, settable, settableStates))
-	b.str("message", &message)
-	if err := b.finish(true); err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	run, err := h.c.SetRunState(r.Context(), id, state, message)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toRunJSON(run))
+type stateChange struct {
+	id      uuid.UUID
+	state   sema.RunState
+	message string
 }
 
-// heartbeatRun is POST /api/runs/{id}/heartbeat: 204, renewing a Running
-// run's lease; 410 once the run is in a final state (its lease expired,
-// for one): its process must stop.
-func (h *handler) heartbeatRun(w http.ResponseWriter, r *http.Request) {
+func readStateChange(r *http.Request, b *jsonbody.Body) (stateChange, error) {
 	id, err := pathRunID(r)
 	if err != nil {
-		h.writeProblem(w, r, err)
-		return
+		return stateChange{}, err
 	}
-	b, err := h.readBody(w, r, true)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	if err := b.finish(true); err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	if _, err := h.c.HeartbeatRun(r.Context(), id); err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	c := stateChange{id: id}
+	b.Require("state", readState(b, "state", &c.state, settable, settableStates))
+	b.Str("message", &c.message)
+	return c, nil
 }
 
-// waitRun is GET /api/runs/{id}/wait?state=Running&timeout_seconds=60 (or
+func (h *handler) setRunState(ctx context.Context, c stateChange) (sema.Run, error) {
+	return h.c.SetRunState(ctx, c.id, c.state, c.message)
+}
+
+// runWait is GET /api/runs/{id}/wait?state=Running&timeout_seconds=60 (or
 // POST with those fields in the body): it answers 200 with the run as soon
 // as it reaches that state or any final state, or when the time is up with
-// the run as it is; the caller looks at its state.
-func (h *handler) waitRun(w http.ResponseWriter, r *http.Request) {
-	id, err := pathRunID(r)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	until, timeout := sema.Running, float64(defaultRunWaitSeconds)
-	if r.Method == http.MethodGet {
-		err = readWaitQuery(r, &until, &timeout)
-	} else {
-		var b *body
-		if b, err = h.readBody(w, r, true); err == nil {
-			readState(b, "state", &until, settable, settableStates)
-			b.number("timeout_seconds", &timeout, 0, maxRunWaitSeconds, false)
-			err = b.finish(true)
-		}
-	}
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	d := time.Duration(timeout * float64(time.Second))
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d + time.Minute))
-	run, err := h.c.WaitRun(r.Context(), id, until, d)
-	if err != nil {
-		h.writeProblem(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, toRunJSON(run))
+// the run as it is; the caller looks at its state. A heartbeat is POST
+// /api/runs/{id}/heartbeat: 204, renewing a Running run's lease; 410 once
+// the run is in a final state (its lease expired, for one): its process
+// must stop.
+type runWait struct {
+	id      uuid.UUID
+	until   sema.RunState
+	timeout time.Duration
 }
 
-// readWaitQuery reads wait's query parameters.
-func readWaitQuery(r *http.Request, until *sema.RunState, timeout *float64) error {
+func runWaitTime(w runWait) time.Duration { return w.timeout }
+
+func (h *handler) waitRun(ctx context.Context, w runWait) (sema.Run, error) {
+	return h.c.WaitRun(ctx, w.id, w.until, w.timeout)
+}
+
+// readWaitBody reads POST /api/runs/{id}/wait's body.
+func readWaitBody(r *http.Request, b *jsonbody.Body) (runWait, error) {
+	id, err := pathRunID(r)
+	if err != nil {
+		return runWait{}, err
+	}
+	until, timeout := sema.Running, float64(defaultRunWaitSeconds)
+	readState(b, "state", &until, settable, settableStates)
+	b.Number("timeout_seconds", &timeout, 0, maxRunWaitSeconds, false)
+	return runWait{id, until, time.Duration(timeout * float64(time.Second))}, nil
+}
+
+// readWaitQuery reads GET /api/runs/{id}/wait's query parameters.
+func readWaitQuery(r *http.Request, _ *jsonbody.Body) (runWait, error) {
+	id, err := pathRunID(r)
+	if err != nil {
+		return runWait{}, err
+	}
+	until, timeout := sema.Running, float64(defaultRunWaitSeconds)
 	q := r.URL.Query()
 	for k := range q {
 		if k != "state" && k != "timeout_seconds" {
-			return &requestError{Status: http.StatusUnprocessableEntity, Code: "unknown_field", Field: k,
+			return runWait{}, &requestError{Code: codeUnknownField, Field: k,
 				Detail: "unknown query parameter; known ones are state, timeout_seconds"}
 		}
 	}
 	if s := q.Get("state"); s != "" {
 		st, ok := sema.ParseRunState(s)
 		if !ok || !settable(st) {
-			return invalidField("state", "must be "+settableStates)
+			return runWait{}, invalidField("state", "must be "+settableStates)
 		}
-		*until = st
+		until = st
 	}
 	if s := q.Get("timeout_seconds"); s != "" {
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil || math.IsNaN(f) || f < 0 || f > maxRunWaitSeconds {
-			return invalidField("timeout_seconds", "must be a number from 0 to "+strconv.Itoa(maxRunWaitSeconds))
+			return runWait{}, invalidField("timeout_seconds", "must be a number from 0 to "+strconv.Itoa(maxRunWaitSeconds))
 		}
-		*timeout = f
+		timeout = f
 	}
-	return nil
+	return runWait{id, until, time.Duration(timeout * float64(time.Second))}, nil
 }

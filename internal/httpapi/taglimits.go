@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"math"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/allot-dev/allot/internal/coord"
+	"github.com/allot-dev/allot/internal/jsonbody"
 	"github.com/allot-dev/allot/internal/sema"
 )
 
@@ -35,25 +37,32 @@ func newTagLimitAPI(h *handler, kind sema.RunKind) *tagLimitAPI {
 	return &tagLimitAPI{h: h, kind: kind, base: "/api/concurrency_limits", key: "tag", holderField: "task_run_id"}
 }
 
-// routes registers the API's routes on mux.
-func (a *tagLimitAPI) routes(mux *http.ServeMux) {
+// routes are the API's routes.
+func (a *tagLimitAPI) routes() []route {
+	h := a.h
 	byKey := a.base + "/" + a.key + "/{key}"
-	for _, r := range []struct {
-		pattern string
-		fn      http.HandlerFunc
-	}{
-		{"POST " + a.base + "/{$}", a.create},
-		{"POST " + a.base, a.create},
-		{"POST " + a.base + "/filter", a.filter},
-		{"POST " + a.base + "/increment", a.increment},
-		{"POST " + a.base + "/decrement", a.decrement},
-		{"GET " + a.base + "/{id}", a.read},
-		{"DELETE " + a.base + "/{id}", a.delete},
-		{"GET " + byKey, a.read},
-		{"DELETE " + byKey, a.delete},
-		{"POST " + byKey + "/reset", a.reset},
-	} {
-		mux.HandleFunc(r.pattern, r.fn)
+	create := jsonOp(h, op[tagLimitSpec, upsertedTagLimit]{statusOf: upsertedTagLimit.status, body: requiredBody, strict: true,
+		decode: a.readSpec, call: a.upsert, encode: a.renderUpserted, errs: a.v1})
+	read := jsonOp(h, op[coord.TagLimitRef, sema.LimitView]{status: http.StatusOK,
+		decode: a.ref, call: a.read, encode: a.render, errs: a.v1})
+	// 200 with null, as Prefect answers.
+	del := jsonOp(h, op[coord.TagLimitRef, any]{status: http.StatusOK,
+		decode: a.ref, call: a.delete, errs: a.v1})
+	return []route{
+		{"POST " + a.base + "/{$}", create},
+		{"POST " + a.base, create},
+		{"POST " + a.base + "/filter", jsonOp(h, op[tagLimitPage, []sema.LimitView]{status: http.StatusOK, body: optionalBody,
+			decode: readTagLimitPage, call: a.list, encode: a.renderList, errs: a.v1})},
+		{"POST " + a.base + "/increment", jsonOp(h, op[holderRequest, []sema.LimitRef]{status: http.StatusOK, body: requiredBody,
+			decode: a.readHolderRequest, call: a.increment, encode: a.bare, errs: a.v1})},
+		{"POST " + a.base + "/decrement", jsonOp(h, op[holderRequest, []sema.LimitRef]{status: http.StatusOK, body: requiredBody,
+			decode: a.readHolderRequest, call: a.decrement, encode: a.bare, errs: a.v1})},
+		{"GET " + a.base + "/{id}", read},
+		{"DELETE " + a.base + "/{id}", del},
+		{"GET " + byKey, read},
+		{"DELETE " + byKey, del},
+		{"POST " + byKey + "/reset", jsonOp(h, op[resetRequest, coord.ResetResult]{status: http.StatusOK, body: optionalBody,
+			decode: a.readReset, call: a.reset, encode: renderReset, errs: a.v1})},
 	}
 }
 
@@ -96,9 +105,11 @@ func (a *tagLimitAPI) toJSON(v sema.LimitView) tagLimitJSON {
 	return out
 }
 
+func (a *tagLimitAPI) render(v sema.LimitView) any { return a.toJSON(v) }
+
 // ref reads the limit a request names: by {id} (a UUID, as Prefect's path
 // converter requires) or by {key}.
-func (a *tagLimitAPI) ref(r *http.Request) (coord.TagLimitRef, error) {
+func (a *tagLimitAPI) ref(r *http.Request, _ *jsonbody.Body) (coord.TagLimitRef, error) {
 	if key := r.PathValue("key"); key != "" {
 		return coord.TagLimitRef{Key: key}, nil
 	}
@@ -109,95 +120,88 @@ func (a *tagLimitAPI) ref(r *http.Request) (coord.TagLimitRef, error) {
 	return coord.TagLimitRef{ID: id}, nil
 }
 
-// fail answers err, with Prefect's v1 text for a limit not found.
-func (a *tagLimitAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
+// v1 gives a limit not found Prefect's v1 text.
+func (a *tagLimitAPI) v1(err error) error {
 	if errors.Is(err, sema.ErrLimitNotFound) {
-		err = &requestError{Status: http.StatusNotFound, Code: "limit_not_found", Detail: detailTagLimitNotFound}
+		return &requestError{Code: codeLimitNotFound, Detail: detailTagLimitNotFound}
 	}
-	a.h.writeProblem(w, r, err)
+	return err
 }
 
-// create is POST {base}/: {tag, concurrency_limit}; 201 for a new limit,
-// 200 when it existed (its limit is set).
-func (a *tagLimitAPI) create(w http.ResponseWriter, r *http.Request) {
-	b, err := a.h.readBody(w, r, false)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	var key string
-	var limit int
-	b.require(a.key, b.str(a.key, &key))
-	b.require("concurrency_limit", b.integer("concurrency_limit", &limit, 0, sema.MaxSlots))
-	if err := b.finish(true); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	v, created, err := a.h.c.UpsertTagLimit(r.Context(), a.kind, key, limit)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	status := http.StatusOK
-	if created {
-		status = http.StatusCreated
-	}
-	writeJSON(w, status, a.toJSON(v))
+// tagLimitSpec is POST {base}/: {tag, concurrency_limit}; 201 for a new
+// limit, 200 when it existed (its limit is set).
+type tagLimitSpec struct {
+	key   string
+	limit int
 }
+
+func (a *tagLimitAPI) readSpec(_ *http.Request, b *jsonbody.Body) (tagLimitSpec, error) {
+	var s tagLimitSpec
+	b.Require(a.key, b.Str(a.key, &s.key))
+	b.Require("concurrency_limit", b.Int("concurrency_limit", &s.limit, 0, sema.MaxSlots))
+	return s, nil
+}
+
+// upsertedTagLimit is a tag limit created, or updated.
+type upsertedTagLimit struct {
+	view    sema.LimitView
+	created bool
+}
+
+func (a *tagLimitAPI) upsert(ctx context.Context, s tagLimitSpec) (upsertedTagLimit, error) {
+	v, created, err := a.h.c.UpsertTagLimit(ctx, a.kind, s.key, s.limit)
+	return upsertedTagLimit{v, created}, err
+}
+
+func (u upsertedTagLimit) status() int {
+	if u.created {
+		return http.StatusCreated
+	}
+	return http.StatusOK
+}
+
+func (a *tagLimitAPI) renderUpserted(u upsertedTagLimit) any { return a.toJSON(u.view) }
 
 // read is GET {base}/{id} and GET {base}/tag/{tag}.
-func (a *tagLimitAPI) read(w http.ResponseWriter, r *http.Request) {
-	ref, err := a.ref(r)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	v, err := a.h.c.ReadTagLimit(r.Context(), a.kind, ref)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, a.toJSON(v))
+func (a *tagLimitAPI) read(ctx context.Context, ref coord.TagLimitRef) (sema.LimitView, error) {
+	return a.h.c.ReadTagLimit(ctx, a.kind, ref)
 }
 
-// filter is POST {base}/filter {limit, offset}: a page of these limits
-// only, by name (Prefect pages over every limit and can crowd them out).
-func (a *tagLimitAPI) filter(w http.ResponseWriter, r *http.Request) {
-	b, err := a.h.readBody(w, r, true)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
+// tagLimitPage is POST {base}/filter {limit, offset}: a page of these
+// limits only, by name (Prefect pages over every limit and can crowd them
+// out).
+type tagLimitPage struct{ limit, offset int }
+
+func readTagLimitPage(_ *http.Request, b *jsonbody.Body) (tagLimitPage, error) {
 	limit, offset := readPage(b)
-	if err := b.finish(false); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	vs, err := a.h.c.ListTagLimits(r.Context(), a.kind, offset, limit)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
+	return tagLimitPage{limit, offset}, nil
+}
+
+func (a *tagLimitAPI) list(ctx context.Context, p tagLimitPage) ([]sema.LimitView, error) {
+	return a.h.c.ListTagLimits(ctx, a.kind, p.offset, p.limit)
+}
+
+func (a *tagLimitAPI) renderList(vs []sema.LimitView) any {
 	out := make([]tagLimitJSON, len(vs))
 	for i, v := range vs {
 		out[i] = a.toJSON(v)
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 // readPage reads filter's limit (0 to 200, default 200) and offset, with
 // Prefect's texts.
-func readPage(b *body) (limit, offset int) {
+func readPage(b *jsonbody.Body) (limit, offset int) {
 	limit = maxFilterLimit
-	if b.integer("limit", &limit, math.MinInt64, math.MaxInt64) {
+	if b.Int("limit", &limit, math.MinInt64, math.MaxInt64) {
 		switch {
 		case limit < 0:
-			b.fail("limit", "Invalid limit: must be greater than or equal to 0.")
+			b.Fail("limit", "Invalid limit: must be greater than or equal to 0.")
 		case limit > maxFilterLimit:
-			b.fail("limit", "Invalid limit: must be less than or equal to 200.")
+			b.Fail("limit", "Invalid limit: must be less than or equal to 200.")
 		}
 	}
-	b.integer("offset", &offset, 0, 1<<31-1)
+	b.Int("offset", &offset, 0, 1<<31-1)
 	return limit, offset
 }
 
@@ -208,40 +212,38 @@ type resetJSON struct {
 	Refused []string `json:"refused"`
 }
 
-// reset is POST {base}/tag/{tag}/reset {slot_override?}: every lease on
-// the limit is revoked, then each slot_override id gets a slot while one
-// is free.
-func (a *tagLimitAPI) reset(w http.ResponseWriter, r *http.Request) {
-	ref, err := a.ref(r)
+// resetRequest is POST {base}/tag/{tag}/reset {slot_override?}: every
+// lease on the limit is revoked, then each slot_override id gets a slot
+// while one is free.
+type resetRequest struct {
+	ref coord.TagLimitRef
+	ids []string
+}
+
+func (a *tagLimitAPI) readReset(r *http.Request, b *jsonbody.Body) (resetRequest, error) {
+	ref, err := a.ref(r, b)
 	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	b, err := a.h.readBody(w, r, true)
-	if err != nil {
-		a.fail(w, r, err)
-		return
+		return resetRequest{}, err
 	}
 	var ids []string
-	if b.strArray("slot_override", &ids, 0, maxNames) {
+	if b.StrArray("slot_override", &ids, 0, maxNames) {
 		for i, id := range ids {
 			u, err := uuid.Parse(id)
 			if err != nil {
-				b.fail("slot_override", "item "+strconv.Itoa(i)+" must be a UUID")
+				b.Fail("slot_override", "item "+strconv.Itoa(i)+" must be a UUID")
 				break
 			}
 			ids[i] = u.String()
 		}
 	}
-	if err := b.finish(false); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	res, err := a.h.c.ResetTagLimit(r.Context(), a.kind, ref, ids)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
+	return resetRequest{ref, ids}, nil
+}
+
+func (a *tagLimitAPI) reset(ctx context.Context, req resetRequest) (coord.ResetResult, error) {
+	return a.h.c.ResetTagLimit(ctx, a.kind, req.ref, req.ids)
+}
+
+func renderReset(res coord.ResetResult) any {
 	out := resetJSON{Revoked: res.Revoked, Granted: res.Granted, Refused: res.Refused}
 	if out.Granted == nil {
 		out.Granted = []string{}
@@ -249,37 +251,34 @@ func (a *tagLimitAPI) reset(w http.ResponseWriter, r *http.Request) {
 	if out.Refused == nil {
 		out.Refused = []string{}
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 // delete is DELETE {base}/{id} and DELETE {base}/tag/{tag}: 200 with
 // null, as Prefect answers.
-func (a *tagLimitAPI) delete(w http.ResponseWriter, r *http.Request) {
-	ref, err := a.ref(r)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	if err := a.h.c.DeleteTagLimit(r.Context(), a.kind, ref); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, nil)
+func (a *tagLimitAPI) delete(ctx context.Context, ref coord.TagLimitRef) (any, error) {
+	return nil, a.h.c.DeleteTagLimit(ctx, a.kind, ref)
 }
 
-// readHolderRequest reads {names, task_run_id} of increment and decrement.
-func (a *tagLimitAPI) readHolderRequest(b *body) (keys []string, holder string) {
-	b.require("names", b.strs("names", &keys, maxNames))
+// holderRequest is {names, task_run_id} of increment and decrement.
+type holderRequest struct {
+	keys   []string
+	holder string
+}
+
+func (a *tagLimitAPI) readHolderRequest(_ *http.Request, b *jsonbody.Body) (holderRequest, error) {
+	var keys []string
+	b.Require("names", b.Strs("names", &keys, maxNames))
 	var id uuid.UUID
-	b.require(a.holderField, b.uuidField(a.holderField, &id))
+	b.Require(a.holderField, b.UUID(a.holderField, &id))
 	// Prefect's client sends occupancy_seconds with decrement; ignored.
-	b.number("occupancy_seconds", new(float64), 0, maxOccupancy, false)
-	return keys, id.String()
+	b.Number("occupancy_seconds", new(float64), 0, maxOccupancy, false)
+	return holderRequest{keys, id.String()}, nil
 }
 
 // bare names limits by their keys, as Prefect's v1 increment does (and,
 // unlike Prefect, decrement too).
-func (a *tagLimitAPI) bare(refs []sema.LimitRef) []minimalJSON {
+func (a *tagLimitAPI) bare(refs []sema.LimitRef) any {
 	out := toMinimal(refs)
 	for i := range out {
 		out[i].Name = strings.TrimPrefix(out[i].Name, a.kind.LimitPrefix())
@@ -289,19 +288,10 @@ func (a *tagLimitAPI) bare(refs []sema.LimitRef) []minimalJSON {
 
 // increment is POST {base}/increment {names, task_run_id}: one slot of
 // every limited tag at once, held by the task run until decrement (or for
-// V1LeaseDuration). Unknown tags are skipped.
-func (a *tagLimitAPI) increment(w http.ResponseWriter, r *http.Request) {
-	b, err := a.h.readBody(w, r, false)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	keys, holder := a.readHolderRequest(b)
-	if err := b.finish(false); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	refs, err := a.h.c.IncrementTagLimits(r.Context(), a.kind, keys, holder)
+// V1LeaseDuration). Unknown tags are skipped. A refusal has Prefect's v1
+// texts.
+func (a *tagLimitAPI) increment(ctx context.Context, req holderRequest) ([]sema.LimitRef, error) {
+	refs, err := a.h.c.IncrementTagLimits(ctx, a.kind, req.keys, req.holder)
 	var (
 		le *sema.LockedError
 		ne *sema.NeverError
@@ -314,36 +304,17 @@ func (a *tagLimitAPI) increment(w http.ResponseWriter, r *http.Request) {
 		}
 		key := strings.TrimPrefix(full[0], a.kind.LimitPrefix())
 		s := retryAfterSeconds(le)
-		err = &tagLockedError{code: "locked", detail: "Concurrency limit for the " + key + " " + a.key + " has been reached",
+		err = &tagLockedError{code: codeLocked, detail: "Concurrency limit for the " + key + " " + a.key + " has been reached",
 			limits: full, retryAfter: &s}
 	case errors.As(err, &ne) && ne.Reason == "slots_exceed_limit":
 		key := strings.TrimPrefix(ne.Names[0], a.kind.LimitPrefix())
-		err = &tagLockedError{code: "limit_zero", detail: sema.ZeroLimitDetail(a.kind, key), limits: ne.Names}
+		err = &tagLockedError{code: codeLimitZero, detail: sema.ZeroLimitDetail(a.kind, key), limits: ne.Names}
 	}
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, a.bare(refs))
+	return refs, err
 }
 
 // decrement is POST {base}/decrement {names, task_run_id}: releases the
 // task run's leases on those tags.
-func (a *tagLimitAPI) decrement(w http.ResponseWriter, r *http.Request) {
-	b, err := a.h.readBody(w, r, false)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	keys, holder := a.readHolderRequest(b)
-	if err := b.finish(false); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	refs, err := a.h.c.DecrementTagLimits(r.Context(), a.kind, keys, holder)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, a.bare(refs))
+func (a *tagLimitAPI) decrement(ctx context.Context, req holderRequest) ([]sema.LimitRef, error) {
+	return a.h.c.DecrementTagLimits(ctx, a.kind, req.keys, req.holder)
 }

@@ -1,0 +1,142 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/allot-dev/allot/internal/jsonbody"
+)
+
+// route is one entry of the API's route table (see handler.table): a
+// method and path pattern, and what serves it. The table is a plain list,
+// so that a gate (authorisation, say) can be attached per route.
+type route struct {
+	pattern string
+	serve   http.Handler
+}
+
+// bodyRule says whether a route reads a JSON object from its body.
+type bodyRule int
+
+const (
+	// noBody: the route reads no body (GET, DELETE, a path alone).
+	noBody bodyRule = iota
+	// optionalBody: an absent, empty or null body is an empty object.
+	optionalBody
+	// requiredBody: the body must be a JSON object.
+	requiredBody
+)
+
+// op is what a route does, stated once: how it reads its request, which
+// coordinator call it makes and how it answers. serve is the one adapter
+// that runs it; every error, from reading to calling, goes through the one
+// error table (problemFor).
+type op[Req, Resp any] struct {
+	// status is the status of a success; 204 writes no body.
+	status int
+	// statusOf, when set, picks the status from the result (201 for a
+	// created limit, 200 for one that existed).
+	statusOf func(Resp) int
+	body     bodyRule
+	// strict refuses members of the body that decode did not read.
+	strict bool
+	// decode reads the request: its path, its query and, unless body is
+	// noBody, its JSON object b (nil otherwise). A problem with a member
+	// is recorded in b (b.Fail); an error returned is answered as is.
+	decode func(r *http.Request, b *jsonbody.Body) (Req, error)
+	// call asks the coordinator.
+	call func(ctx context.Context, req Req) (Resp, error)
+	// encode is the answer's value for the renderer; nil answers the
+	// result itself.
+	encode func(Resp) any
+	// wait, when set, is how long the call may wait in line: the answer's
+	// write deadline is pushed past it.
+	wait func(Req) time.Duration
+	// errs, when set, rewrites errors before the table sees them (the v1
+	// tag routes' own texts).
+	errs func(error) error
+}
+
+// renderer writes a route's answers: the API's is JSON (jsonRenderer); a
+// web page's would render HTML from the same ops.
+type renderer interface {
+	// answer writes a success: status and the encoded value.
+	answer(w http.ResponseWriter, r *http.Request, status int, v any)
+	// problem writes the answer to err, mapped through the error table.
+	problem(w http.ResponseWriter, r *http.Request, err error)
+}
+
+// jsonRenderer answers in JSON, and errors in problem+json.
+type jsonRenderer struct{ h *handler }
+
+func (j jsonRenderer) answer(w http.ResponseWriter, r *http.Request, status int, v any) {
+	if status == http.StatusNoContent {
+		w.WriteHeader(status)
+		return
+	}
+	writeJSON(w, status, v)
+}
+
+func (j jsonRenderer) problem(w http.ResponseWriter, r *http.Request, err error) {
+	j.h.writeProblem(w, r, err)
+}
+
+// serve is the adapter: it reads the body, decodes, calls, encodes, and
+// answers every error through rd.
+func serve[Req, Resp any](h *handler, rd renderer, o op[Req, Resp]) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fail := func(err error) {
+			if o.errs != nil {
+				err = o.errs(err)
+			}
+			rd.problem(w, r, err)
+		}
+		var b *jsonbody.Body
+		if o.body != noBody {
+			var err error
+			if b, err = h.readBody(w, r, o.body == optionalBody); err != nil {
+				fail(err)
+				return
+			}
+		}
+		req, err := o.decode(r, b)
+		if err == nil && b != nil {
+			err = b.Finish(o.strict)
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+		if o.wait != nil {
+			if d := o.wait(req); d > 0 {
+				_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d + time.Minute))
+			}
+		}
+		resp, err := o.call(r.Context(), req)
+		if err != nil {
+			fail(err)
+			return
+		}
+		status := o.status
+		if o.statusOf != nil {
+			status = o.statusOf(resp)
+		}
+		var v any = resp
+		if o.encode != nil {
+			v = o.encode(resp)
+		}
+		rd.answer(w, r, status, v)
+	})
+}
+
+// jsonOp is serve with the API's JSON renderer.
+func jsonOp[Req, Resp any](h *handler, o op[Req, Resp]) http.Handler {
+	return serve(h, jsonRenderer{h}, o)
+}
+
+// none is the request or result of a route that has none.
+type none struct{}
+
+// noRequest decodes nothing.
+func noRequest(*http.Request, *jsonbody.Body) (none, error) { return none{}, nil }
