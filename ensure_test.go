@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/allot-dev/allot"
 )
 
@@ -57,6 +59,31 @@ func newProxy(t *testing.T, b *testBundle, put http.HandlerFunc) (*allot.Client,
 	}))
 	t.Cleanup(ps.Close)
 	return b.srv.Client(t, allot.WithURL(ps.URL+target.Path)), p
+}
+
+// TestEnsureLimitIsOneRequest: EnsureLimit creates, resizes and leaves a
+// limit as it is with one request each, the server's ensure.
+func TestEnsureLimitIsOneRequest(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c, p := newProxy(t, b, nil)
+	put := []string{"PUT /api/v2/concurrency_limits/one"}
+	var id string
+	for _, n := range []int{3, 5, 5} {
+		l, err := c.EnsureLimit(t.Context(), "one", n)
+		if err != nil {
+			t.Fatalf("EnsureLimit(one, %d): %v", n, err)
+		}
+		if id == "" {
+			id = l.ID
+		}
+		if l.Name != "one" || l.Limit != n || l.ID != id {
+			t.Errorf("EnsureLimit(one, %d) = %q %q limit %d, want %q one limit %d", n, l.ID, l.Name, l.Limit, id, n)
+		}
+		if diff := cmp.Diff(put, p.take()); diff != "" {
+			t.Errorf("EnsureLimit(one, %d) requests (-want +got):\n%s", n, diff)
+		}
+	}
 }
 
 // TestEnsureLimitWithoutTheRoute: against a server without the ensure
