@@ -147,13 +147,17 @@ func newTransport() http.RoundTripper {
 	return t
 }
 
+// holderProcess is the holder kind of a process (a test checks it is one
+// of the server's).
+const holderProcess = "process"
+
 // defaultHolder names this process: kind "process", id "hostname:pid".
 func defaultHolder() Identity {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "unknown"
 	}
-	return Identity{Kind: "process", ID: host + ":" + strconv.Itoa(os.Getpid())}
+	return Identity{Kind: holderProcess, ID: host + ":" + strconv.Itoa(os.Getpid())}
 }
 
 // URL returns the API's URL the Client talks to.

@@ -72,10 +72,15 @@
 //
 // CreateLimit, GetLimit, ListLimits (and AllLimits), UpdateLimit and
 // DeleteLimit manage limits. EnsureLimit creates a limit or brings an
-// existing one to the given size; it is safe to call from many processes
-// at once, so start-up code can call it unconditionally. A limit whose name
-// has a '*' (resource:*) is a template: every new name it matches is
-// created with its settings on first use.
+// existing one to the given size, in one request; it is safe to call from
+// many processes at once, so start-up code can call it unconditionally. A
+// limit whose name has a '*' (resource:*) is a template: every new name it
+// matches is created with its settings on first use, and removed after
+// its IdleSeconds unused.
+//
+// The limits of tags (task runs) and labels (flow runs) are one type,
+// TagLimit, behind two handles with the same calls: Client.Tags and
+// Client.Labels (Create, Get, List, All, Reset, Delete).
 //
 // # Errors
 //

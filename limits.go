@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// maxPage is the most limits the server returns per page.
+// maxPage is the most limits the server returns per page (a test checks
+// it against the server's).
 const maxPage = 200
 
 // Limit is a named counter of slots, as the server reports it.
@@ -36,6 +37,14 @@ type Limit struct {
 	// Template is true when the name has a '*': the limit is never held
 	// itself but gives its settings to each new name it matches.
 	Template bool `json:"template"`
+	// IdleSeconds is, on a template, how long a limit it creates may sit
+	// unused before the server removes it (0: never); on a limit a
+	// template created (FromTemplate), its own, copied at its creation. It
+	// is nil on other limits.
+	IdleSeconds *float64 `json:"idle_seconds,omitempty"`
+	// FromTemplate is true on a limit a template created on first use:
+	// only such limits are removed when idle.
+	FromTemplate bool `json:"from_template,omitempty"`
 	// FencingToken is the token of the latest grant on the limit.
 	FencingToken uint64 `json:"fencing_token"`
 	// Waiting is the number of requests in line.
@@ -85,15 +94,22 @@ type LimitSpec struct {
 	// ActiveSlots and DeniedSlots preset the counters.
 	ActiveSlots int
 	DeniedSlots int
+	// IdleSeconds, for a template only (any other limit is refused with
+	// ErrInvalid on the field idle_seconds), is how long a limit the
+	// template creates may sit unused (no lease, no waiter, a rate limit's
+	// level decayed) before the server removes it; 0 keeps them. nil is
+	// the server's default: an hour. new(0.0) makes the pointer.
+	IdleSeconds *float64
 }
 
 type createBody struct {
-	Name               string  `json:"name"`
-	Limit              int     `json:"limit"`
-	Active             bool    `json:"active"`
-	ActiveSlots        int     `json:"active_slots,omitempty"`
-	DeniedSlots        int     `json:"denied_slots,omitempty"`
-	SlotDecayPerSecond float64 `json:"slot_decay_per_second,omitempty"`
+	Name               string   `json:"name"`
+	Limit              int      `json:"limit"`
+	Active             bool     `json:"active"`
+	ActiveSlots        int      `json:"active_slots,omitempty"`
+	DeniedSlots        int      `json:"denied_slots,omitempty"`
+	SlotDecayPerSecond float64  `json:"slot_decay_per_second,omitempty"`
+	IdleSeconds        *float64 `json:"idle_seconds,omitempty"`
 }
 
 // LimitUpdate is a change to a limit: only the fields that are not nil
@@ -107,6 +123,9 @@ type LimitUpdate struct {
 	ActiveSlots        *int     `json:"active_slots,omitempty"`
 	DeniedSlots        *int     `json:"denied_slots,omitempty"`
 	SlotDecayPerSecond *float64 `json:"slot_decay_per_second,omitempty"`
+	// IdleSeconds changes a template's idle time (see
+	// LimitSpec.IdleSeconds); limits it created before keep theirs.
+	IdleSeconds *float64 `json:"idle_seconds,omitempty"`
 }
 
 // CreateLimit creates a limit. A name that is taken is an error matching
@@ -115,7 +134,8 @@ func (c *Client) CreateLimit(ctx context.Context, spec LimitSpec) (*Limit, error
 	var l Limit
 	err := c.do(ctx, request{method: http.MethodPost, path: limitsPrefix + "/",
 		body: jsonBody(createBody{Name: spec.Name, Limit: spec.Limit, Active: !spec.Disabled,
-			ActiveSlots: spec.ActiveSlots, DeniedSlots: spec.DeniedSlots, SlotDecayPerSecond: spec.SlotDecayPerSecond}),
+			ActiveSlots: spec.ActiveSlots, DeniedSlots: spec.DeniedSlots, SlotDecayPerSecond: spec.SlotDecayPerSecond,
+			IdleSeconds: spec.IdleSeconds}),
 		accept: []int{http.StatusCreated, http.StatusOK}}, &l)
 	if err != nil {
 		return nil, fmt.Errorf("create limit %q: %w", spec.Name, err)
@@ -152,15 +172,21 @@ func (c *Client) ListLimits(ctx context.Context, offset, n int) ([]*Limit, error
 // Limits created or deleted meanwhile may be missed or seen twice. It
 // stops at the first error, which it yields.
 func (c *Client) AllLimits(ctx context.Context) iter.Seq2[*Limit, error] {
-	return func(yield func(*Limit, error) bool) {
+	return allPages(ctx, c.ListLimits)
+}
+
+// allPages iterates over what list returns, maxPage at a time, until a page
+// is short or list fails; it yields the error and stops.
+func allPages[T any](ctx context.Context, list func(ctx context.Context, offset, n int) ([]*T, error)) iter.Seq2[*T, error] {
+	return func(yield func(*T, error) bool) {
 		for offset := 0; ; offset += maxPage {
-			page, err := c.ListLimits(ctx, offset, maxPage)
+			page, err := list(ctx, offset, maxPage)
 			if err != nil {
 				yield(nil, err)
 				return
 			}
-			for _, l := range page {
-				if !yield(l, nil) {
+			for _, v := range page {
+				if !yield(v, nil) {
 					return
 				}
 			}
@@ -220,17 +246,49 @@ func (c *Client) DeleteLimit(ctx context.Context, nameOrID string) error {
 	return nil
 }
 
-// ensureTries bounds EnsureLimit's rounds of create, read and update
+// EnsureLimit makes sure a limit named name exists with limit slots, and
+// returns it: the server creates it, or, if the name is taken, changes its
+// number of slots if it differs, in one request (PUT
+// /v2/concurrency_limits/{name}, an allot extension). It leaves everything
+// else of an existing limit (active, decay) as it is. Concurrent calls with
+// the same arguments all succeed and leave one limit; if they differ in
+// limit, the last one wins.
+//
+// Against a server without that route (Prefect's, or an older allot, which
+// answer 404 or 405) it does the same in several requests: it creates the
+// limit, or, if the name is taken, reads it and updates it.
+func (c *Client) EnsureLimit(ctx context.Context, name string, limit int) (*Limit, error) {
+	var l Limit
+	err := c.do(ctx, request{method: http.MethodPut, path: limitPath(name),
+		body:   jsonBody(map[string]int{"limit": limit}),
+		accept: []int{http.StatusCreated, http.StatusOK}}, &l)
+	switch {
+	case err == nil:
+		return &l, nil
+	case noRoute(err):
+		return c.ensureInParts(ctx, name, limit)
+	}
+	return nil, wrapEnsure(name, err)
+}
+
+// noRoute reports whether err is the answer of a server that has no such
+// route: a 405, or a 404 that is not about a limit (Prefect's says only
+// "Not Found").
+func noRoute(err error) bool {
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	return ae.Status == http.StatusMethodNotAllowed ||
+		ae.Status == http.StatusNotFound && ae.Code != CodeLimitNotFound
+}
+
+// ensureTries bounds ensureInParts' rounds of create, read and update
 // against concurrent deletes.
 const ensureTries = 5
 
-// EnsureLimit makes sure a limit named name exists with limit slots, and
-// returns it: it creates it, or, if the name is taken, reads it and changes
-// its number of slots if it differs. It leaves everything else of an
-// existing limit (active, decay) as it is. Concurrent calls with the same
-// arguments all succeed and leave one limit; if they differ in limit, the
-// last update wins.
-func (c *Client) EnsureLimit(ctx context.Context, name string, limit int) (*Limit, error) {
+// ensureInParts is EnsureLimit for a server without the ensure route.
+func (c *Client) ensureInParts(ctx context.Context, name string, limit int) (*Limit, error) {
 	var err error
 	for range ensureTries {
 		var l *Limit

@@ -29,7 +29,16 @@ const DefaultRunLeaseDuration = 60 * time.Second
 // no error, however long, makes the request too large to end the run.
 const maxStateMessage = 2048
 
-// Run states, as the server names them.
+// The kinds of runs and the collision strategy of CancelNew, as the server
+// names them (a test checks them against the server's).
+const (
+	kindTask           = "task"
+	kindFlow           = "flow"
+	collisionCancelNew = "cancel_new"
+)
+
+// Run states, as the server names them (a test checks them against the
+// server's).
 const (
 	StatePending                 = "Pending"
 	StateAwaitingConcurrencySlot = "AwaitingConcurrencySlot"
@@ -238,13 +247,13 @@ func runPath(id string) string { return "/runs/" + url.PathEscape(id) }
 // over 2,048 bytes is kept cut between characters, ending in "…": however
 // long the error, the run ends.
 func (c *Client) RunTask(ctx context.Context, name string, fn func(ctx context.Context) error, opts ...RunOption) error {
-	return c.runFunc(ctx, "task", name, fn, opts)
+	return c.runFunc(ctx, kindTask, name, fn, opts)
 }
 
 // RunFlow runs fn as a flow run named name: RunTask for a flow, whose tags
 // are labels, limited by label limits.
 func (c *Client) RunFlow(ctx context.Context, name string, fn func(ctx context.Context) error, opts ...RunOption) error {
-	return c.runFunc(ctx, "flow", name, fn, opts)
+	return c.runFunc(ctx, kindFlow, name, fn, opts)
 }
 
 func (c *Client) runFunc(ctx context.Context, kind, name string, fn func(ctx context.Context) error, opts []RunOption) error {
@@ -268,7 +277,7 @@ func (c *Client) runFunc(ctx context.Context, kind, name string, fn func(ctx con
 	}
 	body.ParentID, _ = RunFrom(ctx)
 	if s.cancelNew {
-		body.CollisionStrategy = "cancel_new"
+		body.CollisionStrategy = collisionCancelNew
 	}
 	var r run
 	err := c.do(ctx, request{method: http.MethodPost, path: "/runs/", body: jsonBody(body),
@@ -474,4 +483,41 @@ func truncateMessage(s string) string {
 		n--
 	}
 	return s[:n] + mark
+}
+
+// Run is a task run or flow run as the server reports it.
+type Run struct {
+	ID   string   `json:"id"`
+	Kind string   `json:"kind"` // "task" or "flow"
+	Name string   `json:"name"`
+	Tags []string `json:"tags"`
+	// Limits are the global limits the run takes Slots slots of with its
+	// tags' limits (RunLimits).
+	Limits   []string `json:"limits,omitempty"`
+	Slots    int      `json:"slots,omitempty"`
+	ParentID string   `json:"parent_id,omitempty"`
+	// State is one of the State… constants.
+	State        string     `json:"state"`
+	StateHistory []RunState `json:"state_history"`
+	LeaseID      string     `json:"lease_id,omitempty"`
+	FencingToken uint64     `json:"fencing_token,omitempty"`
+	Created      time.Time  `json:"created"`
+	Updated      time.Time  `json:"updated"`
+}
+
+// RunState is one entry of a run's state history.
+type RunState struct {
+	State     string    `json:"state"`
+	Timestamp time.Time `json:"timestamp"`
+	Message   string    `json:"message,omitempty"`
+}
+
+// GetRun reads a run by id. An unknown run is an error matching
+// ErrNotFound.
+func (c *Client) GetRun(ctx context.Context, id string) (*Run, error) {
+	var r Run
+	if err := c.do(ctx, request{method: http.MethodGet, path: runPath(id), accept: []int{http.StatusOK}}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
 }

@@ -587,3 +587,57 @@ func TestTemplateCreatesLimitsOnFirstUse(t *testing.T) {
 		t.Errorf("second acquire = %v, want ErrLocked: the created limit has the template's 1 slot", err)
 	}
 }
+
+// TestTemplateIdleSeconds: a template's idle time is set on create and
+// update through LimitSpec and LimitUpdate, read back on the template and
+// on the limits it creates (FromTemplate), and refused on a plain limit.
+func TestTemplateIdleSeconds(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	idle := func(name string) (*float64, bool) {
+		t.Helper()
+		l, err := b.c.GetLimit(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.IdleSeconds, l.FromTemplate
+	}
+	created := b.limit(t, allot.LimitSpec{Name: "res:*", Limit: 1, IdleSeconds: new(120.0)})
+	if created.IdleSeconds == nil || *created.IdleSeconds != 120 || created.FromTemplate {
+		t.Errorf("CreateLimit of a template with IdleSeconds 120 = idle %v, from template %v; want 120, false", created.IdleSeconds, created.FromTemplate)
+	}
+	l, err := b.c.Acquire(ctx, []string{"res:1"}, allot.Strict())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(context.Background())
+	if got, from := idle("res:1"); got == nil || *got != 120 || !from {
+		t.Errorf("the limit the template created: idle %v, from template %v; want 120, true", got, from)
+	}
+	if err := b.c.UpdateLimit(ctx, "res:*", allot.LimitUpdate{IdleSeconds: new(0.0)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := idle("res:*"); got == nil || *got != 0 {
+		t.Errorf("the template after LimitUpdate{IdleSeconds: 0}: idle %v, want 0", got)
+	}
+	if got, _ := idle("res:1"); got == nil || *got != 120 {
+		t.Errorf("the limit the template created, after the template's update: idle %v, want its own 120", got)
+	}
+	b.limit(t, allot.LimitSpec{Name: "other:*", Limit: 1})
+	if got, _ := idle("other:*"); got == nil || *got != 3600 {
+		t.Errorf("a template created without IdleSeconds: idle %v, want the server's default 3600", got)
+	}
+	if got, from := idle(b.limit(t, allot.LimitSpec{Name: "plain", Limit: 1}).Name); got != nil || from {
+		t.Errorf("a plain limit: idle %v, from template %v; want nil, false", got, from)
+	}
+	_, err = b.c.CreateLimit(ctx, allot.LimitSpec{Name: "plain2", Limit: 1, IdleSeconds: new(5.0)})
+	var ae *allot.APIError
+	if !errors.Is(err, allot.ErrInvalid) || !errors.As(err, &ae) || ae.Field != "idle_seconds" {
+		t.Errorf("CreateLimit of a plain limit with IdleSeconds = %v, want ErrInvalid on field idle_seconds", err)
+	}
+	err = b.c.UpdateLimit(ctx, "plain", allot.LimitUpdate{IdleSeconds: new(5.0)})
+	if !errors.Is(err, allot.ErrInvalid) || !errors.As(err, &ae) || ae.Field != "idle_seconds" {
+		t.Errorf("UpdateLimit of a plain limit with IdleSeconds = %v, want ErrInvalid on field idle_seconds", err)
+	}
+}

@@ -155,6 +155,12 @@ func limitFields(l *allot.Limit, now time.Time) [][2]string {
 	if l.Template {
 		f = append(f, [2]string{"Template", "true (new names it matches take its settings)"})
 	}
+	if l.FromTemplate {
+		f = append(f, [2]string{"From template", "true (removed when idle)"})
+	}
+	if l.IdleSeconds != nil {
+		f = append(f, [2]string{"Idle seconds", idleText(*l.IdleSeconds)})
+	}
 	return f
 }
 
@@ -164,6 +170,14 @@ func holderName(h *allot.Identity) string {
 		return "-"
 	}
 	return h.Kind + ":" + h.ID
+}
+
+// idleText is an idle time, or what 0 means.
+func idleText(seconds float64) string {
+	if seconds == 0 {
+		return "0 (never removed)"
+	}
+	return formatFloat(seconds)
 }
 
 func formatFloat(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }

@@ -265,23 +265,23 @@ func TestJSONOutput(t *testing.T) {
 
 	var tl allot.TagLimit
 	decode(ok("concurrency-limit", "inspect", "db", "-o", "json"), &tl)
-	if tl.Tag != "db" || tl.ConcurrencyLimit != 3 || tl.ActiveSlots == nil || tl.ID == "" {
+	if tl.Name != "db" || tl.ConcurrencyLimit != 3 || tl.ActiveSlots == nil || tl.ID == "" {
 		t.Errorf("concurrency-limit inspect -o json: got %+v, want tag db of 3 with active_slots []", tl)
 	}
 	var tls []allot.TagLimit
 	decode(ok("concurrency-limit", "ls", "-o", "json"), &tls)
-	if len(tls) != 1 || tls[0].Tag != "db" {
+	if len(tls) != 1 || tls[0].Name != "db" {
 		t.Errorf("concurrency-limit ls -o json: got %+v, want the tag db only", tls)
 	}
-	var empty2 []allot.LabelLimit
+	var empty2 []allot.TagLimit
 	decode(ok("label-limit", "ls", "-o", "json"), &empty2)
 	if empty2 == nil || len(empty2) != 0 {
 		t.Errorf("label-limit ls -o json of no limits: got %v, want []", empty2)
 	}
 	ok("label-limit", "create", "gpu", "2")
-	var ll allot.LabelLimit
+	var ll allot.TagLimit
 	decode(ok("label-limit", "inspect", "gpu", "-o", "json"), &ll)
-	if ll.Label != "gpu" || ll.ConcurrencyLimit != 2 || ll.ID == "" {
+	if ll.Name != "gpu" || ll.ConcurrencyLimit != 2 || ll.ID == "" {
 		t.Errorf("label-limit inspect -o json: got %+v, want label gpu of 2", ll)
 	}
 }
@@ -403,10 +403,10 @@ func (p *proc) wait(t *testing.T) result {
 func TestRunNameAndLabel(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t)
-	if _, err := srv.c.CreateTagLimit(t.Context(), "db", 1); err != nil {
+	if _, err := srv.c.Tags().Create(t.Context(), "db", 1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := srv.c.CreateLabelLimit(t.Context(), "gpu", 1); err != nil {
+	if _, err := srv.c.Labels().Create(t.Context(), "gpu", 1); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -458,7 +458,7 @@ func TestRunNameAndLabel(t *testing.T) {
 func TestRunTagReportsWaitOnTerminal(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t)
-	if _, err := srv.c.CreateTagLimit(t.Context(), "db", 1); err != nil {
+	if _, err := srv.c.Tags().Create(t.Context(), "db", 1); err != nil {
 		t.Fatal(err)
 	}
 	release := make(chan struct{})
@@ -510,7 +510,7 @@ func TestRunTagReportsWaitOnTerminal(t *testing.T) {
 func TestRunTagAndLimitOneWait(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t)
-	if _, err := srv.c.CreateTagLimit(t.Context(), "db", 1); err != nil {
+	if _, err := srv.c.Tags().Create(t.Context(), "db", 1); err != nil {
 		t.Fatal(err)
 	}
 	srv.createLimit(t, "warehouse", 1)

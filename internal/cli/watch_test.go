@@ -100,7 +100,7 @@ func TestRunTagStopsAtOnceWhenReset(t *testing.T) {
 		run := start(t, srv.allotCmd(t, "run", "--tag", "t", "--lease-duration", "10m", "--", "sh", "-c", termScript(dir)))
 		readWhenThere(t, filepath.Join(dir, "lease"))
 		sent := time.Now()
-		if _, err := srv.c.ResetTagLimit(t.Context(), "t", nil); err != nil {
+		if _, err := srv.c.Tags().Reset(t.Context(), "t", nil); err != nil {
 			t.Fatalf("reset: %v", err)
 		}
 		r := run.wait(t)

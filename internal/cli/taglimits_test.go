@@ -51,15 +51,15 @@ func TestTagInspectAndReset(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t)
 	const run = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
-	if _, err := srv.c.CreateTagLimit(t.Context(), "db", 1); err != nil {
+	if _, err := srv.c.Tags().Create(t.Context(), "db", 1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := srv.c.ResetTagLimit(t.Context(), "db", []string{run}); err != nil {
+	if _, err := srv.c.Tags().Reset(t.Context(), "db", []string{run}); err != nil {
 		t.Fatal(err)
 	}
 	waiter := start(t, srv.allotCmd(t, "run", "--tag", "db", "--", "true"))
 	eventually(t, "allot run waits in line", func() bool {
-		l, err := srv.c.GetTagLimit(t.Context(), "db")
+		l, err := srv.c.Tags().Get(t.Context(), "db")
 		return err == nil && l.Waiting == 1
 	})
 
@@ -95,7 +95,7 @@ func TestTagInspectAndReset(t *testing.T) {
 func TestRunTagRecordsTaskRun(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t)
-	if _, err := srv.c.CreateTagLimit(t.Context(), "db", 1); err != nil {
+	if _, err := srv.c.Tags().Create(t.Context(), "db", 1); err != nil {
 		t.Fatal(err)
 	}
 	r := srv.run(t, "run", "--tag", "db", "--tag", "etl", "--", "sh", "-c", `echo "$ALLOT_TASK_RUN_ID"`)
@@ -121,10 +121,10 @@ func TestRunTagRecordsTaskRun(t *testing.T) {
 	// A reset revokes the running run's slot: its command is stopped.
 	p := start(t, srv.allotCmd(t, "run", "--tag", "db", "--lease-duration", "3s", "--", "sleep", "30"))
 	eventually(t, "the run holds the slot", func() bool {
-		l, err := srv.c.GetTagLimit(t.Context(), "db")
+		l, err := srv.c.Tags().Get(t.Context(), "db")
 		return err == nil && len(l.ActiveSlots) == 1
 	})
-	res, err := srv.c.ResetTagLimit(t.Context(), "db", nil)
+	res, err := srv.c.Tags().Reset(t.Context(), "db", nil)
 	if err != nil || res.Revoked != 1 {
 		t.Fatalf("reset: got %+v, %v; want 1 lease revoked", res, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -289,7 +290,7 @@ func (l *Lease) start() {
 			return
 		}
 		l.mu.Lock()
-		ours := l.released && ended.State == "released"
+		ours := l.released && ended.State == leaseReleased
 		l.mu.Unlock()
 		if !ours {
 			l.lose(ended)
@@ -307,6 +308,10 @@ func (c *Client) release(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// modeRateLimit is the mode of an increment that takes rate-limit slots (a
+// test checks it against the server's).
+const modeRateLimit = "rate_limit"
 
 // acquireBody is the body of increment and increment-with-lease.
 type acquireBody struct {
@@ -621,7 +626,7 @@ func (c *Client) RateLimit(ctx context.Context, names []string, opts ...Option) 
 		return c.do(ctx, request{method: http.MethodPost, path: limitsPrefix + "/increment",
 			body: func() (any, time.Duration) {
 				h := hold()
-				return acquireBody{Names: names, Slots: s.slots, Mode: "rate_limit", TimeoutSeconds: h.Seconds(), Ticket: ticket}, h
+				return acquireBody{Names: names, Slots: s.slots, Mode: modeRateLimit, TimeoutSeconds: h.Seconds(), Ticket: ticket}, h
 			},
 			accept: []int{http.StatusOK}}, &refs)
 	})
@@ -632,4 +637,151 @@ func (c *Client) RateLimit(ctx context.Context, names []string, opts ...Option) 
 		return c.missing(op, names, s.strict)
 	}
 	return nil
+}
+
+// The calls below act on a lease known only by its id, for programs
+// that hand a lease from one process to another (the allot acquire, renew
+// and release commands): a Lease of this process can stop renewing itself
+// (Detach), and another process can renew or release it by id.
+
+// Detach stops the background renewals of the lease without releasing it:
+// the slots stay held until the lease expires, unless RenewLease extends it
+// or ReleaseLease gives it back. It returns once the renewals have stopped.
+// Release still works afterwards. It does nothing to a lease that has ended.
+func (l *Lease) Detach() {
+	l.halt()
+}
+
+// RenewLease extends the lease id to d from now; d zero keeps the
+// duration it was granted with. A lease the server no longer has (it
+// expired or was released) is an error matching ErrLeaseNotFound.
+func (c *Client) RenewLease(ctx context.Context, id string, d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("renew lease %s: %w: lease duration %s must not be negative", id, ErrInvalid, d)
+	}
+	var body any = struct{}{}
+	if d > 0 {
+		body = renewBody{LeaseDuration: d.Seconds()}
+	}
+	err := c.do(ctx, request{method: http.MethodPost, path: limitsPrefix + "/leases/" + url.PathEscape(id) + "/renew",
+		body: jsonBody(body), accept: []int{http.StatusNoContent, http.StatusOK}}, nil)
+	if err != nil {
+		return fmt.Errorf("renew lease %s: %w", id, err)
+	}
+	return nil
+}
+
+// ReleaseLease gives back the slots of the lease id. As in Prefect, a
+// lease the server does not have (expired, or released before) is not an
+// error.
+func (c *Client) ReleaseLease(ctx context.Context, id string) error {
+	return c.release(ctx, id)
+}
+
+// RevokeLease takes a lease away from its holder, as an operator (an allot
+// extension): its slots go to the next waiters at once, its holder's watch
+// hears it within about a second (an SDK Lease is lost, allot run stops its
+// command), and a run that held it is Crashed with reason (empty: "revoked
+// by an operator"). A lease that is not held is an error matching
+// ErrLeaseNotFound.
+func (c *Client) RevokeLease(ctx context.Context, id, reason string) error {
+	body := map[string]string{}
+	if reason != "" {
+		body["reason"] = reason
+	}
+	err := c.do(ctx, request{method: http.MethodPost, path: limitsPrefix + "/leases/" + url.PathEscape(id) + "/revoke",
+		body: jsonBody(body), accept: []int{http.StatusOK}}, nil)
+	if err != nil {
+		return fmt.Errorf("revoke lease %s: %w", id, err)
+	}
+	return nil
+}
+
+// watchPoll is how long one lease watch may stay open before it is sent
+// again (the server allows 300 s).
+const watchPoll = 60 * time.Second
+
+// LeaseEndedError says how the server ended a lease that its holder did
+// not release: an operator revoked it (or reset its limit), it expired, it
+// was released by someone else, or its run ended. The error of a lost lease
+// (Lease.Err, and the cause of the contexts of Concurrency, RunTask and
+// RunFlow) matches ErrLeaseLost and, when the lease watch told of the loss,
+// wraps one of these (errors.As).
+type LeaseEndedError struct {
+	LeaseID string
+	// State is "revoked", "expired", "released" or "not_found" (the server
+	// no longer has the lease and no longer remembers how it ended).
+	State string
+	// Reason is the server's reason: the operator's, "slot revoked by
+	// reset", "lease expired: no heartbeat for 60s", …
+	Reason string
+}
+
+func (e *LeaseEndedError) Error() string {
+	s := "lease " + e.LeaseID
+	switch e.State {
+	case leaseRevoked:
+		s += " was revoked"
+	case leaseExpired:
+		s += " expired"
+	case leaseReleased:
+		s += " was released by someone else"
+	default:
+		s += " is no longer held by the server"
+	}
+	if e.Reason != "" {
+		s += " (" + e.Reason + ")"
+	}
+	return s
+}
+
+// The states of a lease the watch answers, as the server names them (a
+// test checks them against the server's).
+const (
+	leaseHeld     = "held"
+	leaseReleased = "released"
+	leaseExpired  = "expired"
+	leaseRevoked  = "revoked"
+	leaseNotFound = "not_found"
+)
+
+// leaseStatus is the answer of the lease watch.
+type leaseStatus struct {
+	State  string `json:"state"`
+	Reason string `json:"reason"`
+}
+
+// watchLease keeps one long poll open on the server's watch of lease id
+// until ctx is done, and returns a *LeaseEndedError the moment the server
+// says the lease ended. It returns nil when ctx is done first, or when the
+// server has no watch (a Prefect server, or an older allot, answers 404):
+// then the renewals alone find a loss. A failed watch is sent again after a
+// backoff; it never decides by itself that the lease is lost.
+func (c *Client) watchLease(ctx context.Context, id string) *LeaseEndedError {
+	hold := min(c.longPoll, watchPoll)
+	path := limitsPrefix + "/leases/" + url.PathEscape(id) + "/watch?timeout_seconds=" +
+		strconv.FormatFloat(hold.Seconds(), 'f', -1, 64)
+	for failures := 0; ; {
+		var st leaseStatus
+		err := c.do(ctx, request{method: http.MethodGet, path: path,
+			body:   func() (any, time.Duration) { return nil, hold },
+			accept: []int{http.StatusOK}}, &st)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil && st.State == leaseHeld:
+			failures = 0
+		case err == nil:
+			return &LeaseEndedError{LeaseID: id, State: st.State, Reason: st.Reason}
+		case errors.Is(err, ErrNotFound):
+			c.log.Debug("allot: the server has no lease watch; renewals alone will find a lost lease", "lease_id", id)
+			return nil
+		default:
+			failures++
+			c.log.Debug("allot: lease watch failed; will try again", "lease_id", id, "err", err)
+			if !sleep(ctx, max(c.pause(failures), 200*time.Millisecond)) {
+				return nil
+			}
+		}
+	}
 }

@@ -30,6 +30,7 @@ func gclCreate(env Env, g *globals) *cobra.Command {
 	var (
 		spec     allot.LimitSpec
 		disabled bool
+		idle     float64
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME --limit N",
@@ -46,6 +47,9 @@ func gclCreate(env Env, g *globals) *cobra.Command {
 				return err
 			}
 			spec.Name, spec.Disabled = args[0], disabled
+			if cmd.Flags().Changed("idle-seconds") {
+				spec.IdleSeconds = &idle
+			}
 			l, err := c.CreateLimit(cmd.Context(), spec)
 			switch {
 			case errors.Is(err, allot.ErrConflict):
@@ -65,6 +69,7 @@ func gclCreate(env Env, g *globals) *cobra.Command {
 	f.Float64Var(&spec.SlotDecayPerSecond, "slot-decay-per-second", 0, "make it a rate limit: slots come back at this rate")
 	f.IntVar(&spec.ActiveSlots, "active-slots", 0, "slots taken from the start")
 	f.BoolVar(&disabled, "disable", false, "create it inactive: it limits nothing until enabled")
+	f.Float64Var(&idle, "idle-seconds", 0, "templates only: remove a limit the template creates after this long unused (0: never; default 3600)")
 	return cmd
 }
 
@@ -146,11 +151,11 @@ func gclInspect(env Env, g *globals) *cobra.Command {
 func gclUpdate(env Env, g *globals) *cobra.Command {
 	var (
 		limit, activeSlots int
-		decay              float64
+		decay, idle        float64
 		enable, disable    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "update NAME [--limit N] [--slot-decay-per-second F] [--active-slots N] [--enable|--disable]",
+		Use:   "update NAME [--limit N] [--slot-decay-per-second F] [--active-slots N] [--idle-seconds S] [--enable|--disable]",
 		Short: "Change a global concurrency limit",
 		Long: `Change a global concurrency limit. Lowering the limit never revokes held
 leases: it only stops new grants until usage falls below it. --active-slots 0
@@ -174,6 +179,9 @@ resets a rate limit's level; slots held by leases stay held.`,
 			}
 			if f.Changed("slot-decay-per-second") {
 				u.SlotDecayPerSecond = &decay
+			}
+			if f.Changed("idle-seconds") {
+				u.IdleSeconds = &idle
 			}
 			if enable || disable {
 				u.Active = new(enable)
@@ -202,6 +210,7 @@ resets a rate limit's level; slots held by leases stay held.`,
 	f.IntVarP(&limit, "limit", "l", 0, "the number of slots")
 	f.Float64Var(&decay, "slot-decay-per-second", 0, "the rate at which rate-limit slots come back (0: not a rate limit)")
 	f.IntVar(&activeSlots, "active-slots", 0, "set the slots taken without a lease (0 resets a rate limit)")
+	f.Float64Var(&idle, "idle-seconds", 0, "templates only: how long a limit the template creates may sit unused before it is removed (0: never)")
 	f.BoolVar(&enable, "enable", false, "enable the limit")
 	f.BoolVar(&disable, "disable", false, "disable the limit: it limits nothing until enabled")
 	return cmd

@@ -16,103 +16,32 @@ import (
 
 // tagPrefix starts the name of the limit of a tag: the tag "database" is
 // limited by the limit "tag:database", as in Prefect 3.
-const tagPrefix = "tag:"
+var tagPrefix = allot.KindTag.LimitPrefix()
 
 // labelPrefix starts the name of the limit of a flow run's label.
-const labelPrefix = "label:"
-
-// tagLimitRow is a tag's or a label's limit as the commands show it; v is
-// the SDK's value, printed by -o json.
-type tagLimitRow struct {
-	id, key          string
-	concurrencyLimit int
-	activeSlots      []string
-	active           bool
-	waiting          int
-	holders          []allot.Holding
-	created, updated time.Time
-	v                any
-}
-
-func fromTag(l *allot.TagLimit) tagLimitRow {
-	return tagLimitRow{id: l.ID, key: l.Tag, concurrencyLimit: l.ConcurrencyLimit, activeSlots: l.ActiveSlots,
-		active: l.Active, waiting: l.Waiting, holders: l.Holders, created: l.Created, updated: l.Updated, v: l}
-}
-
-func fromLabel(l *allot.LabelLimit) tagLimitRow {
-	return tagLimitRow{id: l.ID, key: l.Label, concurrencyLimit: l.ConcurrencyLimit, activeSlots: l.ActiveSlots,
-		active: l.Active, waiting: l.Waiting, holders: l.Holders, created: l.Created, updated: l.Updated, v: l}
-}
+var labelPrefix = allot.KindLabel.LimitPrefix()
 
 // tagLimitKind is what differs between the commands of tags' limits (allot
 // concurrency-limit) and labels' limits (allot label-limit): names, texts
-// and the SDK calls.
+// and the SDK's handle.
 type tagLimitKind struct {
 	cmd     string // the command's name
-	noun    string // "tag" or "label"
-	prefix  string // the prefix of the limit's name: "tag:" or "label:"
-	holder  string // the holder type of the runs that hold it
 	runs    string // "Task Run" or "Flow Run"
-	example string // an example key
-
-	// The SDK's calls, as method expressions: the client comes first.
-	create func(c *allot.Client, ctx context.Context, key string, n int) (tagLimitRow, error)
-	get    func(c *allot.Client, ctx context.Context, key string) (tagLimitRow, error)
-	list   func(c *allot.Client, ctx context.Context, offset, n int) ([]tagLimitRow, error)
-	reset  func(c *allot.Client, ctx context.Context, key string, override []string) (*allot.ResetResult, error)
-	delete func(c *allot.Client, ctx context.Context, key string) error
+	example string // an example name
+	kind    allot.TagLimitKind
+	api     func(c *allot.Client) allot.TagLimits // Client.Tags or Client.Labels
 }
 
-// pageSize is the most limits one list call asks for.
-const pageSize = 200
-
 func tagKind() tagLimitKind {
-	k := tagLimitKind{cmd: "concurrency-limit", noun: "tag", prefix: tagPrefix, holder: "task_run", runs: "Task Run", example: "database",
-		reset: (*allot.Client).ResetTagLimit, delete: (*allot.Client).DeleteTagLimit}
-	k.create, k.get, k.list = sdkCalls((*allot.Client).CreateTagLimit, (*allot.Client).GetTagLimit, (*allot.Client).ListTagLimits, fromTag)
-	return k
+	return tagLimitKind{cmd: "concurrency-limit", runs: "Task Run", example: "database", kind: allot.KindTag, api: (*allot.Client).Tags}
 }
 
 func labelKind() tagLimitKind {
-	k := tagLimitKind{cmd: "label-limit", noun: "label", prefix: labelPrefix, holder: "flow_run", runs: "Flow Run", example: "gpu",
-		reset: (*allot.Client).ResetLabelLimit, delete: (*allot.Client).DeleteLabelLimit}
-	k.create, k.get, k.list = sdkCalls((*allot.Client).CreateLabelLimit, (*allot.Client).GetLabelLimit, (*allot.Client).ListLabelLimits, fromLabel)
-	return k
+	return tagLimitKind{cmd: "label-limit", runs: "Flow Run", example: "gpu", kind: allot.KindLabel, api: (*allot.Client).Labels}
 }
 
-// sdkCalls adapts the SDK's calls for one kind of limit (T is
-// allot.TagLimit or allot.LabelLimit) to tagLimitRow.
-func sdkCalls[T any](
-	create func(*allot.Client, context.Context, string, int) (*T, error),
-	get func(*allot.Client, context.Context, string) (*T, error),
-	list func(*allot.Client, context.Context, int, int) ([]*T, error),
-	from func(*T) tagLimitRow,
-) (
-	func(*allot.Client, context.Context, string, int) (tagLimitRow, error),
-	func(*allot.Client, context.Context, string) (tagLimitRow, error),
-	func(*allot.Client, context.Context, int, int) ([]tagLimitRow, error),
-) {
-	one := func(l *T, err error) (tagLimitRow, error) {
-		if err != nil {
-			return tagLimitRow{}, err
-		}
-		return from(l), nil
-	}
-	return func(c *allot.Client, ctx context.Context, key string, n int) (tagLimitRow, error) {
-			return one(create(c, ctx, key, n))
-		},
-		func(c *allot.Client, ctx context.Context, key string) (tagLimitRow, error) {
-			return one(get(c, ctx, key))
-		},
-		func(c *allot.Client, ctx context.Context, offset, n int) ([]tagLimitRow, error) {
-			ls, err := list(c, ctx, offset, n)
-			out := make([]tagLimitRow, len(ls))
-			for i, l := range ls {
-				out[i] = from(l)
-			}
-			return out, err
-		}
-}
+// noun is "tag" or "label".
+func (k tagLimitKind) noun() string { return string(k.kind) }
 
 // newTagCmd is allot concurrency-limit: Prefect's task-level tag limits.
 func newTagCmd(env Env, g *globals) *cobra.Command {
@@ -132,26 +61,26 @@ func newLabelCmd(env Env, g *globals) *cobra.Command {
 	cmd.Long = `Manage flow-level concurrency limits: the limit of a label LABEL bounds how
 many flow runs with that label run at once. It is the global concurrency limit
 named "label:LABEL".`
-	cmd.AddCommand(k.createCmd(env, g), k.listCmd(env, g), k.inspectCmd(env, g), k.deleteCmd(env, g))
+	cmd.AddCommand(k.createCmd(env, g), k.listCmd(env, g), k.inspectCmd(env, g), k.resetCmd(env, g), k.deleteCmd(env, g))
 	return cmd
 }
 
 // notFound maps a limit not found to Prefect's message.
 func (k tagLimitKind) notFound(key string, err error) error {
 	if errors.Is(err, allot.ErrLimitNotFound) {
-		return fail("No concurrency limit found for the %s: %s", k.noun, key)
+		return fail("No concurrency limit found for the %s: %s", k.noun(), key)
 	}
 	return err
 }
 
-func (k tagLimitKind) upper() string { return strings.ToUpper(k.noun) }
+func (k tagLimitKind) upper() string { return strings.ToUpper(k.noun()) }
 
 func (k tagLimitKind) createCmd(env Env, g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "create " + k.upper() + " LIMIT",
-		Short: "Create the limit of a " + k.noun + ", or change its number of slots",
-		Long: `Create the limit of a ` + k.noun + `, or, if the ` + k.noun + ` has one, change its number of
-slots. This limit controls how many ` + strings.ToLower(k.runs) + `s with that ` + k.noun + ` may run at once.`,
+		Short: "Create the limit of a " + k.noun() + ", or change its number of slots",
+		Long: `Create the limit of a ` + k.noun() + `, or, if the ` + k.noun() + ` has one, change its number of
+slots. This limit controls how many ` + strings.ToLower(k.runs) + `s with that ` + k.noun() + ` may run at once.`,
 		Example:     "  allot " + k.cmd + " create " + k.example + " 10",
 		Args:        exactArgs(2),
 		Annotations: map[string]string{negativeArgsAnnotation: "true"},
@@ -165,7 +94,7 @@ slots. This limit controls how many ` + strings.ToLower(k.runs) + `s with that `
 			if err != nil {
 				return err
 			}
-			if _, err := k.create(c, cmd.Context(), key, n); err != nil {
+			if _, err := k.api(c).Create(cmd.Context(), key, n); err != nil {
 				return err
 			}
 			fmt.Fprintf(env.Stdout, `Created concurrency limit with properties:
@@ -177,7 +106,7 @@ Delete the concurrency limit:
 
 Inspect the concurrency limit:
     allot %[4]s inspect '%[1]s'
-`, key, n, k.noun, k.cmd)
+`, key, n, k.noun(), k.cmd)
 			return nil
 		},
 	}
@@ -188,7 +117,7 @@ func (k tagLimitKind) listCmd(env Env, g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
-		Short:   "List the limits of " + k.noun + "s with the number of runs holding them",
+		Short:   "List the limits of " + k.noun() + "s with the number of runs holding them",
 		Example: "  allot " + k.cmd + " ls",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -200,23 +129,15 @@ func (k tagLimitKind) listCmd(env Env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ls []tagLimitRow
-			for offset := 0; ; offset += pageSize {
-				page, err := k.list(c, cmd.Context(), offset, pageSize)
+			ls := []*allot.TagLimit{}
+			for l, err := range k.api(c).All(cmd.Context()) {
 				if err != nil {
 					return err
 				}
-				ls = append(ls, page...)
-				if len(page) < pageSize {
-					break
-				}
+				ls = append(ls, l)
 			}
 			if asJSON {
-				out := make([]any, len(ls))
-				for i, l := range ls {
-					out[i] = l.v
-				}
-				return printJSON(env.Stdout, out)
+				return printJSON(env.Stdout, ls)
 			}
 			if len(ls) == 0 {
 				fmt.Fprintln(env.Stdout, "No concurrency limits found.")
@@ -224,7 +145,7 @@ func (k tagLimitKind) listCmd(env Env, g *globals) *cobra.Command {
 			}
 			rows := make([][]string, len(ls))
 			for i, l := range ls {
-				rows[i] = []string{l.key, l.id, strconv.Itoa(l.concurrencyLimit), strconv.Itoa(len(l.activeSlots))}
+				rows[i] = []string{l.Name, l.ID, strconv.Itoa(l.ConcurrencyLimit), strconv.Itoa(len(l.ActiveSlots))}
 			}
 			return table(env.Stdout, k.upper()+"\tID\tCONCURRENCY LIMIT\tACTIVE "+strings.ToUpper(k.runs)+"S", rows)
 		},
@@ -237,11 +158,11 @@ func (k tagLimitKind) inspectCmd(env Env, g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "inspect " + k.upper(),
-		Short: "Show the limit of a " + k.noun + ", the " + strings.ToLower(k.runs) + "s holding it and those waiting",
+		Short: "Show the limit of a " + k.noun() + ", the " + strings.ToLower(k.runs) + "s holding it and those waiting",
 		Example: "  allot " + k.cmd + " inspect " + k.example + `
   allot ` + k.cmd + " inspect " + k.example + " -o json",
 		Args:              exactArgs(1),
-		ValidArgsFunction: g.completeLimits(k.prefix),
+		ValidArgsFunction: g.completeLimits(k.kind.LimitPrefix()),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key := args[0]
 			asJSON, err := wantJSON(output)
@@ -252,18 +173,18 @@ func (k tagLimitKind) inspectCmd(env Env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			l, err := k.get(c, cmd.Context(), key)
+			l, err := k.api(c).Get(cmd.Context(), key)
 			if err != nil {
 				return k.notFound(key, err)
 			}
 			if asJSON {
-				return printJSON(env.Stdout, l.v)
+				return printJSON(env.Stdout, l)
 			}
 			// The line is an allot extension the v1 route only counts;
 			// the limit's v2 view lists it.
 			var waiters []allot.Waiter
-			if l.waiting > 0 {
-				v2, err := c.GetLimit(cmd.Context(), k.prefix+key)
+			if l.Waiting > 0 {
+				v2, err := c.GetLimit(cmd.Context(), k.kind.LimitPrefix()+key)
 				if err != nil && !errors.Is(err, allot.ErrLimitNotFound) {
 					return err
 				}
@@ -285,10 +206,10 @@ const maxNamed = 100
 
 // runNames reads the names of the runs holding or waiting for the limit,
 // the first maxNamed of them; a run that cannot be read keeps no name.
-func (k tagLimitKind) runNames(ctx context.Context, c *allot.Client, l tagLimitRow, waiters []allot.Waiter) map[string]string {
+func (k tagLimitKind) runNames(ctx context.Context, c *allot.Client, l *allot.TagLimit, waiters []allot.Waiter) map[string]string {
 	names := map[string]string{}
 	look := func(h *allot.Identity) {
-		if h == nil || h.Kind != k.holder || len(names) >= maxNamed {
+		if h == nil || h.Kind != k.kind.HolderType() || len(names) >= maxNamed {
 			return
 		}
 		if _, done := names[h.ID]; done {
@@ -299,7 +220,7 @@ func (k tagLimitKind) runNames(ctx context.Context, c *allot.Client, l tagLimitR
 			names[h.ID] = r.Name
 		}
 	}
-	for _, h := range l.holders {
+	for _, h := range l.Holders {
 		look(h.Holder)
 	}
 	for _, wt := range waiters {
@@ -308,12 +229,12 @@ func (k tagLimitKind) runNames(ctx context.Context, c *allot.Client, l tagLimitR
 	return names
 }
 
-func (k tagLimitKind) detail(w io.Writer, l tagLimitRow, waiters []allot.Waiter, names map[string]string, now time.Time) error {
+func (k tagLimitKind) detail(w io.Writer, l *allot.TagLimit, waiters []allot.Waiter, names map[string]string, now time.Time) error {
 	held := 0
 	var runs, others [][]string
-	for _, h := range l.holders {
+	for _, h := range l.Holders {
 		held += h.Slots
-		if h.Holder != nil && h.Holder.Kind == k.holder {
+		if h.Holder != nil && h.Holder.Kind == k.kind.HolderType() {
 			runs = append(runs, []string{orDash(names[h.Holder.ID]), h.Holder.ID, ago(h.Since, now), until(h.Expires, now)})
 			continue
 		}
@@ -321,14 +242,14 @@ func (k tagLimitKind) detail(w io.Writer, l tagLimitRow, waiters []allot.Waiter,
 	}
 	tw := newFieldWriter(w)
 	for _, f := range [][2]string{
-		{"Concurrency limit ID", l.id},
-		{strings.ToUpper(k.noun[:1]) + k.noun[1:], l.key},
-		{"Concurrency limit", strconv.Itoa(l.concurrencyLimit)},
-		{"Active", strconv.FormatBool(l.active)},
-		{"Active slots", fmt.Sprintf("%d/%d", held, l.concurrencyLimit)},
-		{"Waiting", strconv.Itoa(l.waiting)},
-		{"Created", stamp(l.created, now)},
-		{"Updated", stamp(l.updated, now)},
+		{"Concurrency limit ID", l.ID},
+		{strings.ToUpper(k.noun()[:1]) + k.noun()[1:], l.Name},
+		{"Concurrency limit", strconv.Itoa(l.ConcurrencyLimit)},
+		{"Active", strconv.FormatBool(l.Active)},
+		{"Active slots", fmt.Sprintf("%d/%d", held, l.ConcurrencyLimit)},
+		{"Waiting", strconv.Itoa(l.Waiting)},
+		{"Created", stamp(l.Created, now)},
+		{"Updated", stamp(l.Updated, now)},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", f[0], f[1])
 	}
@@ -361,7 +282,7 @@ func (k tagLimitKind) detail(w io.Writer, l tagLimitRow, waiters []allot.Waiter,
 	rows := make([][]string, 0, len(waiters))
 	for _, wt := range waiters {
 		name, holder := "-", holderName(wt.Holder)
-		if wt.Holder != nil && wt.Holder.Kind == k.holder {
+		if wt.Holder != nil && wt.Holder.Kind == k.kind.HolderType() {
 			name, holder = orDash(names[wt.Holder.ID]), wt.Holder.ID
 		}
 		rows = append(rows, []string{strconv.Itoa(wt.Position), name, holder, ago(wt.WaitingSince, now)})
@@ -380,25 +301,25 @@ func (k tagLimitKind) resetCmd(env Env, g *globals) *cobra.Command {
 	var override []string
 	cmd := &cobra.Command{
 		Use:   "reset " + k.upper(),
-		Short: "Revoke every lease on the limit of a " + k.noun,
-		Long: `Revoke every lease on the limit of a ` + k.noun + `: the runs holding its slots lose
+		Short: "Revoke every lease on the limit of a " + k.noun(),
+		Long: `Revoke every lease on the limit of a ` + k.noun() + `: the runs holding its slots lose
 them (they are Crashed) and the runs waiting in line take them. Each
 --slot-override run id then gets a slot while one is free.`,
 		Example: "  allot " + k.cmd + " reset " + k.example + `
   allot ` + k.cmd + " reset " + k.example + " --slot-override 3c90c3cc-0d44-4b50-8888-8dd25736052a",
 		Args:              exactArgs(1),
-		ValidArgsFunction: g.completeLimits(k.prefix),
+		ValidArgsFunction: g.completeLimits(k.kind.LimitPrefix()),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key := args[0]
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			res, err := k.reset(c, cmd.Context(), key, override)
+			res, err := k.api(c).Reset(cmd.Context(), key, override)
 			if err != nil {
 				return k.notFound(key, err)
 			}
-			fmt.Fprintf(env.Stdout, "Reset concurrency limit set on the %s: %s\n", k.noun, key)
+			fmt.Fprintf(env.Stdout, "Reset concurrency limit set on the %s: %s\n", k.noun(), key)
 			if res.Revoked > 0 {
 				fmt.Fprintf(env.Stderr, "Revoked %d lease(s) holding it.\n", res.Revoked)
 			}
@@ -419,24 +340,24 @@ func (k tagLimitKind) deleteCmd(env Env, g *globals) *cobra.Command {
 	var yes bool
 	cmd := &cobra.Command{
 		Use:               "delete " + k.upper(),
-		Short:             "Delete the limit of a " + k.noun,
-		Long:              "Delete the limit of a " + k.noun + ", after asking (unless --yes).",
+		Short:             "Delete the limit of a " + k.noun(),
+		Long:              "Delete the limit of a " + k.noun() + ", after asking (unless --yes).",
 		Example:           "  allot " + k.cmd + " delete " + k.example + " --yes",
 		Args:              exactArgs(1),
-		ValidArgsFunction: g.completeLimits(k.prefix),
+		ValidArgsFunction: g.completeLimits(k.kind.LimitPrefix()),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key := args[0]
-			if !yes && !confirm(env, "Are you sure you want to delete concurrency limit with "+k.noun+" '"+key+"'?") {
+			if !yes && !confirm(env, "Are you sure you want to delete concurrency limit with "+k.noun()+" '"+key+"'?") {
 				return fail("Aborted.")
 			}
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			if err := k.delete(c, cmd.Context(), key); err != nil {
+			if err := k.api(c).Delete(cmd.Context(), key); err != nil {
 				return k.notFound(key, err)
 			}
-			fmt.Fprintf(env.Stdout, "Deleted concurrency limit set on the %s: %s\n", k.noun, key)
+			fmt.Fprintf(env.Stdout, "Deleted concurrency limit set on the %s: %s\n", k.noun(), key)
 			return nil
 		},
 	}
