@@ -76,8 +76,7 @@ func TestRunNeverOverlaps(t *testing.T) {
 func TestRunExitCode(t *testing.T) {
 	t.Parallel()
 	srv := newServer(t)
-	srv.createLimit(t, "x", 10)
-	for _, tc := range []struct {
+	for i, tc := range []struct {
 		name    string
 		command []string
 		want    int
@@ -87,13 +86,17 @@ func TestRunExitCode(t *testing.T) {
 		{"killed by SIGKILL", []string{"sh", "-c", "kill -KILL $$"}, 128 + 9},
 		{"not found", []string{"./no-such-command"}, 127},
 	} {
+		// A limit per case: the cases run in parallel, and one's holder
+		// must not count as another's.
+		limit := fmt.Sprintf("x%d", i)
+		srv.createLimit(t, limit, 10)
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r := srv.run(t, append([]string{"run", "--limit", "x", "--"}, tc.command...)...)
+			r := srv.run(t, append([]string{"run", "--limit", limit, "--"}, tc.command...)...)
 			if r.code != tc.want {
 				t.Errorf("got exit %d, want %d; stderr: %s", r.code, tc.want, r.stderr)
 			}
-			if h := srv.holders(t, "x"); h != 0 {
+			if h := srv.holders(t, limit); h != 0 {
 				t.Errorf("after allot run: got %d holders, want 0", h)
 			}
 		})
