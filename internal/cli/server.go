@@ -108,6 +108,8 @@ as ALLOT_REPLICA_ID. Flags win.`,
 	f.DurationVar(&runLease, "run-lease-duration", 0, "a run's lease duration when it names none; a run that stops heartbeating is Crashed after it (default 1m0s)")
 	f.DurationVar(&runRetention, "run-retention", 0, "how long finished runs are kept (default 1h0m0s)")
 	f.DurationVar(&waiterGrace, "waiter-grace", coord.DefaultConfig().WaiterGrace, "how long a waiting request with a ticket keeps its place after its connection drops or the server restarts, and a lease granted meanwhile is kept for it; 0: none")
+	f.BoolVar(&cfg.NoUI, "no-ui", false, "do not serve the web UI at /ui")
+	f.StringSliceVar(&cfg.MetricsLimits, "metrics-limit", nil, "export this limit's held slots and waiters on /metrics with a limit label (repeatable; none by default, names are unbounded)")
 	return cmd
 }
 

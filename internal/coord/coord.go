@@ -85,6 +85,10 @@ type Config struct {
 	// replica over PostgreSQL passes the database's clock (postgres.Term's
 	// Now), so that the expiries it stores mean the same to its successor.
 	Now func() time.Time
+	// ActivityLimits is the number of limits whose recent history (an
+	// hour by minute, the last 50 events) is kept: those last active or
+	// viewed. About 8 KiB each (default 512).
+	ActivityLimits int
 }
 
 // DefaultConfig returns the defaults: leases of 300 s by default, from 1 s
@@ -158,6 +162,7 @@ type Coordinator struct {
 	ended      map[uuid.UUID]LeaseStatus
 	endedOrder []uuid.UUID
 	endedNext  int
+	act        *sema.Activity // recent history of limits, for the web UI
 }
 
 // New loads st into a new Coordinator. Call Run to start committing and
@@ -194,6 +199,9 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
+	if cfg.ActivityLimits <= 0 {
+		cfg.ActivityLimits = 512
+	}
 	state, err := st.Load(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load state: %w", err)
@@ -220,7 +228,9 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 
 		leaseWatch: make(map[uuid.UUID][]*leaseWatcher),
 		ended:      make(map[uuid.UUID]LeaseStatus),
+		act:        sema.NewActivity(cfg.ActivityLimits),
 	}
+	cfg.Metrics.attach(c)
 	// Runs that were waiting stand in line again, then the waiters with a
 	// ticket, each in its order; what that grants (or what expired runs
 	// it finds) is committed with the first batch. A restored waiter is
@@ -375,8 +385,10 @@ const maxSpareChanges = 1024
 // carries the changes, or nil if there were none.
 func (c *Coordinator) collect() *batch {
 	changes, events := c.m.Drain()
+	now := c.now()
 	for _, e := range events {
 		c.dispatch(e)
+		c.recordEvent(now, e)
 	}
 	leases, waiters := c.m.Counts()
 	c.met.leases.Set(float64(leases))
@@ -436,6 +448,7 @@ func (c *Coordinator) dispatch(e sema.Event) {
 		c.log.Info("lease expired", "lease_id", e.Lease.ID, "holder_type", e.Lease.Holder.Type, "holder_id", e.Lease.Holder.ID)
 		c.leaseEnded(e)
 	case sema.Revoked:
+		c.met.revocations.Inc()
 		c.log.Info("lease revoked", "lease_id", e.Lease.ID, "holder_type", e.Lease.Holder.Type, "holder_id", e.Lease.Holder.ID, "reason", e.Reason)
 		c.leaseEnded(e)
 	case sema.RunChanged:

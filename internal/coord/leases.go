@@ -80,10 +80,13 @@ func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, e
 		return Grant{}, ErrUnavailable
 	}
 	start := c.now()
-	if req.Wait > 0 && req.Ticket != "" {
+	if req.Wait > 0 {
 		sreq.Deadline = start.Add(req.Wait)
 	}
 	out, err := c.m.Acquire(start, sreq)
+	if le := (*sema.LockedError)(nil); errors.As(err, &le) {
+		c.recordRefusal(start, sema.ActDenied, le, sreq)
+	}
 	// A pointer, so that each parked request keeps one word of buffer
 	// rather than a whole result.
 	var ch chan *waitResult
@@ -190,7 +193,12 @@ func (c *Coordinator) giveUp(ctx context.Context, waiter uint64, ch chan *waitRe
 		var out sema.Outcome
 		if ctx.Err() == nil && c.failed == nil {
 			sreq.Wait = false
-			out, err = c.m.Acquire(c.now(), sreq)
+			now := c.now()
+			out, err = c.m.Acquire(now, sreq)
+			if le := (*sema.LockedError)(nil); errors.As(err, &le) {
+				c.met.timeouts.Inc()
+				c.recordRefusal(now, sema.ActTimedOut, le, sreq)
+			}
 		} else {
 			err = ctx.Err()
 			if err == nil {

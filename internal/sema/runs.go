@@ -807,3 +807,34 @@ func (m *Machine) RestoreRuns(now time.Time, runs []Run) {
 		}
 	}
 }
+
+// RunStates returns the number of runs in each state, indexed by state.
+func (m *Machine) RunStates() [Cancelled + 1]int {
+	var out [Cancelled + 1]int
+	for _, r := range m.runs {
+		out[r.State]++
+	}
+	return out
+}
+
+// RecentRuns returns up to n runs that f selects, newest first, skipping
+// the first offset, and the number selected.
+func (m *Machine) RecentRuns(f RunFilter, offset, n int) ([]Run, int) {
+	var sel []*runState
+	for _, r := range m.runs {
+		if m.matches(r, f) {
+			sel = append(sel, r)
+		}
+	}
+	slices.SortFunc(sel, func(a, b *runState) int {
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return slices.Compare(b.ID[:], a.ID[:])
+	})
+	out := []Run{}
+	for i := max(0, offset); i < len(sel) && len(out) < n; i++ {
+		out = append(out, sel[i].snapshot())
+	}
+	return out, len(sel)
+}

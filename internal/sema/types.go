@@ -235,7 +235,7 @@ type Request struct {
 	// waiting request with a ticket is durable (PutWaiter).
 	Ticket string
 	// Deadline is when a waiting request gives up, recorded with a
-	// durable waiter; the caller enforces it.
+	// durable waiter and shown in views; the caller enforces it.
 	Deadline time.Time
 	// slotsOn, when set, is the number of slots taken on the limits it
 	// names by id; the others take Slots. A run takes one slot of each of

@@ -22,6 +22,7 @@ import (
 	"github.com/allot-dev/allot/internal/httpapi"
 	"github.com/allot-dev/allot/internal/store"
 	"github.com/allot-dev/allot/internal/store/sqlite"
+	"github.com/allot-dev/allot/internal/webui"
 )
 
 // Config says how to run a server.
@@ -40,6 +41,12 @@ type Config struct {
 	Logger *slog.Logger
 	// DebugAddr, if set, serves net/http/pprof on a listener of its own.
 	DebugAddr string
+	// NoUI turns the web UI at /ui off.
+	NoUI bool
+	// MetricsLimits names the limits whose held slots and waiters
+	// /metrics exports with a limit label (none by default: names are
+	// unbounded).
+	MetricsLimits []string
 	// Listening, if set, is called with the bound address once the server
 	// accepts connections.
 	Listening func(addr net.Addr)
@@ -88,7 +95,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (e
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ccfg := cfg.Coord
 	ccfg.Logger = log
-	ccfg.Metrics = coord.NewMetrics(reg)
+	ccfg.Metrics = coord.NewMetrics(reg, cfg.MetricsLimits...)
 	c, err := coord.New(ctx, st, ccfg)
 	if err != nil {
 		return err
@@ -100,8 +107,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (e
 	// Long polls run on reqCtx; cancelling it ends them at shut-down.
 	reqCtx, endRequests := context.WithCancel(context.WithoutCancel(ctx))
 	defer endRequests()
+	mux := http.NewServeMux()
+	mux.Handle("/", httpapi.New(c, httpapi.Options{Logger: log, Registry: reg}))
+	if !cfg.NoUI {
+		ui := webui.New(c, webui.Options{Logger: log})
+		mux.Handle("/ui", ui)
+		mux.Handle("/ui/", ui)
+	}
 	srv := &http.Server{
-		Handler:           httpapi.New(c, httpapi.Options{Logger: log, Registry: reg}),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return reqCtx },

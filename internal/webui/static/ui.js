@@ -1,0 +1,23 @@
+// allot web UI: counts down the "expires in" cells and counts up the
+// "waited" cells once a second. Everything else is server-rendered; htmx
+// fetches regions again when the server says they changed.
+(function () {
+  "use strict";
+  function human(ms) {
+    var s = Math.max(0, Math.round(ms / 1000));
+    if (s < 60) return s + "s";
+    var m = Math.floor(s / 60);
+    if (m < 60) return m + "m " + String(s % 60).padStart(2, "0") + "s";
+    return Math.floor(m / 60) + "h " + String(m % 60).padStart(2, "0") + "m";
+  }
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll("[data-until]").forEach(function (el) {
+      el.textContent = human(Number(el.getAttribute("data-until")) - now);
+    });
+    document.querySelectorAll("[data-since]").forEach(function (el) {
+      el.textContent = human(now - Number(el.getAttribute("data-since")));
+    });
+  }
+  setInterval(tick, 1000);
+})();
