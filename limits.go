@@ -54,6 +54,9 @@ type Limit struct {
 	// does not.
 	Holders []Holding `json:"holders"`
 	Waiters []Waiter  `json:"waiters"`
+	// WhyWaiting explains in one sentence why the first request in line
+	// still waits (GetLimit; empty when nobody waits).
+	WhyWaiting string `json:"why_waiting,omitempty"`
 }
 
 // Holding is a lease holding slots of a limit.

@@ -117,6 +117,9 @@ func limitDetail(w io.Writer, fields [][2]string, l *allot.Limit, now time.Time)
 		}
 	}
 	fmt.Fprintln(w)
+	if l.WhyWaiting != "" {
+		fmt.Fprintf(w, "Why the first in line waits: %s.\n\n", l.WhyWaiting)
+	}
 	return waitersTable(w, l.Waiters, now)
 }
 

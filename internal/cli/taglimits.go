@@ -183,16 +183,17 @@ func (k tagLimitKind) inspectCmd(env Env, g *globals) *cobra.Command {
 			// The line is an allot extension the v1 route only counts;
 			// the limit's v2 view lists it.
 			var waiters []allot.Waiter
+			why := ""
 			if l.Waiting > 0 {
 				v2, err := c.GetLimit(cmd.Context(), k.kind.LimitPrefix()+key)
 				if err != nil && !errors.Is(err, allot.ErrLimitNotFound) {
 					return err
 				}
 				if v2 != nil {
-					waiters = v2.Waiters
+					waiters, why = v2.Waiters, v2.WhyWaiting
 				}
 			}
-			return k.detail(env.Stdout, l, waiters, k.runNames(cmd.Context(), c, l, waiters), time.Now())
+			return k.detail(env.Stdout, l, waiters, why, k.runNames(cmd.Context(), c, l, waiters), time.Now())
 		},
 	}
 	outputFlag(cmd, &output)
@@ -229,7 +230,7 @@ func (k tagLimitKind) runNames(ctx context.Context, c *allot.Client, l *allot.Ta
 	return names
 }
 
-func (k tagLimitKind) detail(w io.Writer, l *allot.TagLimit, waiters []allot.Waiter, names map[string]string, now time.Time) error {
+func (k tagLimitKind) detail(w io.Writer, l *allot.TagLimit, waiters []allot.Waiter, why string, names map[string]string, now time.Time) error {
 	held := 0
 	var runs, others [][]string
 	for _, h := range l.Holders {
@@ -274,6 +275,9 @@ func (k tagLimitKind) detail(w io.Writer, l *allot.TagLimit, waiters []allot.Wai
 		}
 	}
 	fmt.Fprintln(w)
+	if why != "" {
+		fmt.Fprintf(w, "Why the first in line waits: %s.\n\n", why)
+	}
 	if len(waiters) == 0 {
 		fmt.Fprintln(w, "Waiters: none")
 		return nil

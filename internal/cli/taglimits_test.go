@@ -73,6 +73,8 @@ func TestTagInspectAndReset(t *testing.T) {
 		// The override holder has no run record, so no name; the waiter
 		// is allot run's task run, named after its command.
 		`(?m)^Active Task Run IDs:\nNAME +TASK RUN ID +SINCE +EXPIRES\n- +` + run + ` +\d+s ago +in `,
+		// The same sentence as the web UI's, from the server.
+		"(?m)^Why the first in line waits: needs 1 slot of `tag:db`, 0 free; `tag:db` frees next when lease …[0-9a-f]{8} held by task_run " + run + ` is released or expires in (\d+[hms])+\.$`,
 		`(?m)^Waiters:\nPOSITION +NAME +TASK RUN ID / HOLDER +WAITING SINCE\n1 +true +[0-9a-f-]{36} +\d+s ago$`,
 	} {
 		if !regexp.MustCompile(want).MatchString(r.stdout) {

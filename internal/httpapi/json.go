@@ -41,6 +41,7 @@ type limitJSON struct {
 	Waiting      int           `json:"waiting"`
 	Holders      *[]holderJSON `json:"holders,omitempty"`
 	Waiters      *[]waiterJSON `json:"waiters,omitempty"`
+	WhyWaiting   string        `json:"why_waiting,omitempty"`
 }
 
 type holderJSON struct {
@@ -94,6 +95,7 @@ func toLimitJSON(v sema.LimitView, full bool) limitJSON {
 			Holder: holderPtr(w.Holder), WaitingSince: stamp(w.Since)}
 	}
 	out.Holders, out.Waiters = &holders, &waiters
+	out.WhyWaiting = v.Head.Sentence()
 	return out
 }
 

@@ -172,11 +172,11 @@ type LimitKind uint8
 
 // The kinds of limit.
 const (
-	AnyKind    LimitKind = iota
-	GlobalKind           // a global concurrency limit named freely
-	TagKind              // tag:… (task runs' tags)
-	LabelKind            // label:… (flow runs' labels)
-	TemplateKind         // a name with '*': applies on first use
+	AnyKind      LimitKind = iota
+	GlobalKind             // a global concurrency limit named freely
+	TagKind                // tag:… (task runs' tags)
+	LabelKind              // label:… (flow runs' labels)
+	TemplateKind           // a name with '*': applies on first use
 )
 
 // ParseLimitKind parses a kind as the UI spells it ("" is AnyKind).
