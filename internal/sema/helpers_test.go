@@ -254,7 +254,7 @@ func durableViews(m *Machine, now time.Time) []LimitView {
 	vs := m.Limits(now, "", 0, m.LimitCount()+1, Summary)
 	for i := range vs {
 		l := m.byID[vs[i].ID]
-		vs[i].Waiting = 0
+		vs[i].Waiting, vs[i].HeadSince = 0, time.Time{} // waiters are not durable
 		vs[i].FencingToken = 0
 		vs[i].Level = level(now, l)
 		vs[i].Denied = max(0, l.Denied-m.deniedRate(l)*max(0, now.Sub(l.DecayAt).Seconds()))

@@ -84,6 +84,8 @@ func (m *Machine) admit(now time.Time, req Request, ls []*limitState, r *runStat
 		m.ticketWaiters[req.Ticket] = w
 		m.putWaiter(w)
 	}
+	m.events = append(m.events, Event{Kind: Queued, WaiterID: w.id, Limits: refs(ls),
+		Lease: Lease{Holder: req.Holder, Slots: req.Slots, Mode: req.Mode}})
 	// A decaying limit may let it in later without any release.
 	for _, l := range ls {
 		m.scheduleWake(now, l, w)
@@ -392,6 +394,8 @@ func (m *Machine) CancelWaiter(now time.Time, id uint64) bool {
 		return false
 	}
 	m.removeWaiter(now, w)
+	m.events = append(m.events, Event{Kind: LeftLine, WaiterID: w.id, Limits: refs(w.limits),
+		Lease: Lease{Holder: w.req.Holder, Slots: w.req.Slots, Mode: w.req.Mode}})
 	// The head may have been the one blocking everybody behind it.
 	m.pump(now, w.limits)
 	return true

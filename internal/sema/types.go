@@ -186,6 +186,12 @@ const (
 	Revoked
 	// RunChanged: a run was created or changed state.
 	RunChanged
+	// Queued: a request joined the line of its limits (WaiterID, Limits,
+	// Lease.Holder and Lease.Slots say who and what for).
+	Queued
+	// LeftLine: a waiting request gave up (its time ran out or its caller
+	// left) and left the line.
+	LeftLine
 )
 
 // Event is something that happened in a command, for the caller to act on

@@ -107,7 +107,7 @@ func sparkline(minutes []sema.MinuteStats, series string) template.HTML {
 		return ""
 	}
 	vals := make([]int, len(minutes))
-	top := 1
+	top, peak := 1, 0
 	for i, m := range minutes {
 		switch series {
 		case "held":
@@ -117,12 +117,12 @@ func sparkline(minutes []sema.MinuteStats, series string) template.HTML {
 		case "denied":
 			vals[i] = m.Denied + m.TimedOut
 		}
-		top = max(top, vals[i])
+		top, peak = max(top, vals[i]), max(peak, vals[i])
 	}
 	const w, h = 120, 24
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg class="spark spark-%s" viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-label="%s per minute over the last hour, peak %d"><polyline points="`,
-		series, w, h, w, h, series, top)
+		series, w, h, w, h, series, peak)
 	for i, v := range vals {
 		x := float64(i) * float64(w-1) / float64(max(1, len(vals)-1))
 		y := float64(h-1) - float64(v)*float64(h-2)/float64(top)

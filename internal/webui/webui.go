@@ -31,7 +31,7 @@ import (
 //go:embed templates/*.html
 var templateFS embed.FS
 
-//go:embed static/*.js static/*.css
+//go:embed static/*.js static/*.css static/*.svg
 var staticFS embed.FS
 
 // Action is something a page may let its viewer do.
@@ -127,8 +127,11 @@ func (u *UI) loadStatic() {
 		ext := path.Ext(e.Name())
 		hashed := strings.TrimSuffix(e.Name(), ext) + "." + hex.EncodeToString(sum[:6]) + ext
 		ctype := "text/css; charset=utf-8"
-		if ext == ".js" {
+		switch ext {
+		case ".js":
 			ctype = "text/javascript; charset=utf-8"
+		case ".svg":
+			ctype = "image/svg+xml"
 		}
 		u.static[hashed] = staticFile{body: body, ctype: ctype}
 		u.assets[e.Name()] = "/ui/static/" + hashed
