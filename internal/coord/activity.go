@@ -34,6 +34,13 @@ func (c *Coordinator) recordEvent(now time.Time, e sema.Event) {
 		}
 		return
 	}
+	if e.Kind == sema.Queued || e.Kind == sema.LeftLine {
+		for _, l := range e.Limits {
+			held, waiting, _ := c.m.Occupancy(l.Name)
+			c.act.Sample(l.Name, now, held, waiting)
+		}
+		return
+	}
 	k := activityKind(e.Kind)
 	if k == 0 || e.Lease.Mode == sema.ModeRateLimit && k == sema.ActGranted && e.Lease.Holder.IsZero() && len(e.Limits) == 0 {
 		return

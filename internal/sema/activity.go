@@ -164,6 +164,23 @@ func (a *Activity) Record(name string, e ActivityEvent, held, waiting int) {
 	t.nEvents = min(t.nEvents+1, EventMemory)
 }
 
+// Sample notes that the limit name has held slots held and waiting
+// requests in line at at, without an event (someone joined or left the
+// line). It only updates a tracked limit.
+func (a *Activity) Sample(name string, at time.Time, held, waiting int) {
+	t := a.byName[name]
+	if t == nil {
+		return
+	}
+	minute := at.Unix() / 60
+	b := &t.buckets[minute%HistoryMinutes]
+	if b.minute != minute {
+		*b = bucket{minute: minute}
+	}
+	t.held, t.waiting = int32(held), int32(waiting)
+	b.held, b.waiting = t.held, t.waiting
+}
+
 // Counts returns the denials and time-outs of name over the hour before
 // now, without touching it.
 func (a *Activity) Counts(now time.Time, name string) (denied, timedOut int) {
