@@ -357,3 +357,46 @@ func TestEnsureLimitRoute(t *testing.T) {
 		t.Errorf("a refused ensure changed the limit to %d", got.Limit)
 	}
 }
+
+// TestEventsFilterAndRuns checks ?name= and the run events: a stream
+// filtered to one limit sees its grants and the runs that take it, and
+// nothing of another limit.
+func TestEventsFilterAndRuns(t *testing.T) {
+	t.Parallel()
+	b := setupWith(t, setupOpts{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.create(t, map[string]any{"name": "a", "limit": 2})
+	b.create(t, map[string]any{"name": "other", "limit": 2})
+	req, _ := http.NewRequestWithContext(ctx, "GET", b.srv.URL+"/api/events?name=a&name=tag:etl", nil)
+	resp, err := b.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events, beats := make(chan sseEvent, 16), make(chan struct{}, 1)
+	go readEvents(resp.Body, events, beats)
+	next := func() sseEvent {
+		t.Helper()
+		select {
+		case e := <-events:
+			return e
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event")
+		}
+		return sseEvent{}
+	}
+	b.do(t, "POST", v2+"/increment-with-lease", map[string]any{"names": []string{"other"}, "slots": 1}).want(t, 200)
+	b.do(t, "POST", v2+"/increment-with-lease", map[string]any{"names": []string{"a"}, "slots": 1}).want(t, 200)
+	if e := next(); e.name != "granted" || !cmp.Equal(e.data["limits"], []any{"a"}) || e.data["at"] == nil {
+		t.Errorf("first event %s %v, want the grant on a (the one on other filtered out)", e.name, e.data)
+	}
+	b.do(t, "POST", "/api/runs/", map[string]any{"kind": "task", "name": "nightly", "tags": []string{"etl"}}).want(t, 201)
+	e := next()
+	run, _ := e.data["run"].(map[string]any)
+	if e.name != "run" || run == nil || run["name"] != "nightly" || run["state"] != "Pending" || !cmp.Equal(e.data["limits"], []any{"tag:etl"}) {
+		t.Errorf("run event %s %v", e.name, e.data)
+	}
+	resp2 := b.do(t, "GET", "/api/events?name=", nil)
+	resp2.want(t, 422)
+}
