@@ -251,6 +251,7 @@ func build(env Env) (*cobra.Command, *globals) {
 		newReleaseCmd(env, g),
 		newRenewCmd(env, g),
 		newRevokeCmd(env, g),
+		newWatchCmd(env, g),
 		newGuardCmd(),
 		newVersionCmd(env),
 	)
