@@ -6,8 +6,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"syscall"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
