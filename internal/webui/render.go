@@ -53,6 +53,10 @@ var funcs = template.FuncMap{
 	"isZero":   func(t time.Time) bool { return t.IsZero() },
 	"waited":   func(r sema.Run, now time.Time) string { return human(waited(r, now)) },
 	"pathEsc":  url.PathEscape,
+	"holderRows": func(rows []holderRow, admin bool, id fmt.Stringer) template.HTML {
+		return holderRowsHTML(rows, admin, id.String())
+	},
+	"waiterRows": waiterRowsHTML,
 }
 
 // human prints a duration as a page shows it: "41s", "3m 05s", "2h 10m".

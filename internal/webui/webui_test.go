@@ -326,3 +326,38 @@ func TestLimitsPaginationAndSearch(t *testing.T) {
 		t.Errorf("bad kind: %d, want 400", resp.StatusCode)
 	}
 }
+
+// TestRowsEscaped checks that what holders and waiters call themselves
+// reaches the page escaped (the rows are written outside the template).
+func TestRowsEscaped(t *testing.T) {
+	t.Parallel()
+	s := newUI(t, webui.Options{})
+	ctx := t.Context()
+	if _, err := s.c.CreateLimit(ctx, sema.LimitSpec{Name: "db", Limit: 1, Active: true}); err != nil {
+		t.Fatal(err)
+	}
+	evil := `<script>alert("x")</script>`
+	if _, err := s.c.Acquire(ctx, coord.AcquireRequest{Names: []string{"db"}, Slots: 1,
+		Holder: sema.Holder{Type: "process", ID: evil, Metadata: map[string]string{"k": evil}}}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		_, _ = s.c.Acquire(wctx, coord.AcquireRequest{Names: []string{"db"}, Slots: 1, Wait: time.Minute, Holder: sema.Holder{Type: "process", ID: evil}})
+	}()
+	var body string
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		_, body = s.do(t, "GET", "/ui/limits/db", nil, nil)
+		if strings.Contains(body, `class="position"`) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if strings.Contains(body, evil) {
+		t.Errorf("a holder's name reached the page unescaped")
+	}
+	if n := strings.Count(body, "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"); n < 3 {
+		t.Errorf("escaped holder names: %d, want holder, metadata and waiter", n)
+	}
+}
