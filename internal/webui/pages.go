@@ -82,9 +82,9 @@ type limitPage struct {
 
 type holderRow struct {
 	LeaseID, Short, Holder, RunLink, Since, Expires, Meta string
-	SinceMs, ExpiresMs                                     int64
-	Slots                                                  int
-	Fence                                                  uint64
+	SinceMs, ExpiresMs                                    int64
+	Slots                                                 int
+	Fence                                                 uint64
 }
 
 type waiterRow struct {
