@@ -117,6 +117,7 @@ func run(ctx context.Context, args []string, envURL, exe string, stdout, stderr 
 	fs.BoolVar(&cfg.JSON, "json", cfg.JSON, "print one JSON object per workload")
 	fs.BoolVar(&cfg.NetHTTP, "nethttp", cfg.NetHTTP, "send acquires and releases, and the baseline's requests, through Go's net/http client instead of the lean raw HTTP/1.1 client")
 	fs.StringVar(&cfg.FsyncDir, "fsync-dir", "", "where baseline times the disk's fsyncs: the disk of the server's data directory (default: the system's temporary directory)")
+	pages := fs.Int("ui-pages", 0, "web UI pages kept open while the workloads run: each listens on /ui/live and fetches the limits table on every change, as a browser does")
 	cpuProfile := fs.String("cpuprofile", "", "write allot-bench's own CPU profile to this file (to check that the load generator stays cheaper than what it loads)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -154,6 +155,10 @@ func run(ctx context.Context, args []string, envURL, exe string, stdout, stderr 
 			return 1
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *pages > 0 {
+		stopPages := uiPages(ctx, cfg.URL, *pages)
+		defer func() { f, e := stopPages(); reportUIPages(stderr, *pages, f, e) }()
 	}
 	results, err := bench.Run(ctx, cfg, stdout)
 	if err != nil {

@@ -155,6 +155,7 @@ type Coordinator struct {
 	deadline  time.Time // what the reaper sleeps until; zero: nothing
 	failed    error
 	subs      map[chan sema.Event]struct{}
+	notes     map[*notifier]struct{}      // Notify's subscribers
 	runWatch  map[uuid.UUID][]*runWatcher // WaitRun requests, by run
 	// WatchLease requests by lease, and the leases that ended lately:
 	// endedOrder is a ring of endedMemory ids, endedNext its oldest.
@@ -224,6 +225,7 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 		waiters:   make(map[uint64]*parked),
 		unclaimed: make(map[uuid.UUID]*time.Timer),
 		subs:      make(map[chan sema.Event]struct{}),
+		notes:     make(map[*notifier]struct{}),
 		runWatch:  make(map[uuid.UUID][]*runWatcher),
 
 		leaseWatch: make(map[uuid.UUID][]*leaseWatcher),
@@ -465,6 +467,39 @@ func (c *Coordinator) dispatch(e sema.Event) {
 		case ch <- e:
 		default: // a slow subscriber misses events rather than stalling everyone
 		}
+	}
+	for n := range c.notes {
+		if n.match(e) {
+			select {
+			case n.ch <- struct{}{}:
+			default: // already signalled: changes coalesce
+			}
+		}
+	}
+}
+
+// notifier is a Notify subscription.
+type notifier struct {
+	match func(sema.Event) bool
+	ch    chan struct{}
+}
+
+// Notify returns a channel that receives a signal after events that match
+// accepts, and a function that ends the subscription. Signals coalesce:
+// however many events happen before the receiver looks, it finds one. It
+// costs the coordinator a call of match per event and wakes the receiver
+// at most once per look, so a page that shows "something changed" costs
+// nothing in a burst. match runs under the coordinator's lock: it must be
+// quick and must not call the coordinator.
+func (c *Coordinator) Notify(match func(sema.Event) bool) (<-chan struct{}, func()) {
+	n := &notifier{match: match, ch: make(chan struct{}, 1)}
+	c.mu.Lock()
+	c.notes[n] = struct{}{}
+	c.mu.Unlock()
+	return n.ch, func() {
+		c.mu.Lock()
+		delete(c.notes, n)
+		c.mu.Unlock()
 	}
 }
 

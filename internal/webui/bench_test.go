@@ -80,3 +80,38 @@ func BenchmarkLimitPage(b *testing.B) {
 	cancel()
 	<-done
 }
+
+// BenchmarkLimitsTable renders the limits table a live limits page
+// fetches on every change, over 64 busy limits.
+func BenchmarkLimitsTable(b *testing.B) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := coord.New(ctx, memstore.New(), coord.DefaultConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	for i := range 64 {
+		name := fmt.Sprintf("bench-%02d", i)
+		if _, err := c.CreateLimit(ctx, sema.LimitSpec{Name: name, Limit: 1, Active: true}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Acquire(ctx, coord.AcquireRequest{Names: []string{name}, Slots: 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ui := webui.New(c, webui.Options{})
+	req := httptest.NewRequest("GET", "/ui/limits?part=table", nil)
+	req.Header.Set("HX-Request", "true")
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		ui.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d", rec.Code)
+		}
+	}
+	cancel()
+	<-done
+}

@@ -11,19 +11,17 @@ import (
 
 // live is GET /ui/live: a server-sent event "change" whenever what a page
 // shows may have changed, at most once per LiveInterval however many
-// events happened, so a burst of grants costs a page one refresh. ?limit=
-// (repeatable) narrows it to events on those limits, ?run= to one run; no
-// filter takes every event. The page's regions fetch themselves again on
-// "change" (htmx's sse extension). The stream ends when the viewer's
-// session does.
+// events happened, so a burst of grants costs a page one refresh (and the
+// coordinator one function call per event, coord.Notify). ?limit=
+// (repeatable, a name or an id) narrows it to events on those limits,
+// ?run= to one run; no filter takes every event. The page's regions fetch
+// themselves again on "change" (htmx's sse extension). The stream ends
+// when the viewer's session does.
 func (u *UI) live(w http.ResponseWriter, r *http.Request, p Principal) {
 	q := r.URL.Query()
 	limits := q["limit"]
 	run := q.Get("run")
-	relevant := func(e sema.Event) bool {
-		if e.Kind == sema.WaiterFailed {
-			return len(limits) == 0 && run == ""
-		}
+	match := func(e sema.Event) bool {
 		if run != "" {
 			return e.Kind == sema.RunChanged && e.Run != nil && e.Run.ID.String() == run
 		}
@@ -39,7 +37,7 @@ func (u *UI) live(w http.ResponseWriter, r *http.Request, p Principal) {
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{})
-	ch, stop := u.c.Subscribe(256)
+	changed, stop := u.c.Notify(match)
 	defer stop()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -51,25 +49,15 @@ func (u *UI) live(w http.ResponseWriter, r *http.Request, p Principal) {
 	}
 	beat := time.NewTicker(u.opts.Heartbeat)
 	defer beat.Stop()
-	pending := time.NewTimer(time.Hour)
-	pending.Stop()
-	defer pending.Stop()
-	var last time.Time
-	dirty, armed := false, false
+	pause := time.NewTimer(0)
+	<-pause.C
+	defer pause.Stop()
 	stillAllowed := func() bool {
 		if u.opts.Auth == nil {
 			return true
 		}
 		p, err := u.opts.Auth.Principal(r)
 		return err == nil && p.Can(Read)
-	}
-	send := func() bool {
-		if !stillAllowed() {
-			return false
-		}
-		dirty, last = false, time.Now()
-		_, err := fmt.Fprint(w, "event: change\ndata: {}\n\n")
-		return err == nil && rc.Flush() == nil
 	}
 	for {
 		select {
@@ -82,26 +70,19 @@ func (u *UI) live(w http.ResponseWriter, r *http.Request, p Principal) {
 			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil || rc.Flush() != nil {
 				return
 			}
-		case e := <-ch:
-			if !relevant(e) {
-				continue
-			}
-			dirty = true
-			if armed {
-				continue
-			}
-			if wait := u.opts.LiveInterval - time.Since(last); wait > 0 {
-				pending.Reset(wait)
-				armed = true
-				continue
-			}
-			if !send() {
+		case <-changed:
+			if !stillAllowed() {
 				return
 			}
-		case <-pending.C:
-			armed = false
-			if dirty && !send() {
+			if _, err := fmt.Fprint(w, "event: change\ndata: {}\n\n"); err != nil || rc.Flush() != nil {
 				return
+			}
+			// What changes meanwhile waits in changed, as one signal.
+			pause.Reset(u.opts.LiveInterval)
+			select {
+			case <-r.Context().Done():
+				return
+			case <-pause.C:
 			}
 		}
 	}

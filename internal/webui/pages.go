@@ -2,6 +2,7 @@ package webui
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -17,9 +18,32 @@ import (
 // pageSize is the number of rows of a list page.
 const pageSize = 50
 
+// limitRow is one row of the limits page, formatted in Go: a template
+// reaching into the embedded views costs a reflective field search a cell.
+type limitRow struct {
+	ID, Name, Kind, Usage, BarLabel, HeldPct, LevelX, LevelPct, Decay, Oldest string
+	Template, Active                                                          bool
+	Waiting, Denied, TimedOut                                                 int
+	OldestMs                                                                  int64
+}
+
+func newLimitRow(l coord.LimitSummary, now time.Time) limitRow {
+	held, lvl, total := l.Held, max(0, l.ActiveSlots-l.Held), l.Limit.Limit
+	r := limitRow{ID: l.ID.String(), Name: l.Name, Kind: sema.KindOf(l.Name).String(),
+		Usage:    strconv.Itoa(l.ActiveSlots) + "/" + strconv.Itoa(total),
+		BarLabel: fmt.Sprintf("%d leased, %d rate level, %d free of %d", held, lvl, max(0, total-l.ActiveSlots), total),
+		HeldPct:  pct(held, total), LevelX: pct(held, total), LevelPct: pct(lvl, total),
+		Decay: formatDecay(l.SlotDecayPerSecond), Template: l.Template, Active: l.Active,
+		Waiting: l.Waiting, Denied: l.Denied, TimedOut: l.TimedOut}
+	if !l.HeadSince.IsZero() {
+		r.Oldest, r.OldestMs = human(now.Sub(l.HeadSince)), l.HeadSince.UnixMilli()
+	}
+	return r
+}
+
 // limitsData is the limits page's data.
 type limitsData struct {
-	Limits      []coord.LimitSummary
+	Limits      []limitRow
 	Kind, Query string
 	Kinds       []string
 	Total       int
@@ -44,7 +68,12 @@ func (u *UI) limits(w http.ResponseWriter, r *http.Request, p Principal) {
 		u.fail(w, r, p, statusOf(err), err.Error())
 		return
 	}
-	d := limitsData{Limits: ls, Kind: kind.String(), Query: query, Total: total, Page: pg,
+	now := u.opts.Now()
+	rows := make([]limitRow, len(ls))
+	for i, l := range ls {
+		rows[i] = newLimitRow(l, now)
+	}
+	d := limitsData{Limits: rows, Kind: kind.String(), Query: query, Total: total, Page: pg,
 		Pages: max(1, (total+pageSize-1)/pageSize), Kinds: []string{"all", "global", "tag", "label", "template"}}
 	link := func(n int) string {
 		v := url.Values{}
@@ -68,7 +97,7 @@ func (u *UI) limits(w http.ResponseWriter, r *http.Request, p Principal) {
 	if r.Header.Get("HX-Request") != "" && r.URL.Query().Get("part") == "table" {
 		tmpl = "limits-table"
 	}
-	u.render(w, r, http.StatusOK, "limits", tmpl, page{Title: "Limits", Nav: "limits", P: p, Data: d})
+	u.render(w, r, http.StatusOK, "limits", tmpl, page{Title: "Limits", Nav: "limits", P: p, Now: now, Data: d})
 }
 
 // limitPage is a limit's page data: the coordinator's view, and its rows

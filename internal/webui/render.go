@@ -48,7 +48,7 @@ var funcs = template.FuncMap{
 	"level":    func(v sema.LimitView) int { return max(0, v.ActiveSlots-v.Held) },
 	"spark":    sparkline,
 	"add":      func(a, b int) int { return a + b },
-	"decay":    func(f float64) string { return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.3f", f), "0"), ".") },
+	"decay":    formatDecay,
 	"metadata": metadata,
 	"isZero":   func(t time.Time) bool { return t.IsZero() },
 	"waited":   func(r sema.Run, now time.Time) string { return human(waited(r, now)) },
@@ -57,6 +57,11 @@ var funcs = template.FuncMap{
 		return holderRowsHTML(rows, admin, id.String())
 	},
 	"waiterRows": waiterRowsHTML,
+	"limitRows":  limitRowsHTML,
+}
+
+func formatDecay(f float64) string {
+	return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.3f", f), "0"), ".")
 }
 
 // human prints a duration as a page shows it: "41s", "3m 05s", "2h 10m".

@@ -115,3 +115,63 @@ func waiterRowsHTML(rows []waiterRow) template.HTML {
 	}
 	return template.HTML(b.String()) // #nosec G203: every value escaped above
 }
+
+func limitRowsHTML(rows []limitRow) template.HTML {
+	var b strings.Builder
+	b.Grow(len(rows) * 900)
+	for _, l := range rows {
+		b.WriteString("<tr>\n" + `<th scope="row"><a href="/ui/limits/`)
+		b.WriteString(l.ID)
+		b.WriteString(`">`)
+		b.WriteString(esc(l.Name))
+		b.WriteString("</a>")
+		if l.Template {
+			b.WriteString(` <span class="badge">applies to <code>`)
+			b.WriteString(esc(l.Name))
+			b.WriteString(`</code> on first use</span>`)
+		}
+		b.WriteString("</th>\n<td>")
+		b.WriteString(l.Kind)
+		b.WriteString("</td>\n<td>")
+		if l.Template {
+			b.WriteString(`<span class="muted">template</span>`)
+		} else {
+			b.WriteString(`<svg class="bar" width="100" height="10" viewBox="0 0 100 10" role="img" aria-label="`)
+			b.WriteString(esc(l.BarLabel))
+			b.WriteString(`"><rect class="free" x="0" y="0" width="100" height="10"/><rect class="held" x="0" y="0" width="`)
+			b.WriteString(l.HeldPct)
+			b.WriteString(`" height="10"/><rect class="level" x="`)
+			b.WriteString(l.LevelX)
+			b.WriteString(`" y="0" width="`)
+			b.WriteString(l.LevelPct)
+			b.WriteString(`" height="10"/></svg>`)
+			b.WriteString(l.Usage)
+		}
+		b.WriteString("</td>\n" + `<td class="hide-narrow">`)
+		if l.Active {
+			b.WriteString("yes")
+		} else {
+			b.WriteString(`<span class="badge off">off</span>`)
+		}
+		b.WriteString("</td>\n" + `<td class="hide-narrow">`)
+		b.WriteString(l.Decay)
+		b.WriteString("</td>\n<td>")
+		b.WriteString(strconv.Itoa(l.Waiting))
+		b.WriteString("</td>\n" + `<td class="hide-narrow">`)
+		if l.Oldest != "" {
+			b.WriteString(`<span data-since="`)
+			b.WriteString(strconv.FormatInt(l.OldestMs, 10))
+			b.WriteString(`">`)
+			b.WriteString(l.Oldest)
+			b.WriteString("</span>")
+		} else {
+			b.WriteString(`<span class="muted">–</span>`)
+		}
+		b.WriteString("</td>\n" + `<td class="hide-narrow">`)
+		b.WriteString(strconv.Itoa(l.Denied))
+		b.WriteString("</td>\n" + `<td class="hide-narrow">`)
+		b.WriteString(strconv.Itoa(l.TimedOut))
+		b.WriteString("</td>\n</tr>\n")
+	}
+	return template.HTML(b.String()) // #nosec G203: every value escaped above
+}
