@@ -34,6 +34,10 @@ type Options struct {
 	// EventHeartbeat is how often /api/events writes a comment to keep the
 	// stream open (default 15 s).
 	EventHeartbeat time.Duration
+	// Mount serves more handlers under these patterns through the same
+	// middleware, so that their requests are counted by route and status
+	// too (the web UI at /ui/; its own mux's patterns become the routes).
+	Mount map[string]http.Handler
 }
 
 // Bounds of request fields that the coordinator does not check itself.
@@ -68,6 +72,9 @@ type handler struct {
 func New(c *coord.Coordinator, opts Options) http.Handler {
 	h := newHandler(c, opts)
 	mux := h.routes()
+	for pattern, handler := range opts.Mount {
+		mux.Handle(pattern, handler)
+	}
 	if opts.Registry != nil {
 		h.register(opts.Registry)
 		mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))

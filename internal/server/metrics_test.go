@@ -107,6 +107,15 @@ func TestMetricsAfterScriptedSequence(t *testing.T) {
 		got <- l
 	}()
 	eventually(t, "the second request waits", func() bool { return scrape(t, base)["allot_waiters"] == 1 })
+	if resp, err := http.Get(base + "/ui/limits/db"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the limit's page: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// Counted once the handler returns, which may be after the answer.
+	eventually(t, "the web UI's request is counted by its route", func() bool {
+		return scrape(t, base)[`allot_http_requests_total{code="200",route="GET /ui/limits/{id}"}`] == 1
+	})
 	m := scrape(t, base)
 	if m[`allot_limit_waiting{limit="db"}`] != 1 || m[`allot_limit_held_slots{limit="db"}`] != 1 {
 		t.Errorf("opt-in limit metrics: waiting %v held %v, want 1 and 1", m[`allot_limit_waiting{limit="db"}`], m[`allot_limit_held_slots{limit="db"}`])

@@ -107,15 +107,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (e
 	// Long polls run on reqCtx; cancelling it ends them at shut-down.
 	reqCtx, endRequests := context.WithCancel(context.WithoutCancel(ctx))
 	defer endRequests()
-	mux := http.NewServeMux()
-	mux.Handle("/", httpapi.New(c, httpapi.Options{Logger: log, Registry: reg}))
+	apiOpts := httpapi.Options{Logger: log, Registry: reg}
 	if !cfg.NoUI {
 		ui := webui.New(c, webui.Options{Logger: log})
-		mux.Handle("/ui", ui)
-		mux.Handle("/ui/", ui)
+		apiOpts.Mount = map[string]http.Handler{"/ui": ui, "/ui/": ui}
 	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           httpapi.New(c, apiOpts),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return reqCtx },
