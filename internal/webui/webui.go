@@ -138,6 +138,9 @@ func (u *UI) loadStatic() {
 	}
 }
 
+// maxForm bounds a posted form.
+const maxForm = 64 << 10
+
 // contentSecurityPolicy allows only the server's own scripts and styles:
 // no inline script or style (htmx is told not to inject its indicator
 // styles), no eval.
@@ -163,6 +166,9 @@ func (u *UI) routes() *http.ServeMux {
 			p, ok := u.principal(w, r)
 			if !ok {
 				return
+			}
+			if r.Method == http.MethodPost {
+				r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 			}
 			fn(w, r, p)
 		})))
