@@ -18,6 +18,7 @@ import (
 
 	"github.com/allot-dev/allot/internal/coord"
 	"github.com/allot-dev/allot/internal/httpapi"
+	"github.com/allot-dev/allot/internal/webui"
 	"github.com/allot-dev/allot/internal/store/postgres"
 )
 
@@ -192,7 +193,7 @@ func (r *replica) lead(ctx context.Context, term *postgres.Term) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ccfg := r.cfg.Coord
 	ccfg.Logger = r.log
-	ccfg.Metrics = coord.NewMetrics(reg)
+	ccfg.Metrics = coord.NewMetrics(reg, r.cfg.MetricsLimits...)
 	ccfg.Now = term.Now
 	c, err := coord.New(ctx, st, ccfg)
 	if err != nil {
@@ -200,7 +201,12 @@ func (r *replica) lead(ctx context.Context, term *postgres.Term) error {
 	}
 	termCtx, endTerm := context.WithCancel(ctx)
 	defer endTerm()
-	api := httpapi.New(c, httpapi.Options{Logger: r.log, Registry: reg})
+	apiOpts := httpapi.Options{Logger: r.log, Registry: reg}
+	if !r.cfg.NoUI {
+		ui := webui.New(c, webui.Options{Logger: r.log})
+		apiOpts.Mount = map[string]http.Handler{"/ui": ui, "/ui/": ui}
+	}
+	api := httpapi.New(c, apiOpts)
 	// Requests in progress when the term ends (long polls above all) end
 	// with it.
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
