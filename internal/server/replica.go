@@ -18,8 +18,8 @@ import (
 
 	"github.com/allot-dev/allot/internal/coord"
 	"github.com/allot-dev/allot/internal/httpapi"
-	"github.com/allot-dev/allot/internal/webui"
 	"github.com/allot-dev/allot/internal/store/postgres"
+	"github.com/allot-dev/allot/internal/webui"
 )
 
 // forwardedHeader marks a request a follower forwarded: a replica that
