@@ -114,3 +114,17 @@ func at(lines []string, i int) string {
 	}
 	return ""
 }
+
+// TestWatchFailsWhenServerGoes checks that a watch whose server goes away
+// says so and exits 1, rather than looking like a quiet stream.
+func TestWatchFailsWhenServerGoes(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t)
+	w := start(t, srv.allotCmd(t, "watch"))
+	eventually(t, "watch is streaming", func() bool { return strings.Contains(w.stderr.String(), "Watching") })
+	srv.stop()
+	r := w.wait(t)
+	if r.code != 1 || !strings.Contains(r.stderr, "watch:") {
+		t.Errorf("watch after the server stopped: exit %d, stderr %q; want 1 and the reason", r.code, r.stderr)
+	}
+}
