@@ -1,6 +1,7 @@
 package sema
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -172,5 +173,23 @@ func TestActivity(t *testing.T) {
 	a.Forget("gpu")
 	if v := a.View(now, "gpu"); v.Minutes != nil {
 		t.Errorf("gpu forgotten: still has a history")
+	}
+}
+
+// BenchmarkFindLimits100k searches 100,000 limits by name, as the web
+// UI's limits page does on every load (it must stay fast at that size).
+func BenchmarkFindLimits100k(b *testing.B) {
+	m := New(DefaultConfig())
+	for i := range 100_000 {
+		if _, err := m.CreateLimit(t0, limitID(uint64(i+1)), LimitSpec{Name: fmt.Sprintf("resource:%06d", i), Limit: 1, Active: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m.Drain()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, total := m.FindLimits(t0, AnyKind, "004217", 0, 50); total != 1 {
+			b.Fatalf("total %d, want 1", total)
+		}
 	}
 }
