@@ -35,14 +35,19 @@ func (u *UI) live(w http.ResponseWriter, r *http.Request, p Principal) {
 		}
 		return false
 	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Time{})
-	changed, stop := u.c.Notify(match)
-	defer stop()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
+	if r.Method == http.MethodHead {
+		// A stream without a body would never end.
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{})
+	changed, stop := u.c.Notify(match)
+	defer stop()
 	w.WriteHeader(http.StatusOK)
 	if _, err := fmt.Fprint(w, ": allot ui\nretry: 2000\n\n"); err != nil || rc.Flush() != nil {
 		return

@@ -225,6 +225,10 @@ func TestLiveStreamEndsWithSession(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("content type %q", ct)
 	}
+	// HEAD answers the headers and ends.
+	if resp, err := http.Head(s.url + "/ui/live"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("HEAD /ui/live: %v %v", resp, err)
+	}
 	a.p.Store(nil)
 	ended := make(chan error, 1)
 	go func() { _, err := io.Copy(io.Discard, resp.Body); ended <- err }()
