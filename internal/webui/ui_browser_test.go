@@ -180,7 +180,7 @@ func TestResetTagLimitCrashesRun(t *testing.T) {
 	t.Parallel()
 	tb := newTab(t)
 	ctx := t.Context()
-	tl, err := tb.c.CreateTagLimit(ctx, "etl", 1)
+	tl, err := tb.c.Tags().Create(ctx, "etl", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestKeyboardReachesEveryAction(t *testing.T) {
 	t.Parallel()
 	tb := newTab(t)
 	ctx := t.Context()
-	if _, err := tb.c.CreateTagLimit(ctx, "k", 1); err != nil {
+	if _, err := tb.c.Tags().Create(ctx, "k", 1); err != nil {
 		t.Fatal(err)
 	}
 	lease, err := tb.c.Acquire(ctx, []string{"tag:k"}, allot.Holder("process", "p", nil))
