@@ -277,6 +277,19 @@ func TestKeyboardReachesEveryAction(t *testing.T) {
 			t.Errorf("Tab never reached %q; reached %q", w, seen)
 		}
 	}
+	// The limits page's actions too: the filter and New limit.
+	tb.open("/ui/limits")
+	seen = nil
+	for range 12 {
+		tb.do("press Tab", chromedp.KeyEvent("\t"))
+		seen = append(seen, strings.TrimSpace(eval[string](tb, `document.activeElement ? (document.activeElement.id || document.activeElement.textContent) : ""`)))
+	}
+	for _, w := range []string{"kind", "q", "Filter", "New limit", "tag:k"} {
+		if !slices.Contains(seen, w) {
+			t.Errorf("Tab never reached %q on the limits page; reached %q", w, seen)
+		}
+	}
+	tb.open("/ui/limits/tag:k")
 	// Enter on a focused action follows it.
 	eval[any](tb, `document.querySelector('a[href$="/edit"]').focus()`)
 	tb.do("press Enter", chromedp.KeyEvent("\r"), chromedp.WaitVisible(chromedp.CSS("#limit")))
