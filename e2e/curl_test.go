@@ -4,36 +4,31 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/allot-dev/allot/internal/docblocks"
 )
 
-// TestDocumentedTagLimitCurlCalls runs the curl calls of docs/runs.md's
-// section on Prefect's tag-limit API, as they are written there, with the
-// real curl against the real server, in order, and checks each answer.
-func TestDocumentedTagLimitCurlCalls(t *testing.T) {
-	t.Parallel()
+// needCurl skips t when curl is not installed, except in CI.
+func needCurl(t *testing.T) {
+	t.Helper()
 	if _, err := exec.LookPath("curl"); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal("curl is not installed; CI needs it for this test")
 		}
 		t.Skip("curl is not installed")
 	}
-	doc, err := os.ReadFile("../docs/runs.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	section := string(doc)
-	start := strings.Index(section, "## Prefect's tag-limit API with curl")
-	if start < 0 {
-		t.Fatal("docs/runs.md has no section on Prefect's tag-limit API")
-	}
-	section = section[start:]
-	if end := strings.Index(section, "\n### "); end > 0 {
-		section = section[:end]
-	}
-	blocks := regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(section, -1)
+}
+
+// TestDocumentedTagLimitCurlCalls runs the curl calls of docs/runs.md's
+// section on Prefect's tag-limit API (the blocks marked as run by this
+// test), as they are written there, with the real curl against the real
+// server, in order, and checks each answer.
+func TestDocumentedTagLimitCurlCalls(t *testing.T) {
+	t.Parallel()
+	needCurl(t)
+	blocks := docblocks.Claimed(t)
 	want := []struct {
 		status   string
 		contains string
@@ -47,17 +42,18 @@ func TestDocumentedTagLimitCurlCalls(t *testing.T) {
 		{"200", `null`},
 	}
 	if len(blocks) != len(want) {
-		t.Fatalf("the section has %d curl blocks, want %d", len(blocks), len(want))
+		t.Fatalf("%d blocks are marked as run by this test, want %d", len(blocks), len(want))
 	}
 	srv := startServer(t, t.TempDir(), "")
 	for i, b := range blocks {
 		// The block as written; curl only learns to print the status.
-		script := "curl() { command curl --silent --show-error --write-out '\\n%{http_code}' \"$@\"; }\n" + b[1]
+		script := "curl() { command curl --silent --show-error --write-out '\\n%{http_code}' \"$@\"; }\n" + b.Body
 		cmd := exec.CommandContext(t.Context(), "sh", "-c", script)
 		cmd.Env = append(os.Environ(), "API="+srv.url(""))
 		out, err := cmd.CombinedOutput()
+		b.Ran()
 		if err != nil {
-			t.Fatalf("block %d:\n%s\nfailed: %v\n%s", i, b[1], err, out)
+			t.Fatalf("%s:\n%s\nfailed: %v\n%s", b, b.Body, err, out)
 		}
 		answer := strings.TrimSpace(string(out))
 		body, status := "", answer
@@ -65,12 +61,49 @@ func TestDocumentedTagLimitCurlCalls(t *testing.T) {
 			body, status = answer[:i], answer[i+1:]
 		}
 		if status != want[i].status || !strings.Contains(body, want[i].contains) {
-			t.Errorf("block %d:\n%s\nanswered %s %s, want %s with %s", i, b[1], status, body, want[i].status, want[i].contains)
+			t.Errorf("%s:\n%s\nanswered %s %s, want %s with %s", b, b.Body, status, body, want[i].status, want[i].contains)
 		}
 	}
 	// The last call deleted the limit.
 	code, _, err := call(t.Context(), &http.Client{}, "GET", srv.url("/concurrency_limits/tag/database"), nil, nil)
 	if err != nil || code != 404 {
 		t.Errorf("the tag limit after the documented delete: %d (%v), want 404", code, err)
+	}
+}
+
+// TestDocShellBlocks runs each shell block marked as run by it (the
+// README's tour over HTTP, …) verbatim with `sh -eu` and the real curl,
+// against a server of its own whose URL is in ALLOT_API_URL and API. Every
+// curl call must answer 2xx, every variable the block uses must be set,
+// and the block must end with exit 0.
+func TestDocShellBlocks(t *testing.T) {
+	t.Parallel()
+	needCurl(t)
+	for _, b := range docblocks.Claimed(t) {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			b.Ran()
+			srv := startServer(t, t.TempDir(), "")
+			// curl as written, plus its status on stderr, one line per call.
+			script := "curl() { command curl --show-error --write-out '%{stderr}%{http_code}\\n' \"$@\"; }\n" + b.Body
+			cmd := exec.CommandContext(t.Context(), "sh", "-eu", "-c", script)
+			cmd.Env = append(os.Environ(), "ALLOT_API_URL="+srv.url(""), "API="+srv.url(""))
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			t.Logf("stdout:\n%s", stdout.String())
+			if err != nil {
+				t.Fatalf("the block failed: %v\nstderr:\n%s", err, stderr.String())
+			}
+			statuses := strings.Fields(stderr.String())
+			if calls := strings.Count(b.Body, "curl "); len(statuses) != calls {
+				t.Errorf("%d curl calls answered (%q), want %d", len(statuses), statuses, calls)
+			}
+			for i, s := range statuses {
+				if len(s) != 3 || s[0] != '2' {
+					t.Errorf("curl call %d answered %s, want 2xx; stderr:\n%s", i+1, s, stderr.String())
+				}
+			}
+		})
 	}
 }
