@@ -116,7 +116,8 @@ func Parse(doc string, src []byte) ([]Block, error) {
 			body.WriteByte('\n')
 			continue
 		}
-		if m := fence.FindStringSubmatch(line); m != nil {
+		// An opening backtick fence has no backtick after it (CommonMark).
+		if m := fence.FindStringSubmatch(line); m != nil && !(m[2][0] == '`' && strings.Contains(line[len(m[0]):], "`")) {
 			cur = &Block{File: doc, Line: n, Lang: m[3]}
 			if mm := marker.FindStringSubmatch(prev); mm != nil {
 				cur.Marker = mm[1]

@@ -120,7 +120,7 @@ func (e *claimError) Error() string { return e.msg }
 
 func TestParse(t *testing.T) {
 	t.Parallel()
-	src := "# doc\n\n<!-- illustration -->\n```sh\nmake bench\n```\n\ntext\n<!-- test: e2e/TestX -->\n```console\n$ allot gcl ls\n```\n\n```\nbare\n```\n````go\n```\n````\n"
+	src := "# doc\n\n<!-- illustration -->\n```sh\nmake bench\n```\n\ntext\n<!-- test: e2e/TestX -->\n```console\n$ allot gcl ls\n```\n\n```\nbare\n```\n````go\n```\n````\n  ```sh, ```console: prose\n"
 	got, err := docblocks.Parse("d.md", []byte(src))
 	if err != nil {
 		t.Fatal(err)
