@@ -71,21 +71,36 @@ func TestDocumentedTagLimitCurlCalls(t *testing.T) {
 	}
 }
 
-// TestDocShellBlocks runs each shell block marked as run by it (the
-// README's tour over HTTP, …) verbatim with `sh -eu` and the real curl,
-// against a server of its own whose URL is in ALLOT_API_URL and API. Every
-// curl call must answer 2xx, every variable the block uses must be set,
-// and the block must end with exit 0.
+// TestDocShellBlocks runs the shell blocks marked as run by it (the
+// README's tour over HTTP, docs/runs.md's runs API, …) verbatim: the blocks
+// of one document in one `sh -eu` session, in their order in it (a
+// variable one block sets is there for the next, as for a reader typing
+// them), with the real curl, against a server of its own whose URL is in
+// ALLOT_API_URL and API. Every curl call must answer 2xx, every variable a
+// block uses must be set, and every block must end with exit 0.
 func TestDocShellBlocks(t *testing.T) {
 	t.Parallel()
 	needCurl(t)
+	byDoc := map[string][]*docblocks.Run{}
+	var docs []string
 	for _, b := range docblocks.Claimed(t) {
-		t.Run(b.String(), func(t *testing.T) {
+		if byDoc[b.File] == nil {
+			docs = append(docs, b.File)
+		}
+		byDoc[b.File] = append(byDoc[b.File], b)
+	}
+	for _, doc := range docs {
+		blocks := byDoc[doc]
+		t.Run(doc, func(t *testing.T) {
 			t.Parallel()
-			b.Ran()
 			srv := startServer(t, t.TempDir(), "")
-			// curl as written, plus its status on stderr, one line per call.
-			script := "curl() { command curl --show-error --write-out '%{stderr}%{http_code}\\n' \"$@\"; }\n" + b.Body
+			// curl as written, plus its status on stderr, one line per
+			// call; a line between blocks says which block follows.
+			script := "curl() { command curl --show-error --write-out '%{stderr}%{http_code}\\n' \"$@\"; }\n"
+			for _, b := range blocks {
+				script += "echo '" + blockMark + " " + b.String() + "' >&2\n" + b.Body
+				b.Ran()
+			}
 			cmd := exec.CommandContext(t.Context(), "sh", "-eu", "-c", script)
 			cmd.Env = append(os.Environ(), "ALLOT_API_URL="+srv.url(""), "API="+srv.url(""))
 			var stdout, stderr strings.Builder
@@ -93,17 +108,26 @@ func TestDocShellBlocks(t *testing.T) {
 			err := cmd.Run()
 			t.Logf("stdout:\n%s", stdout.String())
 			if err != nil {
-				t.Fatalf("the block failed: %v\nstderr:\n%s", err, stderr.String())
+				t.Fatalf("the blocks failed: %v\nstderr:\n%s", err, stderr.String())
 			}
-			statuses := strings.Fields(stderr.String())
-			if calls := strings.Count(b.Body, "curl "); len(statuses) != calls {
-				t.Errorf("%d curl calls answered (%q), want %d", len(statuses), statuses, calls)
+			// stderr: for each block its mark, then the status of each call.
+			parts := strings.Split(stderr.String(), blockMark+" ")[1:]
+			if len(parts) != len(blocks) {
+				t.Fatalf("stderr has %d block marks, want %d:\n%s", len(parts), len(blocks), stderr.String())
 			}
-			for i, s := range statuses {
-				if len(s) != 3 || s[0] != '2' {
-					t.Errorf("curl call %d answered %s, want 2xx; stderr:\n%s", i+1, s, stderr.String())
+			for i, b := range blocks {
+				statuses := strings.Fields(parts[i])[1:]
+				if calls := strings.Count(b.Body, "curl "); len(statuses) != calls {
+					t.Errorf("%s: %d curl calls answered (%q), want %d", b, len(statuses), statuses, calls)
+				}
+				for j, s := range statuses {
+					if len(s) != 3 || s[0] != '2' {
+						t.Errorf("%s: curl call %d answered %s, want 2xx", b, j+1, s)
+					}
 				}
 			}
 		})
 	}
 }
+
+const blockMark = "@@allot-doc-block"
