@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/allot-dev/allot/internal/docblocks"
+	"github.com/allot-dev/allot/internal/docblock"
 )
 
 // needCurl skips t when curl is not installed, except in CI.
@@ -28,7 +28,7 @@ func needCurl(t *testing.T) {
 func TestDocumentedTagLimitCurlCalls(t *testing.T) {
 	t.Parallel()
 	needCurl(t)
-	blocks := docblocks.Claimed(t)
+	blocks := docblock.Claimed(t)
 	want := []struct {
 		status   string
 		contains string
@@ -81,9 +81,9 @@ func TestDocumentedTagLimitCurlCalls(t *testing.T) {
 func TestDocShellBlocks(t *testing.T) {
 	t.Parallel()
 	needCurl(t)
-	byDoc := map[string][]*docblocks.Run{}
+	byDoc := map[string][]*docblock.Run{}
 	var docs []string
-	for _, b := range docblocks.Claimed(t) {
+	for _, b := range docblock.Claimed(t) {
 		if byDoc[b.File] == nil {
 			docs = append(docs, b.File)
 		}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/allot-dev/allot/internal/docblocks"
+	"github.com/allot-dev/allot/internal/docblock"
 )
 
 // TestDocConsoleBlocks runs each ```console block of the docs that is
@@ -22,7 +22,7 @@ import (
 // block runs are made as scripts that exit 0.
 func TestDocConsoleBlocks(t *testing.T) {
 	t.Parallel()
-	for _, b := range docblocks.Claimed(t) {
+	for _, b := range docblock.Claimed(t) {
 		t.Run(b.String(), func(t *testing.T) {
 			t.Parallel()
 			b.Ran()

@@ -1,4 +1,4 @@
-// Package docblocks finds the fenced code blocks of the repository's
+// Package docblock finds the fenced code blocks of the repository's
 // documentation (README.md, CONTRIBUTING.md and docs/*.md) and hands the
 // shell blocks to the tests that run them, so that what the docs tell a
 // user to type is what the tests type.
@@ -15,7 +15,7 @@
 // block that is neither, on a claim whose test does not exist, and on a
 // claimed test that does not call Claimed; Claimed, called by the claimed
 // test, fails that test if it runs no block or leaves one unrun.
-package docblocks
+package docblock
 
 import (
 	"bufio"

@@ -1,4 +1,4 @@
-package docblocks_test
+package docblock_test
 
 import (
 	"go/ast"
@@ -11,21 +11,21 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/allot-dev/allot/internal/docblocks"
+	"github.com/allot-dev/allot/internal/docblock"
 )
 
 // TestEveryShellBlockRunsOrIsIllustration enumerates every fenced block of
 // README.md, CONTRIBUTING.md and docs/*.md: each names its language, and
 // each shell block is marked as an illustration or claimed by a test that
-// exists and calls docblocks.Claimed (which fails that test unless it runs
+// exists and calls docblock.Claimed (which fails that test unless it runs
 // every block it claims).
 func TestEveryShellBlockRunsOrIsIllustration(t *testing.T) {
 	t.Parallel()
-	root, err := docblocks.Root()
+	root, err := docblock.Root()
 	if err != nil {
 		t.Fatal(err)
 	}
-	blocks, err := docblocks.All(root)
+	blocks, err := docblock.All(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestEveryShellBlockRunsOrIsIllustration(t *testing.T) {
 			shells++
 			claimed[b.Claim()]++
 		default:
-			t.Errorf("%s: a ```%s block that no test runs: run it (<!-- test: DIR/TestName --> on the line before, and the test calls docblocks.Claimed) or mark it <!-- illustration -->; marker %q",
+			t.Errorf("%s: a ```%s block that no test runs: run it (<!-- test: DIR/TestName --> on the line before, and the test calls docblock.Claimed) or mark it <!-- illustration -->; marker %q",
 				b, b.Lang, b.Marker)
 		}
 	}
@@ -69,7 +69,7 @@ func sum(m map[string]int) int {
 }
 
 // claimedTestCallsClaimed checks that claim, DIR/TestName, is a test
-// function in DIR's _test.go files whose body calls docblocks.Claimed.
+// function in DIR's _test.go files whose body calls docblock.Claimed.
 func claimedTestCallsClaimed(root, claim string) error {
 	dir, name := filepath.Split(claim)
 	if dir == "" || !strings.HasPrefix(name, "Test") {
@@ -98,7 +98,7 @@ func claimedTestCallsClaimed(root, claim string) error {
 			ast.Inspect(fn.Body, func(n ast.Node) bool {
 				if c, ok := n.(*ast.CallExpr); ok {
 					if s, ok := c.Fun.(*ast.SelectorExpr); ok && s.Sel.Name == "Claimed" {
-						if id, ok := s.X.(*ast.Ident); ok && id.Name == "docblocks" {
+						if id, ok := s.X.(*ast.Ident); ok && id.Name == "docblock" {
 							calls = true
 						}
 					}
@@ -106,7 +106,7 @@ func claimedTestCallsClaimed(root, claim string) error {
 				return !calls
 			})
 			if !calls {
-				return &claimError{name + " does not call docblocks.Claimed"}
+				return &claimError{name + " does not call docblock.Claimed"}
 			}
 			return nil
 		}
@@ -121,11 +121,11 @@ func (e *claimError) Error() string { return e.msg }
 func TestParse(t *testing.T) {
 	t.Parallel()
 	src := "# doc\n\n<!-- illustration -->\n```sh\nmake bench\n```\n\ntext\n<!-- test: e2e/TestX -->\n```console\n$ allot gcl ls\n```\n\n```\nbare\n```\n````go\n```\n````\n  ```sh, ```console: prose\n"
-	got, err := docblocks.Parse("d.md", []byte(src))
+	got, err := docblock.Parse("d.md", []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []docblocks.Block{
+	want := []docblock.Block{
 		{File: "d.md", Line: 4, Lang: "sh", Marker: "illustration", Body: "make bench\n"},
 		{File: "d.md", Line: 10, Lang: "console", Marker: "test: e2e/TestX", Body: "$ allot gcl ls\n"},
 		{File: "d.md", Line: 14, Lang: "", Body: "bare\n"},
@@ -137,7 +137,7 @@ func TestParse(t *testing.T) {
 	if c := got[1].Claim(); c != "e2e/TestX" {
 		t.Errorf("Claim() = %q, want e2e/TestX", c)
 	}
-	if _, err := docblocks.Parse("d.md", []byte("```sh\nopen\n")); err == nil {
+	if _, err := docblock.Parse("d.md", []byte("```sh\nopen\n")); err == nil {
 		t.Error("Parse of an unclosed block: got no error")
 	}
 }
