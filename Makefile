@@ -49,3 +49,4 @@ fuzz:
 	$(GO) test ./internal/httpapi -run '^$$' -fuzz FuzzIncrementWithLease -fuzztime 30s
 	$(GO) test ./internal/httpapi -run '^$$' -fuzz FuzzPatch -fuzztime 30s
 	$(GO) test ./internal/httpapi -run '^$$' -fuzz FuzzCreateRun -fuzztime 30s
+	$(GO) test ./internal/auth -run '^$$' -fuzz FuzzParseAuthorization -fuzztime 30s

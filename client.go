@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +29,10 @@ const DefaultURL = "http://127.0.0.1:4200/api"
 const (
 	EnvURL    = "ALLOT_API_URL"
 	EnvAPIKey = "ALLOT_API_KEY"
+	// EnvCAFile names a PEM file of the certificate authorities that sign
+	// the server's certificate (a server with --tls-cert), trusted in
+	// addition to the system's.
+	EnvCAFile = "ALLOT_CA_FILE"
 )
 
 const (
@@ -54,6 +60,7 @@ type Client struct {
 	backoff  time.Duration
 	longPoll time.Duration
 	holder   Identity // the default holder of leases
+	caFile   string
 }
 
 // ClientOption configures a Client.
@@ -66,6 +73,11 @@ func WithURL(u string) ClientOption { return func(c *Client) { c.base = u } }
 // WithAPIKey sets the key sent as "Authorization: Bearer KEY". It takes
 // precedence over ALLOT_API_KEY.
 func WithAPIKey(key string) ClientOption { return func(c *Client) { c.apiKey = key } }
+
+// WithCAFile trusts the certificate authorities in the PEM file path for
+// the server's certificate, besides the system's. It takes precedence over
+// ALLOT_CA_FILE, and is ignored with WithHTTPClient.
+func WithCAFile(path string) ClientOption { return func(c *Client) { c.caFile = path } }
 
 // WithHTTPClient sets the HTTP client requests go through. Its Timeout
 // should be zero: a request waiting in line lasts as long as it waits.
@@ -98,6 +110,7 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 	c := &Client{
 		base:     os.Getenv(EnvURL),
 		apiKey:   os.Getenv(EnvAPIKey),
+		caFile:   os.Getenv(EnvCAFile),
 		retries:  defaultRetries,
 		backoff:  defaultBackoff,
 		longPoll: maxLongPoll,
@@ -126,7 +139,11 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 		c.longPoll = maxLongPoll
 	}
 	if c.hc == nil {
-		c.hc = &http.Client{Transport: newTransport()}
+		t, err := newTransport(c.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("new client: %w: %w", ErrInvalid, err)
+		}
+		c.hc = &http.Client{Transport: t}
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -136,15 +153,30 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 }
 
 // newTransport is http.DefaultTransport's settings with more idle
-// connections per host: many goroutines of one process talk to one server.
-func newTransport() http.RoundTripper {
+// connections per host (many goroutines of one process talk to one
+// server), trusting the authorities in caFile too, if given.
+func newTransport(caFile string) (http.RoundTripper, error) {
 	t, ok := http.DefaultTransport.(*http.Transport)
 	if !ok {
-		return http.DefaultTransport
+		return http.DefaultTransport, nil
 	}
 	t = t.Clone()
 	t.MaxIdleConnsPerHost = 64
-	return t
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", EnvCAFile, err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s %s: no PEM certificate in it", EnvCAFile, caFile)
+		}
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return t, nil
 }
 
 // holderProcess is the holder kind of a process (a test checks it is one

@@ -40,6 +40,15 @@ var (
 	ErrInvalid = errors.New("invalid request")
 	// ErrUnavailable matches a 503: the server cannot answer now.
 	ErrUnavailable = errors.New("server unavailable")
+	// ErrUnauthorized matches a 401: no API key, or one that is not
+	// valid (malformed, unknown, expired, revoked). Set ALLOT_API_KEY.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrForbidden matches a 403: the key lacks the scope the request
+	// needs; the APIError's Detail names the key and the scope.
+	ErrForbidden = errors.New("forbidden")
+	// ErrQuota matches a 429: the key is over its quota of requests per
+	// second, waiting requests or held leases; try again later.
+	ErrQuota = errors.New("over quota")
 )
 
 // Codes of the server's problem documents (APIError.Code) that callers
@@ -52,6 +61,11 @@ const (
 	CodeLimitNotFound         = "limit_not_found"
 	CodeLeaseNotFound         = "lease_not_found"
 	CodeInvalidField          = "invalid_field"
+	CodeUnauthenticated       = "unauthenticated"
+	CodeForbidden             = "forbidden"
+	CodeQuotaExceeded         = "quota_exceeded"
+	CodeKeyNotFound           = "key_not_found"
+	CodeAuthOff               = "auth_off"
 )
 
 // APIError is an error answer from the server: an application/problem+json
@@ -105,6 +119,12 @@ func (e *APIError) Is(target error) bool {
 		return e.Status == http.StatusBadRequest || e.Status == http.StatusUnprocessableEntity
 	case ErrUnavailable:
 		return e.Status == http.StatusServiceUnavailable
+	case ErrUnauthorized:
+		return e.Status == http.StatusUnauthorized
+	case ErrForbidden:
+		return e.Status == http.StatusForbidden
+	case ErrQuota:
+		return e.Status == http.StatusTooManyRequests
 	}
 	return false
 }

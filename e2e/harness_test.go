@@ -46,11 +46,20 @@ type server struct {
 	addr    string
 	cmd     *exec.Cmd
 	log     *bytes.Buffer
-	done    chan struct{}
+	// stdout is what the server printed before it said it listens (the
+	// bootstrap key, with --auth keys).
+	stdout []string
+	done   chan struct{}
 }
 
 // startServer starts allot on a free port (or addr, if set) with dataDir.
 func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
+	t.Helper()
+	return startServerEnv(t, dataDir, addr, nil, extra...)
+}
+
+// startServerEnv is startServer with env added to the environment.
+func startServerEnv(t *testing.T, dataDir, addr string, env []string, extra ...string) *server {
 	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -58,6 +67,9 @@ func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
 	s := &server{t: t, dataDir: dataDir, log: new(bytes.Buffer), done: make(chan struct{})}
 	args := append([]string{"server", "--addr", addr, "--data-dir", dataDir, "--log-level", "warn"}, extra...)
 	s.cmd = exec.Command(binary, args...)
+	if env != nil {
+		s.cmd.Env = append(os.Environ(), env...)
+	}
 	s.cmd.Stderr = s.log
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
@@ -66,7 +78,7 @@ func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	lines := make(chan string, 1)
+	lines := make(chan string, 16)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -76,21 +88,24 @@ func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
 			}
 		}
 	}()
-	go func() { _ = s.cmd.Wait(); close(s.done) }()
-	t.Cleanup(func() { s.kill() })
-	select {
-	case line := <-lines:
-		const prefix = "allot server listening on http://"
-		if !strings.HasPrefix(line, prefix) {
-			t.Fatalf("server said %q, want %q…", line, prefix)
+	const prefix = "allot server listening on http://"
+	for {
+		go func() { _ = s.cmd.Wait(); close(s.done) }()
+		t.Cleanup(func() { s.kill() })
+		select {
+		case line := <-lines:
+			if !strings.HasPrefix(line, prefix) {
+				s.stdout = append(s.stdout, line)
+				continue
+			}
+			s.addr = strings.TrimSuffix(strings.TrimPrefix(line, prefix), "/api")
+			return s
+		case <-s.done:
+			t.Fatalf("server exited at start: %s", s.log)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("server did not start in 30s: %s", s.log)
 		}
-		s.addr = strings.TrimSuffix(strings.TrimPrefix(line, prefix), "/api")
-	case <-s.done:
-		t.Fatalf("server exited at start: %s", s.log)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("server did not start in 30s: %s", s.log)
 	}
-	return s
 }
 
 func (s *server) url(path string) string { return "http://" + s.addr + "/api" + path }

@@ -92,6 +92,7 @@ func run(ctx context.Context, args []string, envURL, exe string, stdout, stderr 
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.URL, "url", cfg.URL, "API base URL (ALLOT_API_URL sets the default)")
+	fs.StringVar(&cfg.APIKey, "api-key", os.Getenv("ALLOT_API_KEY"), "API key sent as a bearer token, for a server with --auth keys (ALLOT_API_KEY sets the default; an admin key, or one with read, acquire and manage on the bench's limits)")
 	fs.StringVar(&cfg.Workload, "workload", cfg.Workload, "workload to run: baseline, throughput, handoff, memory, scale, or all (baseline, throughput and handoff)")
 	fs.StringVar(&cfg.MetricsURL, "metrics-url", "", "the server's Prometheus metrics, read by memory, and by throughput and handoff for the server's CPU time (default: /metrics beside the API's /api)")
 	workers := fs.Int("workers", 0, fmt.Sprintf("workers per workload (default %d for baseline and throughput, %d for handoff)",

@@ -168,6 +168,9 @@ func describe(err error, apiURL string) string {
 		if hint := apiURLHint(ae, apiURL); hint != "" {
 			d += "; " + hint
 		}
+		if ae.Status == http.StatusUnauthorized {
+			d += " (set " + allot.EnvAPIKey + " or --api-key)"
+		}
 		return d
 	}
 	var ue *url.Error
@@ -252,6 +255,8 @@ func build(env Env) (*cobra.Command, *globals) {
 		newRenewCmd(env, g),
 		newRevokeCmd(env, g),
 		newWatchCmd(env, g),
+		newKeyCmd(env, g),
+		newAuditCmd(env, g),
 		newGuardCmd(),
 		newVersionCmd(env),
 	)

@@ -40,7 +40,7 @@ func (g *globals) client() (*allot.Client, error) {
 	if !g.keyGiven() {
 		key = g.env.Getenv(allot.EnvAPIKey)
 	}
-	c, err := allot.NewClient(allot.WithURL(g.apiURL), allot.WithAPIKey(key),
+	c, err := allot.NewClient(allot.WithURL(g.apiURL), allot.WithAPIKey(key), allot.WithCAFile(g.env.Getenv(allot.EnvCAFile)),
 		allot.WithLogger(slog.New(&lineHandler{w: g.env.Stderr, mu: new(sync.Mutex)})))
 	if err != nil {
 		return nil, usagef("--api-url %q: must be http:// or https:// with a host", g.apiURL)

@@ -67,11 +67,16 @@ type serverProc struct {
 
 // startServer starts `allot server` with its store in dataDir and waits
 // until it listens.
-func startServer(dataDir string) (*serverProc, error) {
+func startServer(dataDir string, env ...string) (*serverProc, error) {
+	return startServerArgs(dataDir, env)
+}
+
+// startServerArgs is startServer with more server flags.
+func startServerArgs(dataDir string, env []string, args ...string) (*serverProc, error) {
 	s := &serverProc{log: &syncBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(binary, "server", "--addr", "127.0.0.1:0", "--data-dir", dataDir,
-		"--sync", "normal", "--log-level", "warn")
-	s.cmd.Env = append(os.Environ(), goRace)
+	s.cmd = exec.Command(binary, append([]string{"server", "--addr", "127.0.0.1:0", "--data-dir", dataDir,
+		"--sync", "normal", "--log-level", "warn"}, args...)...)
+	s.cmd.Env = append(append(os.Environ(), goRace), env...)
 	s.cmd.Stderr = s.log
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {

@@ -63,7 +63,7 @@ const jsonTimeLayout = "2006-01-02T15:04:05.000Z07:00"
 
 // jsonTime matches, in compact JSON, the members whose values are times.
 // A string value cannot match: inside it the quotes are escaped.
-var jsonTime = regexp.MustCompile(`"(created|updated|since|expires|waiting_since|timestamp)":"[0-9]{4}-[^"]*"`)
+var jsonTime = regexp.MustCompile(`"(created|updated|since|expires|waiting_since|timestamp|revoked|last_used|time)":"[0-9]{4}-[^"]*"`)
 
 // table writes tab-separated rows as aligned columns.
 func table(w io.Writer, header string, rows [][]string) error {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -19,6 +20,9 @@ func newServerCmd(env Env) *cobra.Command {
 	cfg := server.Config{}
 	var logLevel, logFormat string
 	var leaseDefault, v1Lease, runLease, runRetention, waiterGrace time.Duration
+	var keyMaxLeases, keyMaxWaiting int
+	var auditRetention time.Duration
+	var certScopes []string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Start the allot server",
@@ -33,7 +37,15 @@ Every flag can also be set in the environment: --addr as ALLOT_ADDR,
 --data-dir as ALLOT_DATA_DIR, --sync as ALLOT_SYNC, --log-level as
 ALLOT_LOG_LEVEL, --log-format as ALLOT_LOG_FORMAT, --database as
 ALLOT_DATABASE_URL, --advertise-addr as ALLOT_ADVERTISE_ADDR, --replica-id
-as ALLOT_REPLICA_ID. Flags win.`,
+as ALLOT_REPLICA_ID, --auth as ALLOT_AUTH. Flags win.
+
+Authentication is off by default, and then the server listens on loopback
+only: asked for any other address it refuses to start (protected mode).
+--auth keys requires an API key on every request but the health probes;
+the first start without keys makes an admin key, prints it once and writes
+it to bootstrap.key (mode 0600) in the data directory, unless
+ALLOT_BOOTSTRAP_KEY gives that key. --insecure serves any address without
+authentication.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var level slog.Level
@@ -49,6 +61,11 @@ as ALLOT_REPLICA_ID. Flags win.`,
 				h = slog.NewJSONHandler(env.Stderr, opts)
 			default:
 				return usageError{fmt.Errorf("--log-format must be text or json, not %q", logFormat)}
+			}
+			switch cfg.Auth {
+			case "off", "keys":
+			default:
+				return usageError{fmt.Errorf("--auth must be off or keys, not %q", cfg.Auth)}
 			}
 			switch strings.ToUpper(cfg.Synchronous) {
 			case "FULL", "NORMAL":
@@ -70,6 +87,7 @@ as ALLOT_REPLICA_ID. Flags win.`,
 				{"--v1-lease-duration", v1Lease, &cfg.Coord.V1LeaseDuration},
 				{"--run-lease-duration", runLease, &cfg.Coord.RunLeaseDuration},
 				{"--run-retention", runRetention, &cfg.Coord.RunRetention},
+				{"--audit-retention", auditRetention, &cfg.Coord.AuditRetention},
 			} {
 				if d.v < 0 {
 					return usageError{fmt.Errorf("%s must not be negative", d.flag)}
@@ -86,7 +104,34 @@ as ALLOT_REPLICA_ID. Flags win.`,
 			default:
 				cfg.Coord.WaiterGrace = waiterGrace
 			}
-			cfg.Listening = func(a net.Addr) { fmt.Fprintf(env.Stdout, "allot server listening on http://%s/api\n", a) }
+			if cfg.KeyRate < 0 || cfg.KeyBurst < 0 || keyMaxLeases < 0 || keyMaxWaiting < 0 {
+				return usagef("--key-rate, --key-burst, --key-max-leases and --key-max-waiting must not be negative")
+			}
+			if cfg.KeyBurst == 0 {
+				cfg.KeyBurst = int(max(1, cfg.KeyRate))
+			}
+			cfg.Coord.KeyMaxLeases, cfg.Coord.KeyMaxWaiting = keyMaxLeases, keyMaxWaiting
+			cfg.BootstrapKey = env.Getenv("ALLOT_BOOTSTRAP_KEY")
+			cfg.BootstrapOut = env.Stdout
+			scheme := "http"
+			if cfg.TLSCert != "" {
+				scheme = "https"
+			}
+			for _, cs := range certScopes {
+				name, scopes, ok := strings.Cut(cs, "=")
+				if !ok || name == "" || scopes == "" {
+					return usagef("--tls-client-scope %q: want NAME=SCOPE[,SCOPE...]", cs)
+				}
+				if cfg.CertScopes == nil {
+					cfg.CertScopes = map[string][]string{}
+				}
+				cfg.CertScopes[name] = append(cfg.CertScopes[name], strings.Split(scopes, ",")...)
+			}
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			cfg.TLSReload = hup
+			cfg.Listening = func(a net.Addr) { fmt.Fprintf(env.Stdout, "allot server listening on %s://%s/api\n", scheme, a) }
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return server.Run(ctx, cfg)
@@ -103,6 +148,17 @@ as ALLOT_REPLICA_ID. Flags win.`,
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", envOr(env, "ALLOT_ADVERTISE_ADDR", ""), "with --database: the host:port other replicas forward to while this one leads (default: the listen address)")
 	f.StringVar(&cfg.ReplicaID, "replica-id", envOr(env, "ALLOT_REPLICA_ID", ""), "with --database: this replica's name among the others, at most 40 bytes (default: the advertised address)")
 	f.DurationVar(&cfg.LeaderLease, "leader-lease", 0, "with --database: the leader's lease; a leader that cannot renew it for this long is replaced (default 5s)")
+	f.StringVar(&cfg.Auth, "auth", envOr(env, "ALLOT_AUTH", "off"), "authentication: off (loopback only) or keys (API keys)")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "with --auth off, listen on a non-loopback address anyway (anyone who reaches it may change everything)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", envOr(env, "ALLOT_TLS_CERT", ""), "serve HTTPS with this PEM certificate (reloaded when it changes or on SIGHUP)")
+	f.StringVar(&cfg.TLSKey, "tls-key", envOr(env, "ALLOT_TLS_KEY", ""), "the PEM private key of --tls-cert")
+	f.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "require client certificates signed by the CA in this PEM file")
+	f.StringArrayVar(&certScopes, "tls-client-scope", nil, "NAME=SCOPE[,SCOPE...]: a client certificate with common name NAME has these scopes when its requests carry no key (repeatable; needs --auth keys)")
+	f.DurationVar(&auditRetention, "audit-retention", 0, "how long audit records are kept (default 720h0m0s, 30 days)")
+	f.Float64Var(&cfg.KeyRate, "key-rate", 0, "with --auth keys: each key's requests per second (renewals, releases and decrements are never throttled); 0: no limit")
+	f.IntVar(&cfg.KeyBurst, "key-burst", 0, "with --key-rate: the burst a key may send at once (default: the rate, at least 1)")
+	f.IntVar(&keyMaxLeases, "key-max-leases", 0, "with --auth keys: the leases one key may hold; 0: no limit")
+	f.IntVar(&keyMaxWaiting, "key-max-waiting", 0, "with --auth keys: the requests of one key that may wait in line at once; 0: no limit")
 	f.DurationVar(&leaseDefault, "default-lease-duration", 0, "lease duration when a request names none (default 5m0s)")
 	f.DurationVar(&v1Lease, "v1-lease-duration", 0, "time to live of leases taken through Prefect's v1 tag routes, whose clients cannot renew (default 1h0m0s)")
 	f.DurationVar(&runLease, "run-lease-duration", 0, "a run's lease duration when it names none; a run that stops heartbeating is Crashed after it (default 1m0s)")

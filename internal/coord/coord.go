@@ -79,8 +79,16 @@ type Config struct {
 	// restores the same grace. Negative: none (a waiter leaves the line
 	// with its caller).
 	WaiterGrace time.Duration
-	Logger      *slog.Logger
-	Metrics     *Metrics
+	// KeyMaxLeases and KeyMaxWaiting are each API key's quotas of held
+	// leases and of requests waiting in line, checked when a request
+	// arrives; zero: no quota. Requests without a key have none.
+	KeyMaxLeases  int
+	KeyMaxWaiting int
+	// AuditRetention is how long audit records are kept (default 30
+	// days).
+	AuditRetention time.Duration
+	Logger         *slog.Logger
+	Metrics        *Metrics
 	// Now is the clock the coordinator decides by; nil means time.Now. A
 	// replica over PostgreSQL passes the database's clock (postgres.Term's
 	// Now), so that the expiries it stores mean the same to its successor.
@@ -105,6 +113,7 @@ func DefaultConfig() Config {
 		RunLeaseDuration:     60 * time.Second,
 		RunRetention:         time.Hour,
 		WaiterGrace:          10 * time.Second,
+		AuditRetention:       30 * 24 * time.Hour,
 	}
 }
 
@@ -129,6 +138,8 @@ type parked struct {
 	// noLease: a grant makes no lease to keep for the caller.
 	noLease bool
 	grace   *time.Timer
+	// key is the API key of the request, or "".
+	key string
 }
 
 // Coordinator serves commands against one state machine and one store.
@@ -157,6 +168,8 @@ type Coordinator struct {
 	subs      map[chan sema.Event]struct{}
 	notes     map[*notifier]struct{}      // Notify's subscribers
 	runWatch  map[uuid.UUID][]*runWatcher // WaitRun requests, by run
+	// keyWaiting is the number of waiters of each API key.
+	keyWaiting map[string]int
 	// WatchLease requests by lease, and the leases that ended lately:
 	// endedOrder is a ring of endedMemory ids, endedNext its oldest.
 	leaseWatch map[uuid.UUID][]*leaseWatcher
@@ -191,6 +204,9 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 	if cfg.RunRetention <= 0 {
 		cfg.RunRetention = d.RunRetention
 	}
+	if cfg.AuditRetention <= 0 {
+		cfg.AuditRetention = d.AuditRetention
+	}
 	if cfg.WaiterGrace == 0 {
 		cfg.WaiterGrace = d.WaiterGrace
 	}
@@ -209,6 +225,8 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 	}
 	m := sema.New(cfg.Sema)
 	m.Restore(state.Limits, state.Leases, state.Fence)
+	m.RestoreKeys(state.Keys)
+	m.RestoreAudit(state.Audit)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -227,6 +245,8 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 		subs:      make(map[chan sema.Event]struct{}),
 		notes:     make(map[*notifier]struct{}),
 		runWatch:  make(map[uuid.UUID][]*runWatcher),
+
+		keyWaiting: make(map[string]int),
 
 		leaseWatch: make(map[uuid.UUID][]*leaseWatcher),
 		ended:      make(map[uuid.UUID]LeaseStatus),
@@ -418,7 +438,7 @@ func (c *Coordinator) dispatch(e sema.Event) {
 	case sema.Granted:
 		c.met.grants.Inc()
 		if p, ok := c.waiters[e.WaiterID]; ok {
-			delete(c.waiters, e.WaiterID)
+			c.unpark(e.WaiterID)
 			switch {
 			case p.ch != nil:
 				p.ch <- &waitResult{grant: Grant{Lease: e.Lease, Limits: e.Limits}, b: c.open}
@@ -431,7 +451,7 @@ func (c *Coordinator) dispatch(e sema.Event) {
 		}
 	case sema.WaiterFailed:
 		if p, ok := c.waiters[e.WaiterID]; ok {
-			delete(c.waiters, e.WaiterID)
+			c.unpark(e.WaiterID)
 			if p.ch != nil {
 				p.ch <- &waitResult{err: e.Err}
 			} else {
@@ -586,6 +606,7 @@ func (c *Coordinator) flushSoft(ctx context.Context) {
 			if c.failed == nil {
 				c.m.FlushSoft()
 				c.m.PruneRuns(c.now().Add(-c.cfg.RunRetention))
+				c.m.PruneAudit(c.now().Add(-c.cfg.AuditRetention))
 				c.collect()
 			}
 			c.mu.Unlock()
@@ -657,7 +678,7 @@ func (c *Coordinator) detach(now time.Time, id uint64, p *parked, deadline time.
 		if c.failed != nil || c.waiters[id] != p || p.ch != nil {
 			return
 		}
-		delete(c.waiters, id)
+		c.unpark(id)
 		c.m.CancelWaiter(c.now(), id)
 		c.collect()
 	})

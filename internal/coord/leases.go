@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/allot-dev/allot/internal/auth"
 	"github.com/allot-dev/allot/internal/sema"
 )
 
@@ -63,6 +64,9 @@ func (c *Coordinator) LeaseDuration(d time.Duration) (time.Duration, error) {
 // detached, for the waiter grace instead, and a lease granted to it is kept
 // as long for its caller to claim with the ticket.
 func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, error) {
+	if err := allow(ctx, auth.Acquire, req.Names...); err != nil {
+		return Grant{}, err
+	}
 	d, err := c.LeaseDuration(req.LeaseDuration)
 	if err != nil {
 		return Grant{}, err
@@ -72,12 +76,17 @@ func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, e
 		return Grant{}, err
 	}
 	sreq := sema.Request{Names: req.Names, Slots: req.Slots, Mode: req.Mode, LeaseID: id, LeaseDuration: d,
-		Holder: req.Holder, NoLease: req.NoLease, Anonymous: req.Anonymous, Wait: req.Wait > 0, Ticket: req.Ticket}
+		Holder: req.Holder, NoLease: req.NoLease, Anonymous: req.Anonymous, Wait: req.Wait > 0, Ticket: req.Ticket,
+		KeyID: auth.KeyID(ctx)}
 
 	c.mu.Lock()
 	if c.failed != nil {
 		c.mu.Unlock()
 		return Grant{}, ErrUnavailable
+	}
+	if err := c.checkKeyQuota(sreq); err != nil {
+		c.mu.Unlock()
+		return Grant{}, err
 	}
 	start := c.now()
 	if req.Wait > 0 {
@@ -105,7 +114,7 @@ func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, e
 			}
 			p.ch = ch
 		} else {
-			c.waiters[out.WaiterID] = &parked{ch: ch, ticket: sreq.Ticket, noLease: sreq.NoLease}
+			c.park(out.WaiterID, &parked{ch: ch, ticket: sreq.Ticket, noLease: sreq.NoLease, key: sreq.KeyID})
 		}
 	}
 	b := c.collect()
@@ -188,7 +197,7 @@ func (c *Coordinator) giveUp(ctx context.Context, waiter uint64, ch chan *waitRe
 		return Grant{}, ctx.Err()
 	}
 	if c.m.CancelWaiter(c.now(), waiter) {
-		delete(c.waiters, waiter)
+		c.unpark(waiter)
 		var err error
 		var out sema.Outcome
 		if ctx.Err() == nil && c.failed == nil {
@@ -253,7 +262,7 @@ func (c *Coordinator) Increment(ctx context.Context, req IncrementRequest) ([]se
 func (c *Coordinator) Release(ctx context.Context, id uuid.UUID) (bool, error) {
 	var held bool
 	err := c.do(func(m *sema.Machine, now time.Time) error {
-		held = m.Release(now, id)
+		held = ownsLease(ctx, m, now, id) && m.Release(now, id)
 		return nil
 	})
 	return held, err
@@ -269,6 +278,9 @@ func (c *Coordinator) Renew(ctx context.Context, id uuid.UUID, d time.Duration) 
 	}
 	var l sema.Lease
 	err := c.do(func(m *sema.Machine, now time.Time) error {
+		if !ownsLease(ctx, m, now, id) {
+			return sema.ErrLeaseNotFound
+		}
 		var err error
 		l, err = m.Renew(now, id, d)
 		return err
@@ -280,6 +292,9 @@ func (c *Coordinator) Renew(ctx context.Context, id uuid.UUID, d time.Duration) 
 // sema.Machine.Decrement).
 func (c *Coordinator) Decrement(ctx context.Context, names []string, slots int, occupancy float64) ([]sema.LimitRef, error) {
 	var out []sema.LimitRef
+	if err := allow(ctx, auth.Acquire, names...); err != nil {
+		return nil, err
+	}
 	err := c.do(func(m *sema.Machine, now time.Time) error {
 		var err error
 		out, err = m.Decrement(now, names, slots, occupancy)
@@ -310,7 +325,7 @@ func (c *Coordinator) CancelTicket(ctx context.Context, ticket string) error {
 	return c.do(func(m *sema.Machine, now time.Time) error {
 		waiter, lease := m.CancelTicket(now, ticket)
 		if p := c.waiters[waiter]; waiter != 0 && p != nil {
-			delete(c.waiters, waiter)
+			c.unpark(waiter)
 			if p.ch != nil {
 				p.ch <- &waitResult{err: context.Canceled}
 			} else {
@@ -423,6 +438,9 @@ func (c *Coordinator) WatchLease(ctx context.Context, id uuid.UUID, timeout time
 		return LeaseStatus{}, ErrUnavailable
 	}
 	st, held := c.leaseStatus(id)
+	if held && !ownsLease(ctx, c.m, c.now(), id) {
+		st, held = LeaseStatus{ID: id, State: LeaseNotFound}, false
+	}
 	if !held || timeout <= 0 {
 		c.mu.Unlock()
 		return st, nil

@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/allot-dev/allot/internal/auth"
 	"github.com/allot-dev/allot/internal/sema"
 )
 
@@ -21,6 +22,9 @@ func resolve(m *sema.Machine, now time.Time, ref string, d sema.Detail) (sema.Li
 // CreateLimit creates a limit.
 func (c *Coordinator) CreateLimit(ctx context.Context, s sema.LimitSpec) (sema.LimitView, error) {
 	var v sema.LimitView
+	if err := allow(ctx, auth.Manage, s.Name); err != nil {
+		return v, err
+	}
 	err := c.do(func(m *sema.Machine, now time.Time) error {
 		id, err := uuid.NewRandom()
 		if err != nil {
@@ -60,6 +64,9 @@ func (c *Coordinator) UpdateLimit(ctx context.Context, ref string, p sema.LimitP
 		if err != nil {
 			return err
 		}
+		if err := allow(ctx, auth.Manage, cur.Name); err != nil {
+			return err
+		}
 		if _, err := m.UpdateLimit(now, cur.ID, p); err != nil {
 			return err
 		}
@@ -78,6 +85,9 @@ func (c *Coordinator) DeleteLimit(ctx context.Context, ref string) (sema.LimitVi
 		if err != nil {
 			return err
 		}
+		if err := allow(ctx, auth.Manage, v.Name); err != nil {
+			return err
+		}
 		return m.DeleteLimit(now, v.ID)
 	})
 	return v, err
@@ -87,6 +97,9 @@ func (c *Coordinator) DeleteLimit(ctx context.Context, ref string) (sema.LimitVi
 // it matched.
 func (c *Coordinator) DeleteMatching(ctx context.Context, d sema.DeleteMatch) (int, error) {
 	var n int
+	if err := allow(ctx, auth.Manage, d.Pattern); err != nil {
+		return 0, err
+	}
 	err := c.do(func(m *sema.Machine, now time.Time) error {
 		var err error
 		n, err = m.DeleteMatching(now, d)
@@ -100,6 +113,9 @@ func (c *Coordinator) DeleteMatching(ctx context.Context, d sema.DeleteMatch) (i
 // differs, or left alone. created reports whether it was created.
 // Concurrent ensures of one name leave one limit.
 func (c *Coordinator) EnsureLimit(ctx context.Context, e sema.LimitEnsure) (v sema.LimitView, created bool, err error) {
+	if err := allow(ctx, auth.Manage, e.Name); err != nil {
+		return v, false, err
+	}
 	id, err := uuid.NewRandom()
 	if err != nil {
 		return v, false, err

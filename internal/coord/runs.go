@@ -37,6 +37,9 @@ func (c *Coordinator) CreateRun(ctx context.Context, s sema.RunSpec) (r sema.Run
 	err = c.do(func(m *sema.Machine, now time.Time) error {
 		_, notFound := m.Run(s.ID)
 		created = notFound != nil
+		if err := allowRun(ctx, m, now, s); err != nil {
+			return err
+		}
 		var err error
 		r, err = m.CreateRun(now, s)
 		return err
@@ -50,6 +53,9 @@ func (c *Coordinator) CreateRun(ctx context.Context, s sema.RunSpec) (r sema.Run
 func (c *Coordinator) SetRunState(ctx context.Context, id uuid.UUID, s sema.RunState, message string) (sema.Run, error) {
 	var r sema.Run
 	err := c.do(func(m *sema.Machine, now time.Time) error {
+		if err := allowRunID(ctx, m, now, id); err != nil {
+			return err
+		}
 		var err error
 		r, err = m.SetRunState(now, id, s, message)
 		return err
@@ -63,6 +69,9 @@ func (c *Coordinator) SetRunState(ctx context.Context, id uuid.UUID, s sema.RunS
 func (c *Coordinator) HeartbeatRun(ctx context.Context, id uuid.UUID) (time.Time, error) {
 	var exp time.Time
 	err := c.do(func(m *sema.Machine, now time.Time) error {
+		if err := allowRunID(ctx, m, now, id); err != nil {
+			return err
+		}
 		var err error
 		exp, err = m.HeartbeatRun(now, id)
 		return err

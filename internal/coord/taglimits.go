@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/allot-dev/allot/internal/auth"
 	"github.com/allot-dev/allot/internal/sema"
 )
 
@@ -42,6 +43,9 @@ func (c *Coordinator) UpsertTagLimit(ctx context.Context, kind sema.RunKind, key
 	if err := sema.CheckTag(kind, kind.Noun(), key); err != nil {
 		return v, false, err
 	}
+	if err := allow(ctx, auth.Manage, kind.LimitPrefix()+key); err != nil {
+		return v, false, err
+	}
 	id, err := uuid.NewRandom()
 	if err != nil {
 		return v, false, err
@@ -67,6 +71,9 @@ func (c *Coordinator) DeleteTagLimit(ctx context.Context, kind sema.RunKind, ref
 		if err != nil {
 			return err
 		}
+		if err := allow(ctx, auth.Manage, v.Name); err != nil {
+			return err
+		}
 		return m.DeleteLimit(now, v.ID)
 	})
 }
@@ -87,6 +94,11 @@ func (c *Coordinator) ResetTagLimit(ctx context.Context, kind sema.RunKind, ref 
 	}
 	var res ResetResult
 	err := c.do(func(m *sema.Machine, now time.Time) error {
+		if v, err := m.TagLimit(now, kind, ref, sema.Summary); err == nil {
+			if err := allow(ctx, auth.Manage, v.Name); err != nil {
+				return err
+			}
+		}
 		var err error
 		res, err = m.ResetTagLimit(now, kind, ref, override, ids, c.cfg.V1LeaseDuration)
 		return err
@@ -98,6 +110,9 @@ func (c *Coordinator) ResetTagLimit(ctx context.Context, kind sema.RunKind, ref 
 // for holderID (Prefect's v1 increment), in a lease of V1LeaseDuration, and
 // returns the limits (see sema.Machine.IncrementTagLimits).
 func (c *Coordinator) IncrementTagLimits(ctx context.Context, kind sema.RunKind, keys []string, holderID string) ([]sema.LimitRef, error) {
+	if err := allow(ctx, auth.Acquire, tagNames(kind, keys)...); err != nil {
+		return nil, err
+	}
 	leaseID, err := uuid.NewV7()
 	if err != nil {
 		return nil, err
@@ -118,6 +133,9 @@ func (c *Coordinator) IncrementTagLimits(ctx context.Context, kind sema.RunKind,
 // limits of keys, all its limits included (Prefect's v1 decrement), and
 // returns the existing limits of keys.
 func (c *Coordinator) DecrementTagLimits(ctx context.Context, kind sema.RunKind, keys []string, holderID string) ([]sema.LimitRef, error) {
+	if err := allow(ctx, auth.Acquire, tagNames(kind, keys)...); err != nil {
+		return nil, err
+	}
 	var refs []sema.LimitRef
 	err := c.do(func(m *sema.Machine, now time.Time) error {
 		var err error

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/allot-dev/allot/internal/auth"
 	"github.com/allot-dev/allot/internal/coord"
 	"github.com/allot-dev/allot/internal/jsonbody"
 	"github.com/allot-dev/allot/internal/sema"
@@ -56,6 +57,11 @@ const (
 	codeTicketConflict
 	codeTicketSuperseded
 	codeInvalidTransition
+	codeUnauthenticated
+	codeForbidden
+	codeQuotaExceeded
+	codeKeyNotFound
+	codeAuthOff
 	codeUnavailable
 	codeMethodNotAllowed
 	codeNotFound
@@ -95,6 +101,11 @@ var codes = [...]codeInfo{
 	codeTicketConflict:        {"ticket_conflict", http.StatusConflict, "the ticket is in use by a different request"},
 	codeTicketSuperseded:      {"ticket_superseded", http.StatusConflict, "a newer request with the same ticket took over this one"},
 	codeInvalidTransition:     {"invalid_transition", http.StatusConflict, "the run's state does not allow this change"},
+	codeUnauthenticated:       {"unauthenticated", http.StatusUnauthorized, "no API key, or one that is malformed, unknown, expired or revoked (with --auth keys); WWW-Authenticate says how to send one"},
+	codeForbidden:             {"forbidden", http.StatusForbidden, "the key lacks the scope the request needs; detail names the key id and the missing scope"},
+	codeQuotaExceeded:         {"quota_exceeded", http.StatusTooManyRequests, "the key is over its quota of requests per second, waiting requests or held leases; Retry-After says when to try again"},
+	codeKeyNotFound:           {"key_not_found", http.StatusNotFound, "no API key has this id"},
+	codeAuthOff:               {"auth_off", http.StatusNotFound, "a key or audit route of a server without --auth keys"},
 	codeUnavailable:           {"unavailable", http.StatusServiceUnavailable, "the server cannot answer now (storage failing, shutting down)"},
 	codeMethodNotAllowed:      {"method_not_allowed", http.StatusMethodNotAllowed, "the route exists but not with this method; Allow lists the methods"},
 	codeNotFound:              {"not_found", http.StatusNotFound, "no route has this path"},
@@ -162,6 +173,15 @@ func isTransition(err error) bool {
 	return errors.As(err, &te)
 }
 
+func isForbidden(err error) bool {
+	var fe *auth.ForbiddenError
+	return errors.As(err, &fe)
+}
+
+// errAuthOff answers the key and audit routes of a server without
+// authentication.
+var errAuthOff = errors.New("authentication is off: start the server with --auth keys to manage keys")
+
 func isNever(reason string) func(error) bool {
 	return func(err error) bool {
 		var ne *sema.NeverError
@@ -186,6 +206,11 @@ var errorTable = [...]errorRule{
 	{isNever("slots_exceed_limit"), codeSlotsExceedLimit, ""},
 	{isNever("no_decay"), codeNoDecay, ""},
 	{isNever("template"), codeTemplateNotAcquirable, ""},
+	{isErr(auth.ErrNoKey), codeUnauthenticated, ""},
+	{isErr(auth.ErrBadKey), codeUnauthenticated, ""},
+	{isForbidden, codeForbidden, ""},
+	{isErr(auth.ErrKeyNotFound), codeKeyNotFound, ""},
+	{isErr(errAuthOff), codeAuthOff, ""},
 	{isErr(coord.ErrUnavailable), codeUnavailable, detailUnavailable},
 	// The caller went away or the server is shutting down: nobody reads
 	// the answer, but it must not count as a server fault.
@@ -215,6 +240,8 @@ func problemFor(err error) problem {
 		le *sema.LockedError
 		ne *sema.NeverError
 		ke *tagLockedError
+		ae *auth.InvalidError
+		qe *auth.QuotaError
 	)
 	switch {
 	case errors.As(err, &re):
@@ -224,6 +251,13 @@ func problemFor(err error) problem {
 	case errors.As(err, &ke):
 		p := newProblem(ke.code, ke.detail, "")
 		p.RetryAfter, p.Limits = ke.retryAfter, ke.limits
+		return p
+	case errors.As(err, &ae):
+		return newProblem(codeInvalidField, ae.Detail, ae.Field)
+	case errors.As(err, &qe):
+		p := newProblem(codeQuotaExceeded, qe.Error(), "")
+		s, _ := strconv.ParseFloat(strconv.FormatFloat(max(0, qe.RetryAfter.Seconds()), 'f', 4, 64), 64)
+		p.RetryAfter = &s
 		return p
 	case errors.As(err, &ie):
 		return newProblem(codeInvalidField, ie.Detail, ie.Field)
@@ -294,6 +328,9 @@ func (h *handler) writeProblem(w http.ResponseWriter, r *http.Request, err error
 		h.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", p.Status, "err", err)
 	case p.Status >= http.StatusInternalServerError:
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", p.Status, "err", err)
+	}
+	if p.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", wwwAuthenticate)
 	}
 	if p.RetryAfter != nil {
 		w.Header().Set("Retry-After", strconv.FormatFloat(*p.RetryAfter, 'f', 4, 64))

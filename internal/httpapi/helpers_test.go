@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/allot-dev/allot/internal/auth"
 	"github.com/allot-dev/allot/internal/coord"
 	"github.com/allot-dev/allot/internal/httpapi"
 	"github.com/allot-dev/allot/internal/store/memstore"
@@ -40,6 +41,10 @@ type setupOpts struct {
 	options func(*httpapi.Options)
 	// runErr accepts an error from the coordinator's Run (a failed store).
 	runErr bool
+	// keys, if set, makes the keyring that turns authentication on.
+	keys func(c *coord.Coordinator) *auth.Keyring
+	// coordCfg, if set, changes the coordinator's settings.
+	coordCfg func(*coord.Config)
 }
 
 func setup(t *testing.T) *testBundle { return setupWith(t, setupOpts{}) }
@@ -62,6 +67,9 @@ func newHandler(t testing.TB, o setupOpts) (*coord.Coordinator, http.Handler, fu
 	reg := prometheus.NewRegistry()
 	cfg := coord.DefaultConfig()
 	cfg.Metrics = coord.NewMetrics(reg)
+	if o.coordCfg != nil {
+		o.coordCfg(&cfg)
+	}
 	st := o.store
 	if st == nil {
 		st = memstore.New()
@@ -74,6 +82,9 @@ func newHandler(t testing.TB, o setupOpts) (*coord.Coordinator, http.Handler, fu
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	opts := httpapi.Options{Registry: reg, Logger: slog.New(slog.DiscardHandler)}
+	if o.keys != nil {
+		opts.Keys = o.keys(c)
+	}
 	if o.options != nil {
 		o.options(&opts)
 	}

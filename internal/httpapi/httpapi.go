@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/allot-dev/allot/internal/auth"
 	"github.com/allot-dev/allot/internal/coord"
 	"github.com/allot-dev/allot/internal/sema"
 )
@@ -31,6 +32,15 @@ type Options struct {
 	// ReadHeaderTimeout cuts off one that trickles its headers. It covers
 	// the body only, so a long poll that waits after reading is not cut.
 	BodyReadTimeout time.Duration
+	// Keys authenticates requests; nil serves without authentication
+	// (loopback only: the server refuses anything else).
+	Keys *auth.Keyring
+	// Certs gives the principal of a request that carries no key but a
+	// verified client certificate, by the certificate's common name.
+	Certs map[string]*auth.Principal
+	// Rates throttles each key's requests (429 with Retry-After), but
+	// never a renewal, a release or a decrement; nil: no throttle.
+	Rates *auth.Rates
 	// EventHeartbeat is how often /api/events writes a comment to keep the
 	// stream open (default 15 s).
 	EventHeartbeat time.Duration
@@ -62,6 +72,10 @@ type handler struct {
 	// /api/events/in, by outcome (accepted, invalid).
 	clientEventCount *prometheus.CounterVec
 	metrics          sync.Map // routeCode → *routeMetrics
+	keys             *auth.Keyring
+	rates            *auth.Rates
+	certs            map[string]*auth.Principal
+	keyRequests      *prometheus.CounterVec // by key id; nil without keys
 }
 
 // New returns the HTTP handler of allot's API, served from c.
@@ -79,7 +93,16 @@ func New(c *coord.Coordinator, opts Options) http.Handler {
 		h.register(opts.Registry)
 		mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
 	}
-	return h.middleware(mux)
+	if h.keys == nil {
+		return h.middleware(mux)
+	}
+	h.keyRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "allot_key_requests_total", Help: "Requests let through the gate, by API key id (never a secret)."},
+		[]string{"key_id"})
+	if opts.Registry != nil {
+		_ = opts.Registry.Register(h.keyRequests)
+	}
+	return h.middleware(h.gate(mux))
 }
 
 func newHandler(c *coord.Coordinator, opts Options) *handler {
@@ -88,6 +111,9 @@ func newHandler(c *coord.Coordinator, opts Options) *handler {
 		log:         opts.Logger,
 		maxBody:     opts.MaxBodyBytes,
 		bodyTimeout: opts.BodyReadTimeout,
+		keys:        opts.Keys,
+		rates:       opts.Rates,
+		certs:       opts.Certs,
 		heartbeat:   opts.EventHeartbeat,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "allot_http_requests_total", Help: "HTTP requests answered, by route pattern and status code."},
@@ -142,6 +168,7 @@ func (h *handler) table() []route {
 	t = append(t, h.leaseRoutes()...)
 	t = append(t, newTagLimitAPI(h, sema.KindTask).routes()...)
 	t = append(t, newTagLimitAPI(h, sema.KindFlow).routes()...)
+	t = append(t, h.keyRoutes()...)
 	return append(t, h.runRoutes()...)
 }
 
@@ -179,7 +206,7 @@ func (h *handler) register(reg *prometheus.Registry) {
 // a request with a body must deliver it within bodyTimeout (readBody lifts
 // the bound once the body is read; a handler that never reads it leaves the
 // bound on the server's draining of it).
-func (h *handler) middleware(mux *http.ServeMux) http.Handler {
+func (h *handler) middleware(mux http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, r: r}

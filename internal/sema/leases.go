@@ -151,7 +151,7 @@ func (m *Machine) grant(now time.Time, req Request, ls []*limitState) Lease {
 				m.putLimit(l)
 			}
 		}
-		lease := Lease{ID: req.LeaseID, Slots: req.Slots, Mode: req.Mode, Holder: req.Holder,
+		lease := Lease{ID: req.LeaseID, Slots: req.Slots, Mode: req.Mode, Holder: req.Holder, KeyID: req.KeyID,
 			Created: now, Duration: req.LeaseDuration, Expires: now.Add(req.LeaseDuration)}
 		if !req.NoLease {
 			lease.Ticket = req.Ticket
@@ -168,7 +168,7 @@ func (m *Machine) grant(now time.Time, req Request, ls []*limitState) Lease {
 	}
 	m.fence++
 	ll := &leaseState{Lease: Lease{
-		ID: req.LeaseID, Slots: req.Slots, Mode: req.Mode, Holder: req.Holder, Anonymous: req.Anonymous,
+		ID: req.LeaseID, Slots: req.Slots, Mode: req.Mode, Holder: req.Holder, Anonymous: req.Anonymous, KeyID: req.KeyID,
 		Created: now, Duration: req.LeaseDuration, Expires: now.Add(req.LeaseDuration), Fence: m.fence,
 		Holds: make([]Hold, len(ls)), Ticket: req.Ticket,
 	}, limits: ls}
@@ -188,6 +188,9 @@ func (m *Machine) addLease(ll *leaseState) {
 	m.leases[ll.ID] = ll
 	if ll.Ticket != "" {
 		m.ticketLeases[ll.Ticket] = ll
+	}
+	if ll.KeyID != "" {
+		m.keyLeases[ll.KeyID]++
 	}
 	heap.Push(&m.expiry, ll)
 	for i, l := range ll.limits {

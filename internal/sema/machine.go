@@ -74,6 +74,13 @@ type Machine struct {
 	events        []Event
 	soft          []*limitState
 
+	keys map[string]Key
+	// keyLeases counts the leases held by each API key, for its quota.
+	keyLeases map[string]int
+	// audit is the audit log, oldest first; auditSeq its last number.
+	audit    []AuditRecord
+	auditSeq uint64
+
 	runs     map[uuid.UUID]*runState
 	runSeq   uint64   // the WaitSeq of the run that joined the line last
 	finished runQueue // runs in a final state, in the order they finished
@@ -101,6 +108,9 @@ func New(cfg Config) *Machine {
 
 		ticketLeases:  make(map[string]*leaseState),
 		ticketWaiters: make(map[string]*waiter),
+
+		keys:      make(map[string]Key),
+		keyLeases: make(map[string]int),
 	}
 }
 

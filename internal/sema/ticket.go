@@ -120,6 +120,7 @@ func (m *Machine) position(w *waiter) int {
 // forgetLease takes ll out of the indexes of leases.
 func (m *Machine) forgetLease(ll *leaseState) {
 	delete(m.leases, ll.ID)
+	m.forgetKeyLease(ll)
 	if ll.Ticket != "" && m.ticketLeases[ll.Ticket] == ll {
 		delete(m.ticketLeases, ll.Ticket)
 	}

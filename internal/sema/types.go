@@ -112,6 +112,9 @@ type Lease struct {
 	// this lease, or "". A request that comes again with it gets this
 	// lease back instead of a second one, for as long as the lease lives.
 	Ticket string
+	// KeyID is the API key that took the lease ("" with authentication
+	// off); only that key may renew, release or watch it.
+	KeyID string
 }
 
 // Waiter is the durable record of a waiting request that carries a ticket:
@@ -148,6 +151,9 @@ const (
 	DeleteRun
 	PutWaiter
 	DeleteWaiter
+	PutKey
+	PutAudit
+	PruneAudit
 )
 
 // Change is one durable effect of a command, to be applied in order.
@@ -163,6 +169,13 @@ type Change struct {
 	Waiter *Waiter
 	// Ticket is the ticket of the waiter to delete (DeleteWaiter).
 	Ticket string
+	// Key is a snapshot of an API key (PutKey), never changed afterwards.
+	Key *Key
+	// Audit is an audit record (PutAudit), never changed afterwards.
+	Audit *AuditRecord
+	// Before is when the audit records older than it are dropped
+	// (PruneAudit).
+	Before time.Time
 }
 
 // EventKind says what an Event reports.
@@ -243,6 +256,8 @@ type Request struct {
 	// Deadline is when a waiting request gives up, recorded with a
 	// durable waiter and shown in views; the caller enforces it.
 	Deadline time.Time
+	// KeyID is the API key asking; the lease records it.
+	KeyID string
 	// slotsOn, when set, is the number of slots taken on the limits it
 	// names by id; the others take Slots. A run takes one slot of each of
 	// its tags' limits and its own count of its extra limits.

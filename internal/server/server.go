@@ -6,18 +6,22 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/allot-dev/allot/internal/auth"
 	"github.com/allot-dev/allot/internal/coord"
 	"github.com/allot-dev/allot/internal/httpapi"
 	"github.com/allot-dev/allot/internal/store"
@@ -47,6 +51,35 @@ type Config struct {
 	// /metrics exports with a limit label (none by default: names are
 	// unbounded).
 	MetricsLimits []string
+	// Auth is AuthOff (the default) or AuthKeys.
+	Auth string
+	// Insecure allows a non-loopback Addr with authentication off.
+	Insecure bool
+	// BootstrapKey, if set, is the admin key to create when it does not
+	// exist (ALLOT_BOOTSTRAP_KEY).
+	BootstrapKey string
+	// BootstrapOut receives the first admin key made on a first start with
+	// AuthKeys and no keys; the key is never logged.
+	BootstrapOut io.Writer
+	// KeyRate and KeyBurst are each key's requests per second and burst
+	// (renewals, releases and decrements are never throttled); zero: no
+	// limit. Quotas of held leases and waiting requests are in Coord.
+	KeyRate  float64
+	KeyBurst int
+	// TLSCert and TLSKey, if set, serve HTTPS (TLS 1.2 at least) with
+	// this certificate, loaded again when either file changes (checked
+	// every TLSPoll, default a second) or a signal arrives on TLSReload.
+	TLSCert, TLSKey string
+	TLSPoll         time.Duration
+	TLSReload       <-chan os.Signal
+	// TLSClientCA, if set, requires client certificates signed by it.
+	// CertScopes maps a client certificate's common name to the scopes
+	// its requests have when they carry no key (with AuthKeys).
+	TLSClientCA string
+	CertScopes  map[string][]string
+	// KeyFlushInterval is how often keys' last-used times are written
+	// (default a minute).
+	KeyFlushInterval time.Duration
 	// Listening, if set, is called with the bound address once the server
 	// accepts connections.
 	Listening func(addr net.Addr)
@@ -75,7 +108,37 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:4200"
 	}
+	switch cfg.Auth {
+	case "", AuthOff:
+		cfg.Auth = AuthOff
+	case AuthKeys:
+	default:
+		return fmt.Errorf("auth mode %q: want %s or %s", cfg.Auth, AuthOff, AuthKeys)
+	}
+	if err := checkProtected(cfg); err != nil {
+		return err
+	}
+	if cfg.KeyFlushInterval <= 0 {
+		cfg.KeyFlushInterval = time.Minute
+	}
+	if cfg.TLSPoll <= 0 {
+		cfg.TLSPoll = time.Second
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return errors.New("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
+	}
+	if cfg.TLSClientCA != "" && cfg.TLSCert == "" {
+		return errors.New("--tls-client-ca needs --tls-cert and --tls-key")
+	}
+	if len(cfg.CertScopes) > 0 && (cfg.TLSClientCA == "" || cfg.Auth != AuthKeys) {
+		return errors.New("client certificate scopes need --tls-client-ca and --auth keys")
+	}
 	if cfg.DatabaseURL != "" {
+		if cfg.Auth == AuthKeys || cfg.TLSCert != "" {
+			// Not wired into the replicas yet: refuse rather than serve
+			// without the authentication that was asked for.
+			return errors.New("--auth keys and TLS are not available with --database yet: run the embedded store, or put the replicas behind a proxy that authenticates")
+		}
 		return runReplica(ctx, cfg, log)
 	}
 	st, err := sqlite.Open(ctx, cfg.DataDir, sqlite.Options{Synchronous: cfg.Synchronous})
@@ -100,14 +163,56 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (e
 	if err != nil {
 		return err
 	}
+	// The coordinator runs from here on (the bootstrap key is committed
+	// through it); runCtx stops it, after everything else.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	coordDone := make(chan struct{})
+	go func() {
+		defer close(coordDone)
+		if err := c.Run(runCtx); err != nil {
+			errc <- fmt.Errorf("coordinator: %w", err)
+		}
+	}()
+	stopCoord := func() { stopRun(); <-coordDone }
+	var keys *auth.Keyring
+	if cfg.Auth == AuthKeys {
+		if keys, err = openKeyring(ctx, cfg, c); err != nil {
+			stopCoord()
+			return err
+		}
+	}
+	var certs *certReloader
+	var tlsCfg *tls.Config
+	if cfg.TLSCert != "" {
+		if certs, err = newCertReloader(cfg.TLSCert, cfg.TLSKey, log); err == nil {
+			tlsCfg, err = tlsConfig(certs, cfg.TLSClientCA)
+		}
+		if err != nil {
+			stopCoord()
+			return err
+		}
+	}
+	certPrincipals, err := auth.CertPrincipals(cfg.CertScopes)
+	if err != nil {
+		stopCoord()
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		stopCoord()
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	// Long polls run on reqCtx; cancelling it ends them at shut-down.
 	reqCtx, endRequests := context.WithCancel(context.WithoutCancel(ctx))
 	defer endRequests()
-	apiOpts := httpapi.Options{Logger: log, Registry: reg}
+	apiOpts := httpapi.Options{Logger: log, Registry: reg, Keys: keys,
+		Rates: auth.NewRates(cfg.KeyRate, cfg.KeyBurst), Certs: certPrincipals}
 	if !cfg.NoUI {
 		ui := webui.New(c, webui.Options{Logger: log})
 		apiOpts.Mount = map[string]http.Handler{"/ui": ui, "/ui/": ui}
@@ -120,17 +225,25 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (e
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 
-	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopRun()
-	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := c.Run(runCtx); err != nil {
-			errc <- fmt.Errorf("coordinator: %w", err)
-		}
-	}()
+	// The keys' last uses are flushed before the coordinator stops.
+	keyCtx, stopKeys := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopKeys()
+	wg.Add(1)
+	if certs != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); certs.run(keyCtx, cfg.TLSPoll, cfg.TLSReload) }()
+	}
+	keysDone := make(chan struct{})
+	if keys != nil {
+		go func() {
+			defer close(keysDone)
+			if err := keys.Run(keyCtx, cfg.KeyFlushInterval); err != nil {
+				errc <- fmt.Errorf("keys: %w", err)
+			}
+		}()
+	} else {
+		close(keysDone)
+	}
 	go func() {
 		defer wg.Done()
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -141,6 +254,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (e
 	if cfg.DebugAddr != "" {
 		dln, err := net.Listen("tcp", cfg.DebugAddr)
 		if err != nil {
+			_ = srv.Close()
+			stopKeys()
+			<-keysDone
+			stopCoord()
+			wg.Wait()
 			return fmt.Errorf("listen on %s: %w", cfg.DebugAddr, err)
 		}
 		mux := http.NewServeMux()
@@ -152,7 +270,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (e
 		go func() { defer wg.Done(); _ = dsrv.Serve(dln) }()
 		closeDebug = func() { _ = dsrv.Close() }
 	}
-	log.Info("allot server listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)
+	log.Info("allot server listening", "addr", ln.Addr().String(), "data_dir", cfg.DataDir, "auth", cfg.Auth)
 	if cfg.Listening != nil {
 		cfg.Listening(ln.Addr())
 	}
@@ -169,7 +287,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (e
 		err = fmt.Errorf("shut down http: %w", serr)
 	}
 	closeDebug()
-	stopRun()
+	stopKeys()
+	<-keysDone
+	stopCoord()
 	wg.Wait()
 	close(errc)
 	for e := range errc {

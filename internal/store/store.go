@@ -24,6 +24,10 @@ type State struct {
 	// Waiters are the waiting requests that carry a ticket (sema.Waiter),
 	// one per ticket.
 	Waiters []sema.Waiter
+	// Keys are the API keys, revoked ones included.
+	Keys []sema.Key
+	// Audit is the audit log, by Seq (oldest first).
+	Audit []sema.AuditRecord
 	// Fence is the highest fencing token ever committed.
 	Fence uint64
 }
@@ -35,8 +39,8 @@ type State struct {
 // store fails its whole batch, and the coordinator then stops.
 type Store interface {
 	// Load returns the committed state: every limit, every lease (expired
-	// ones included; the caller expires them), every run, every waiter and
-	// the fencing high-water mark.
+	// ones included; the caller expires them), every run, every waiter,
+	// every API key, the audit log and the fencing high-water mark.
 	Load(ctx context.Context) (State, error)
 	// Commit applies changes in order, atomically: after a crash either all
 	// of them are visible to Load or none is. It returns only once they are

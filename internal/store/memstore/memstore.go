@@ -27,6 +27,8 @@ type Store struct {
 	leases  map[uuid.UUID]sema.Lease
 	runs    map[uuid.UUID]sema.Run
 	waiters map[string]sema.Waiter
+	keys    map[string]sema.Key
+	audit   []sema.AuditRecord
 	fence   uint64
 	fail    error
 	commits int
@@ -35,7 +37,7 @@ type Store struct {
 // New returns an empty Store.
 func New() *Store {
 	return &Store{limits: make(map[uuid.UUID]sema.Limit), leases: make(map[uuid.UUID]sema.Lease), runs: make(map[uuid.UUID]sema.Run),
-		waiters: make(map[string]sema.Waiter)}
+		waiters: make(map[string]sema.Waiter), keys: make(map[string]sema.Key)}
 }
 
 // Fail makes every later Commit return err (nil: succeed again).
@@ -59,7 +61,7 @@ func (s *Store) Reopen() *Store {
 	defer s.mu.Unlock()
 	s.closed = true
 	return &Store{limits: maps.Clone(s.limits), leases: maps.Clone(s.leases), runs: maps.Clone(s.runs),
-		waiters: maps.Clone(s.waiters), fence: s.fence}
+		waiters: maps.Clone(s.waiters), keys: maps.Clone(s.keys), audit: slices.Clone(s.audit), fence: s.fence}
 }
 
 // Load implements store.Store.
@@ -85,7 +87,23 @@ func (s *Store) Load(ctx context.Context) (store.State, error) {
 	for _, t := range slices.Sorted(maps.Keys(s.waiters)) {
 		st.Waiters = append(st.Waiters, cloneWaiter(s.waiters[t]))
 	}
+	for _, a := range s.audit {
+		a.Time = utc(a.Time)
+		st.Audit = append(st.Audit, a)
+	}
+	for _, id := range slices.Sorted(maps.Keys(s.keys)) {
+		st.Keys = append(st.Keys, cloneKey(s.keys[id]))
+	}
 	return st, nil
+}
+
+// cloneKey copies what a key shares with its caller, and puts its times in
+// UTC as a durable backend returns them.
+func cloneKey(k sema.Key) sema.Key {
+	k.Scopes = slices.Clone(k.Scopes)
+	k.Hash = slices.Clone(k.Hash)
+	k.Created, k.Expires, k.Revoked, k.LastUsed = utc(k.Created), utc(k.Expires), utc(k.Revoked), utc(k.LastUsed)
+	return k
 }
 
 // cloneRun copies what a run shares with its caller, and puts its times in
@@ -182,6 +200,15 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 			if c.Waiter == nil {
 				return fmt.Errorf("change %d: %w", i, errNoWaiter)
 			}
+		case sema.PutKey:
+			if c.Key == nil {
+				return fmt.Errorf("change %d: %w", i, errNoKey)
+			}
+		case sema.PutAudit:
+			if c.Audit == nil {
+				return fmt.Errorf("change %d: %w", i, errNoAudit)
+			}
+		case sema.PruneAudit:
 		default:
 			return fmt.Errorf("change %d: %w", i, errUnknownKind)
 		}
@@ -211,6 +238,12 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 			s.waiters[c.Waiter.Ticket] = cloneWaiter(*c.Waiter)
 		case sema.DeleteWaiter:
 			delete(s.waiters, c.Ticket)
+		case sema.PutKey:
+			s.keys[c.Key.ID] = cloneKey(*c.Key)
+		case sema.PutAudit:
+			s.audit = append(s.audit, *c.Audit)
+		case sema.PruneAudit:
+			s.audit = slices.DeleteFunc(s.audit, func(a sema.AuditRecord) bool { return a.Time.Before(c.Before) })
 		}
 	}
 	s.commits++
@@ -222,6 +255,8 @@ var (
 	errNameTaken   = errors.New("name taken by another limit")
 	errNoRun       = errors.New("put run without a run")
 	errNoWaiter    = errors.New("put waiter without a waiter")
+	errNoKey       = errors.New("put key without a key")
+	errNoAudit     = errors.New("put audit without a record")
 )
 
 // Close implements store.Store.

@@ -88,8 +88,24 @@ const (
        created, updated, level, denied, decay_at, idle, from_template
 FROM limits ORDER BY name`
 	selectLeases = `SELECT id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
-       created, duration, expires, fence, ticket
+       created, duration, expires, fence, ticket, key_id
 FROM leases ORDER BY id`
+	selectKeys  = `SELECT id, name, scopes, hash, created, expires, revoked, last_used FROM keys ORDER BY id`
+	selectAudit = `SELECT seq, at, key_id, key_name, remote, request_id, action, target, status, before, after
+FROM audit ORDER BY seq`
+	upsertKey = `INSERT INTO keys (id, name, scopes, hash, created, expires, revoked, last_used)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name,
+    scopes = excluded.scopes,
+    hash = excluded.hash,
+    created = excluded.created,
+    expires = excluded.expires,
+    revoked = excluded.revoked,
+    last_used = excluded.last_used`
+	insertAudit = `INSERT INTO audit (seq, at, key_id, key_name, remote, request_id, action, target, status, before, after)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`
+	pruneAudit  = `DELETE FROM audit WHERE at < $1`
 	selectFence = `SELECT value FROM fence`
 	selectRuns  = `SELECT id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
        lease_id, fence, wait_seq, created, updated, limits, slots
@@ -119,8 +135,8 @@ ON CONFLICT (id) DO UPDATE SET
 	deleteLimit = `DELETE FROM limits WHERE id = $1`
 
 	upsertLease = `INSERT INTO leases (id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
-    created, duration, expires, fence, ticket)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    created, duration, expires, fence, ticket, key_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (id) DO UPDATE SET
     holds = excluded.holds,
     slots = excluded.slots,
@@ -133,7 +149,8 @@ ON CONFLICT (id) DO UPDATE SET
     duration = excluded.duration,
     expires = excluded.expires,
     fence = excluded.fence,
-    ticket = excluded.ticket`
+    ticket = excluded.ticket,
+    key_id = excluded.key_id`
 	deleteLease = `DELETE FROM leases WHERE id = $1`
 
 	upsertRun = `INSERT INTO runs (id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
@@ -275,6 +292,12 @@ func (s *Store) Load(ctx context.Context) (store.State, error) {
 	if st.Waiters, err = loadWaiters(ctx, tx); err != nil {
 		return store.State{}, fmt.Errorf("load waiters: %w", err)
 	}
+	if st.Keys, err = loadKeys(ctx, tx); err != nil {
+		return store.State{}, fmt.Errorf("load keys: %w", err)
+	}
+	if st.Audit, err = loadAudit(ctx, tx); err != nil {
+		return store.State{}, fmt.Errorf("load audit: %w", err)
+	}
 	var f fence
 	if err := tx.QueryRow(ctx, selectFence).Scan(&f); err != nil {
 		return store.State{}, fmt.Errorf("load fence: %w", err)
@@ -328,7 +351,7 @@ func loadLeases(ctx context.Context, tx pgx.Tx) ([]sema.Lease, error) {
 			ticket            *string
 		)
 		if err := rows.Scan(&l.ID, &holds, &slots, &mode, &htype, &hid, &metadata, &l.Anonymous,
-			&created, &duration, &expires, &f, &ticket); err != nil {
+			&created, &duration, &expires, &f, &ticket, &l.KeyID); err != nil {
 			return nil, err
 		}
 		if l.Holds, err = decodeHolds(holds); err != nil {
@@ -402,6 +425,55 @@ func loadRuns(ctx context.Context, tx pgx.Tx) ([]sema.Run, error) {
 		r.Fence, r.WaitSeq = uint64(f), uint64(waitSeq)
 		r.Created, r.Updated = scanTime(created), scanTime(updated)
 		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func loadKeys(ctx context.Context, tx pgx.Tx) ([]sema.Key, error) {
+	rows, err := tx.Query(ctx, selectKeys)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sema.Key
+	for rows.Next() {
+		var (
+			k                                  sema.Key
+			scopes                             string
+			created, expires, revoked, lastUse *int64
+		)
+		if err := rows.Scan(&k.ID, &k.Name, &scopes, &k.Hash, &created, &expires, &revoked, &lastUse); err != nil {
+			return nil, err
+		}
+		if k.Scopes, err = scanTags(scopes); err != nil {
+			return nil, fmt.Errorf("key %s: scopes: %w", k.ID, err)
+		}
+		k.Created, k.Expires, k.Revoked, k.LastUsed = scanTime(created), scanTime(expires), scanTime(revoked), scanTime(lastUse)
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+func loadAudit(ctx context.Context, tx pgx.Tx) ([]sema.AuditRecord, error) {
+	rows, err := tx.Query(ctx, selectAudit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sema.AuditRecord
+	for rows.Next() {
+		var (
+			a      sema.AuditRecord
+			seq    fence
+			at     *int64
+			status int64
+		)
+		if err := rows.Scan(&seq, &at, &a.KeyID, &a.KeyName, &a.Remote, &a.RequestID, &a.Action, &a.Target,
+			&status, &a.Before, &a.After); err != nil {
+			return nil, err
+		}
+		a.Seq, a.Time, a.Status = uint64(seq), scanTime(at), int(status)
+		out = append(out, a)
 	}
 	return out, rows.Err()
 }
@@ -498,6 +570,15 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 			err = queueWaiter(b, c.Waiter)
 		case sema.DeleteWaiter:
 			b.Queue(deleteWaiter, c.Ticket)
+		case sema.PutKey:
+			err = queueKey(b, c.Key)
+		case sema.PutAudit:
+			err = queueAudit(b, c.Audit)
+		case sema.PruneAudit:
+			var before *int64
+			if before, err = timeArg(c.Before); err == nil {
+				b.Queue(pruneAudit, before)
+			}
 		default:
 			return fmt.Errorf("commit: change %d of %d: unknown kind %d", i+1, len(changes), c.Kind)
 		}
@@ -590,6 +671,18 @@ func describe(c *sema.Change) string {
 		return fmt.Sprintf("put waiter %q", c.Waiter.Ticket)
 	case sema.DeleteWaiter:
 		return fmt.Sprintf("delete waiter %q", c.Ticket)
+	case sema.PutKey:
+		if c.Key == nil {
+			return "put key (none)"
+		}
+		return "put key " + c.Key.ID
+	case sema.PutAudit:
+		if c.Audit == nil {
+			return "put audit (none)"
+		}
+		return fmt.Sprintf("put audit %d", c.Audit.Seq)
+	case sema.PruneAudit:
+		return "prune audit before " + c.Before.String()
 	}
 	return fmt.Sprintf("kind %d", c.Kind)
 }
@@ -632,7 +725,42 @@ func queueLease(b *pgx.Batch, l *sema.Lease) error {
 	}
 	b.Queue(upsertLease, l.ID, appendHolds([]byte{}, l.Holds), int64(l.Slots), mode,
 		[]byte(l.Holder.Type), []byte(l.Holder.ID), metadata, l.Anonymous, created, int64(l.Duration), expires, fence(l.Fence),
-		ticketArg(l.Ticket))
+		ticketArg(l.Ticket), l.KeyID)
+	return nil
+}
+
+func queueKey(b *pgx.Batch, k *sema.Key) error {
+	if k == nil {
+		return errors.New("no key")
+	}
+	scopes, err := tagsArg(k.Scopes)
+	if err != nil {
+		return fmt.Errorf("scopes: %w", err)
+	}
+	var times [4]*int64
+	for i, t := range []time.Time{k.Created, k.Expires, k.Revoked, k.LastUsed} {
+		if times[i], err = timeArg(t); err != nil {
+			return fmt.Errorf("key times: %w", err)
+		}
+	}
+	hash := k.Hash
+	if hash == nil {
+		hash = []byte{}
+	}
+	b.Queue(upsertKey, k.ID, k.Name, scopes, hash, times[0], times[1], times[2], times[3])
+	return nil
+}
+
+func queueAudit(b *pgx.Batch, a *sema.AuditRecord) error {
+	if a == nil {
+		return errors.New("no audit record")
+	}
+	at, err := timeArg(a.Time)
+	if err != nil {
+		return fmt.Errorf("audit time: %w", err)
+	}
+	b.Queue(insertAudit, fence(a.Seq), at, a.KeyID, a.KeyName, a.Remote, a.RequestID, a.Action, a.Target,
+		int64(a.Status), a.Before, a.After)
 	return nil
 }
 

@@ -140,7 +140,7 @@ func TestEmbeddedMigrations(t *testing.T) {
 	if v != len(ms) {
 		t.Errorf("version = %d, want %d", v, len(ms))
 	}
-	want := []string{"leases", "limits", "meta", "runs", "schema_migrations", "waiters"}
+	want := []string{"audit", "keys", "leases", "limits", "meta", "runs", "schema_migrations", "waiters"}
 	if diff := cmp.Diff(want, tables(t, db)); diff != "" {
 		t.Errorf("tables mismatch (-want +got):\n%s", diff)
 	}

@@ -98,6 +98,7 @@ type Store struct {
 	upsertLimit, deleteLimit, upsertLease, deleteLease, setFence *stmt
 	upsertRun, deleteRun                                         *stmt
 	upsertWaiter, deleteWaiter                                   *stmt
+	upsertKey, insertAudit, pruneAudit                           *stmt
 }
 
 var _ store.Store = (*Store)(nil)
@@ -111,8 +112,24 @@ const (
        created, updated, level, denied, decay_at, idle, from_template
 FROM limits ORDER BY name`
 	selectLeases = `SELECT id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
-       created, duration, expires, fence, ticket
+       created, duration, expires, fence, ticket, key_id
 FROM leases ORDER BY id`
+	selectAudit = `SELECT seq, at, key_id, key_name, remote, request_id, action, target, status, before, after
+FROM audit ORDER BY seq`
+	insertAudit = `INSERT INTO audit (seq, at, key_id, key_name, remote, request_id, action, target, status, before, after)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	pruneAudit = `DELETE FROM audit WHERE at < ?`
+	selectKeys = `SELECT id, name, scopes, hash, created, expires, revoked, last_used FROM keys ORDER BY id`
+	upsertKey  = `INSERT INTO keys (id, name, scopes, hash, created, expires, revoked, last_used)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name,
+    scopes = excluded.scopes,
+    hash = excluded.hash,
+    created = excluded.created,
+    expires = excluded.expires,
+    revoked = excluded.revoked,
+    last_used = excluded.last_used`
 	selectWaiters = `SELECT ticket, seq, names, slots, mode, lease_id, lease_duration, holder_type, holder_id,
        holder_metadata, no_lease, anonymous, since, deadline
 FROM waiters ORDER BY ticket`
@@ -140,8 +157,8 @@ ON CONFLICT (id) DO UPDATE SET
 	deleteLimit = `DELETE FROM limits WHERE id = ?`
 
 	upsertLease = `INSERT INTO leases (id, holds, slots, mode, holder_type, holder_id, holder_metadata, anonymous,
-    created, duration, expires, fence, ticket)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    created, duration, expires, fence, ticket, key_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     holds = excluded.holds,
     slots = excluded.slots,
@@ -154,7 +171,8 @@ ON CONFLICT (id) DO UPDATE SET
     duration = excluded.duration,
     expires = excluded.expires,
     fence = excluded.fence,
-    ticket = excluded.ticket`
+    ticket = excluded.ticket,
+    key_id = excluded.key_id`
 	deleteLease = `DELETE FROM leases WHERE id = ?`
 
 	upsertWaiter = `INSERT INTO waiters (ticket, seq, names, slots, mode, lease_id, lease_duration, holder_type,
@@ -330,6 +348,9 @@ func (s *Store) init(ctx context.Context) error {
 			{&s.deleteRun, deleteRun},
 			{&s.upsertWaiter, upsertWaiter},
 			{&s.deleteWaiter, deleteWaiter},
+			{&s.upsertKey, upsertKey},
+			{&s.insertAudit, insertAudit},
+			{&s.pruneAudit, pruneAudit},
 		} {
 			if *p.stmt, err = prepare(ctx, c, p.query); err != nil {
 				return fmt.Errorf("prepare: %w", err)
@@ -400,6 +421,12 @@ func (s *Store) Load(ctx context.Context) (store.State, error) {
 	if st.Waiters, err = loadWaiters(ctx, tx); err != nil {
 		return store.State{}, fmt.Errorf("load waiters: %w", err)
 	}
+	if st.Keys, err = loadKeys(ctx, tx); err != nil {
+		return store.State{}, fmt.Errorf("load keys: %w", err)
+	}
+	if st.Audit, err = loadAudit(ctx, tx); err != nil {
+		return store.State{}, fmt.Errorf("load audit: %w", err)
+	}
 	var v int64
 	if err := tx.QueryRowContext(ctx, selectFence).Scan(&v); err != nil {
 		return store.State{}, fmt.Errorf("load fence: %w", err)
@@ -456,7 +483,7 @@ func loadLeases(ctx context.Context, tx *sql.Tx) ([]sema.Lease, error) {
 			ticket           sql.Null[string]
 		)
 		if err := rows.Scan(&id, &holds, &l.Slots, &mode, &l.Holder.Type, &l.Holder.ID, &metadata, &anonymous,
-			&created, &duration, &expires, &fence, &ticket); err != nil {
+			&created, &duration, &expires, &fence, &ticket, &l.KeyID); err != nil {
 			return nil, err
 		}
 		if l.ID, err = uuid.FromBytes(id); err != nil {
@@ -518,6 +545,54 @@ func loadWaiters(ctx context.Context, tx *sql.Tx) ([]sema.Waiter, error) {
 		w.NoLease, w.Anonymous = noLease != 0, anonymous != 0
 		w.Since, w.Deadline = scanTime(since), scanTime(deadline)
 		out = append(out, w)
+	}
+	return out, rows.Err()
+}
+
+func loadKeys(ctx context.Context, tx *sql.Tx) ([]sema.Key, error) {
+	rows, err := tx.QueryContext(ctx, selectKeys)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sema.Key
+	for rows.Next() {
+		var (
+			k                                  sema.Key
+			scopes                             string
+			created, expires, revoked, lastUse sql.Null[int64]
+		)
+		if err := rows.Scan(&k.ID, &k.Name, &scopes, &k.Hash, &created, &expires, &revoked, &lastUse); err != nil {
+			return nil, err
+		}
+		if k.Scopes, err = scanTags(scopes); err != nil {
+			return nil, fmt.Errorf("key %s: scopes: %w", k.ID, err)
+		}
+		k.Created, k.Expires, k.Revoked, k.LastUsed = scanTime(created), scanTime(expires), scanTime(revoked), scanTime(lastUse)
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+func loadAudit(ctx context.Context, tx *sql.Tx) ([]sema.AuditRecord, error) {
+	rows, err := tx.QueryContext(ctx, selectAudit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sema.AuditRecord
+	for rows.Next() {
+		var (
+			a   sema.AuditRecord
+			seq int64
+			at  sql.Null[int64]
+		)
+		if err := rows.Scan(&seq, &at, &a.KeyID, &a.KeyName, &a.Remote, &a.RequestID, &a.Action, &a.Target,
+			&a.Status, &a.Before, &a.After); err != nil {
+			return nil, err
+		}
+		a.Seq, a.Time = uint64(seq), scanTime(at)
+		out = append(out, a)
 	}
 	return out, rows.Err()
 }
@@ -637,6 +712,15 @@ func (s *Store) apply(ctx context.Context, changes []sema.Change) (err error) {
 			err = s.putWaiter(c.Waiter)
 		case sema.DeleteWaiter:
 			err = s.deleteWaiter.run(c.Ticket)
+		case sema.PutKey:
+			err = s.putKey(c.Key)
+		case sema.PutAudit:
+			err = s.putAudit(c.Audit)
+		case sema.PruneAudit:
+			var before any
+			if before, err = timeArg(c.Before); err == nil {
+				err = s.pruneAudit.run(before)
+			}
 		default:
 			return fmt.Errorf("commit: change %d of %d: unknown kind %d", i+1, len(changes), c.Kind)
 		}
@@ -680,6 +764,18 @@ func describe(c *sema.Change) string {
 		return fmt.Sprintf("put waiter %q", c.Waiter.Ticket)
 	case sema.DeleteWaiter:
 		return fmt.Sprintf("delete waiter %q", c.Ticket)
+	case sema.PutKey:
+		if c.Key == nil {
+			return "put key (none)"
+		}
+		return "put key " + c.Key.ID
+	case sema.PutAudit:
+		if c.Audit == nil {
+			return "put audit (none)"
+		}
+		return fmt.Sprintf("put audit %d", c.Audit.Seq)
+	case sema.PruneAudit:
+		return "prune audit before " + c.Before.String()
 	}
 	return fmt.Sprintf("kind %d", c.Kind)
 }
@@ -722,7 +818,7 @@ func (s *Store) putLease(l *sema.Lease) error {
 	s.holds = appendHolds(s.holds[:0], l.Holds)
 	return s.upsertLease.run(s.leaseID.set(l.ID[:]), s.holdsArg.set(s.holds), int64(l.Slots), mode,
 		l.Holder.Type, l.Holder.ID, metadata, boolArg(l.Anonymous), created, int64(l.Duration), expires, fenceArg(l.Fence),
-		ticketArg(l.Ticket))
+		ticketArg(l.Ticket), l.KeyID)
 }
 
 // ticketArg encodes a lease's ticket: NULL for none.
@@ -803,6 +899,39 @@ func (s *Store) putRun(r *sema.Run) error {
 		limits, int64(r.Slots))
 }
 
+func (s *Store) putKey(k *sema.Key) error {
+	if k == nil {
+		return errors.New("no key")
+	}
+	scopes, err := tagsArg(k.Scopes)
+	if err != nil {
+		return fmt.Errorf("scopes: %w", err)
+	}
+	var times [4]any
+	for i, t := range []time.Time{k.Created, k.Expires, k.Revoked, k.LastUsed} {
+		if times[i], err = timeArg(t); err != nil {
+			return fmt.Errorf("key times: %w", err)
+		}
+	}
+	hash := k.Hash
+	if hash == nil {
+		hash = []byte{}
+	}
+	return s.upsertKey.run(k.ID, k.Name, scopes, hash, times[0], times[1], times[2], times[3])
+}
+
+func (s *Store) putAudit(a *sema.AuditRecord) error {
+	if a == nil {
+		return errors.New("no audit record")
+	}
+	at, err := timeArg(a.Time)
+	if err != nil {
+		return fmt.Errorf("audit time: %w", err)
+	}
+	return s.insertAudit.run(int64(a.Seq), at, a.KeyID, a.KeyName, a.Remote, a.RequestID, a.Action, a.Target,
+		int64(a.Status), a.Before, a.After)
+}
+
 // Close closes the database; it waits for a call in progress. Closing again
 // does nothing.
 func (s *Store) Close() error {
@@ -825,7 +954,8 @@ func (s *Store) release() error {
 	if s.conn != nil {
 		errs = append(errs, s.conn.Raw(func(any) error {
 			return closeStmts(s.begin, s.commit, s.rollback, s.upsertLimit, s.deleteLimit,
-				s.upsertLease, s.deleteLease, s.setFence, s.upsertRun, s.deleteRun, s.upsertWaiter, s.deleteWaiter)
+				s.upsertLease, s.deleteLease, s.setFence, s.upsertRun, s.deleteRun, s.upsertWaiter, s.deleteWaiter,
+				s.upsertKey, s.insertAudit, s.pruneAudit)
 		}))
 		errs = append(errs, s.conn.Close())
 	}

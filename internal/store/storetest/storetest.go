@@ -92,6 +92,9 @@ func Run(t *testing.T, h Harness) {
 		{"NULBytes", testNULBytes},
 		{"FencesAcrossTheSignBit", testFencesAcrossTheSignBit},
 		{"DeleteWaiter", testDeleteWaiter},
+		{"KeyRoundtrip", testKeyRoundtrip},
+		{"KeyUpsert", testKeyUpsert},
+		{"Audit", testAudit},
 		{"Fence", testFence},
 		{"Order", testOrder},
 		{"Atomic", testAtomic},
@@ -199,6 +202,7 @@ func newWaiter(ticket string, seq uint64) sema.Waiter {
 	}
 }
 func delRun(id uuid.UUID) sema.Change { return sema.Change{Kind: sema.DeleteRun, ID: id} }
+func putKey(k sema.Key) sema.Change   { return sema.Change{Kind: sema.PutKey, Key: &k} }
 
 func compareUUID(a, b uuid.UUID) int { return strings.Compare(string(a[:]), string(b[:])) }
 
@@ -212,6 +216,7 @@ func stateOpts() cmp.Options {
 		cmpopts.SortSlices(func(a, b sema.Lease) bool { return compareUUID(a.ID, b.ID) < 0 }),
 		cmpopts.SortSlices(func(a, b sema.Run) bool { return compareUUID(a.ID, b.ID) < 0 }),
 		cmpopts.SortSlices(func(a, b sema.Waiter) bool { return a.Ticket < b.Ticket }),
+		cmpopts.SortSlices(func(a, b sema.Key) bool { return a.ID < b.ID }),
 		cmp.Comparer(func(a, b float64) bool { return math.Float64bits(a) == math.Float64bits(b) }),
 	}
 }
@@ -249,6 +254,15 @@ func checkUTC(t *testing.T, st store.State) {
 	for _, l := range st.Leases {
 		check("lease "+l.ID.String()+" Created", l.Created)
 		check("lease "+l.ID.String()+" Expires", l.Expires)
+	}
+	for _, a := range st.Audit {
+		check(fmt.Sprintf("audit %d Time", a.Seq), a.Time)
+	}
+	for _, k := range st.Keys {
+		check("key "+k.ID+" Created", k.Created)
+		check("key "+k.ID+" Expires", k.Expires)
+		check("key "+k.ID+" Revoked", k.Revoked)
+		check("key "+k.ID+" LastUsed", k.LastUsed)
 	}
 	for _, r := range st.Runs {
 		check("run "+r.ID.String()+" Created", r.Created)
@@ -473,6 +487,7 @@ func testLeaseRoundtrip(t *testing.T, h Harness) {
 			}}
 			l.Anonymous = true
 			l.Ticket = "ticket:" + strings.Repeat("x", sema.MaxTicketLength-7)
+			l.KeyID = "0123456789ab"
 			return l
 		}, nil},
 		{"holder strings with NUL and control characters", func() sema.Lease {
@@ -1285,6 +1300,129 @@ func testFencesAcrossTheSignBit(t *testing.T, h Harness) {
 			want.Fence = tt.want
 			wantState(t, s, want)
 			wantState(t, h.Reopen(t, s), want)
+		})
+	}
+}
+
+// newKey returns an API key record with every field set.
+func newKey(id string) sema.Key {
+	return sema.Key{
+		ID:       id,
+		Name:     "etl-workers",
+		Scopes:   []string{"read", "acquire:warehouse*", "manage:resource:*"},
+		Hash:     []byte("0123456789abcdef0123456789abcdef"),
+		Created:  base(),
+		Expires:  base().Add(90 * 24 * time.Hour),
+		Revoked:  base().Add(time.Hour + time.Nanosecond),
+		LastUsed: base().Add(time.Minute),
+	}
+}
+
+func testKeyRoundtrip(t *testing.T, h Harness) {
+	zone := time.FixedZone("UTC-08", -8*3600)
+	tests := []struct {
+		name string
+		key  func() sema.Key
+		want func(sema.Key) sema.Key
+	}{
+		{"every field set", func() sema.Key { return newKey("0123456789ab") }, nil},
+		{"never expires, not revoked, never used", func() sema.Key {
+			k := newKey("ba9876543210")
+			k.Expires, k.Revoked, k.LastUsed = time.Time{}, time.Time{}, time.Time{}
+			return k
+		}, nil},
+		{"unicode name and one scope", func() sema.Key {
+			k := newKey("aaaaaaaaaaaa")
+			k.Name, k.Scopes = "équipe ü 😀", []string{"admin"}
+			return k
+		}, nil},
+		{"times in another zone come back in UTC", func() sema.Key {
+			k := newKey("bbbbbbbbbbbb")
+			k.Created, k.Expires = k.Created.In(zone), k.Expires.In(zone)
+			return k
+		}, func(k sema.Key) sema.Key {
+			k.Created, k.Expires = k.Created.UTC(), k.Expires.UTC()
+			return k
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := h.Open(t)
+			k := tt.key()
+			want := k
+			if tt.want != nil {
+				want = tt.want(k)
+			}
+			commit(t, s, putKey(k))
+			wantState(t, s, store.State{Keys: []sema.Key{want}})
+			s = h.Reopen(t, s)
+			wantState(t, s, store.State{Keys: []sema.Key{want}})
+		})
+	}
+}
+
+func testKeyUpsert(t *testing.T, h Harness) {
+	a, b := newKey("aaaaaaaaaaaa"), newKey("bbbbbbbbbbbb")
+	revoked := a
+	revoked.Revoked = base().Add(2 * time.Hour)
+	revoked.LastUsed = base().Add(3 * time.Hour)
+	revoked.Scopes = []string{"read"}
+	tests := []struct {
+		name    string
+		batches [][]sema.Change
+		want    []sema.Key
+	}{
+		{"two keys", [][]sema.Change{{putKey(a), putKey(b)}}, []sema.Key{a, b}},
+		{"replaced", [][]sema.Change{{putKey(a)}, {putKey(revoked)}}, []sema.Key{revoked}},
+		{"replaced in one batch", [][]sema.Change{{putKey(a), putKey(revoked), putKey(b)}}, []sema.Key{revoked, b}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := h.Open(t)
+			for _, b := range tt.batches {
+				commit(t, s, b...)
+			}
+			wantState(t, s, store.State{Keys: tt.want})
+		})
+	}
+}
+
+func audit(seq uint64, at time.Time) sema.AuditRecord {
+	return sema.AuditRecord{Seq: seq, Time: at, KeyID: "0123456789ab", KeyName: "ops ü", Remote: "127.0.0.1:5555",
+		RequestID: "req-1", Action: "limit.update", Target: "warehouse", Status: 200,
+		Before: `{"limit":5}`, After: `{"limit":10}`}
+}
+
+func putAudit(r sema.AuditRecord) sema.Change { return sema.Change{Kind: sema.PutAudit, Audit: &r} }
+func pruneAudit(before time.Time) sema.Change {
+	return sema.Change{Kind: sema.PruneAudit, Before: before}
+}
+
+func testAudit(t *testing.T, h Harness) {
+	a, b, c := audit(1, base()), audit(2, base().Add(time.Hour)), audit(3, base().Add(2*time.Hour))
+	empty := sema.AuditRecord{Seq: 4, Time: base().Add(3 * time.Hour)}
+	tests := []struct {
+		name    string
+		batches [][]sema.Change
+		want    []sema.AuditRecord
+	}{
+		{"kept in order", [][]sema.Change{{putAudit(a), putAudit(b)}, {putAudit(c), putAudit(empty)}}, []sema.AuditRecord{a, b, c, empty}},
+		{"pruned before a time", [][]sema.Change{{putAudit(a), putAudit(b), putAudit(c)}, {pruneAudit(b.Time)}}, []sema.AuditRecord{b, c}},
+		{"pruned in the batch that wrote them", [][]sema.Change{{putAudit(a), pruneAudit(base().Add(time.Minute)), putAudit(b)}}, []sema.AuditRecord{b}},
+		{"pruning nothing", [][]sema.Change{{pruneAudit(base())}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := h.Open(t)
+			for _, b := range tt.batches {
+				commit(t, s, b...)
+			}
+			wantState(t, s, store.State{Audit: tt.want})
+			s = h.Reopen(t, s)
+			wantState(t, s, store.State{Audit: tt.want})
 		})
 	}
 }

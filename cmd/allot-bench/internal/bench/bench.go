@@ -51,6 +51,10 @@ const (
 type Config struct {
 	// URL is the API base URL, such as http://127.0.0.1:4200/api.
 	URL string
+	// APIKey, if set, is sent as a bearer token with every request, to a
+	// server with --auth keys (it needs read, and acquire and manage on
+	// the bench's limits, or admin).
+	APIKey string
 	// Workload is WorkloadBaseline, WorkloadThroughput, WorkloadHandoff,
 	// WorkloadMemory, WorkloadScale or WorkloadAll.
 	Workload string
@@ -455,8 +459,12 @@ func Run(ctx context.Context, cfg Config, w io.Writer) ([]Result, error) {
 		defer tr.CloseIdleConnections()
 		hc = &http.Client{Transport: tr}
 	}
+	if cfg.APIKey != "" {
+		hc = withBearer(hc, cfg.APIKey)
+	}
 	c := newClient(hc, cfg.URL)
 	c.raw = !cfg.NetHTTP
+	c.apiKey = cfg.APIKey
 	enc := json.NewEncoder(w)
 	if names[0] == WorkloadBaseline && len(names) > 1 {
 		if err := c.reach(ctx, cfg.Prefix+"-t0"); err != nil {

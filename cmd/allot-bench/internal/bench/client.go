@@ -55,6 +55,41 @@ type client struct {
 	releaseURL string
 	// raw makes the workers' hot path use rawConn instead of hc.
 	raw bool
+	// apiKey is sent by the raw connections (hc sends it itself).
+	apiKey string
+}
+
+// withBearer returns a client like hc that sends key as a bearer token
+// ("" returns hc).
+func withBearer(hc *http.Client, key string) *http.Client {
+	if key == "" {
+		return hc
+	}
+	next := hc.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	c := *hc
+	c.Transport = bearerTransport{next: next, header: "Bearer " + key}
+	return &c
+}
+
+type bearerTransport struct {
+	next   http.RoundTripper
+	header string
+}
+
+func (t bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", t.header)
+	return t.next.RoundTrip(r)
+}
+
+// CloseIdleConnections closes the idle connections of the transport.
+func (t bearerTransport) CloseIdleConnections() {
+	if c, ok := t.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // pairer is a worker's own way to acquire and release.
@@ -69,6 +104,7 @@ type pairer interface {
 func (c *client) worker() pairer {
 	if c.raw {
 		if rc, err := newRawConn(c.acquireURL); err == nil {
+			rc.auth = c.apiKey
 			return &rawPairer{c: rc, acquirePath: pathOf(c.acquireURL), releasePath: pathOf(c.releaseURL)}
 		}
 	}

@@ -277,7 +277,7 @@ func measureWaiters(ctx context.Context, c *client, cfg Config, metrics string, 
 
 	tr := newWaiterTransport()
 	defer tr.CloseIdleConnections()
-	wc := newClient(&http.Client{Transport: tr}, cfg.URL)
+	wc := newClient(withBearer(&http.Client{Transport: tr}, cfg.APIKey), cfg.URL)
 	wctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	// On failure, the waiters give up before the slot is released.

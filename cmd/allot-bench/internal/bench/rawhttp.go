@@ -26,6 +26,7 @@ type rawConn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	body []byte // the last response body; reused
+	auth string // an API key to send as a bearer token, or ""
 
 	watched <-chan struct{} // Done of the context whose end interrupts conn
 	unwatch func() bool     // stops that; nil when nothing is watched
@@ -120,6 +121,10 @@ func (r *rawConn) exchange(path string, body []byte) (int, error) {
 	w.WriteString(path)
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	w.WriteString(r.host)
+	if r.auth != "" {
+		w.WriteString("\r\nAuthorization: Bearer ")
+		w.WriteString(r.auth)
+	}
 	w.WriteString("\r\nContent-Type: application/json\r\nContent-Length: ")
 	w.WriteString(strconv.Itoa(len(body)))
 	w.WriteString("\r\n\r\n")
