@@ -88,10 +88,10 @@ func startServerEnv(t *testing.T, dataDir, addr string, env []string, extra ...s
 			}
 		}
 	}()
+	go func() { _ = s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() { s.kill() })
 	const prefix = "allot server listening on http://"
 	for {
-		go func() { _ = s.cmd.Wait(); close(s.done) }()
-		t.Cleanup(func() { s.kill() })
 		select {
 		case line := <-lines:
 			if !strings.HasPrefix(line, prefix) {
