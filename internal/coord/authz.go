@@ -25,9 +25,19 @@ import (
 //     to create it, change its state or send its heartbeat;
 //   - manage:<glob> on the limit a create, update, delete or reset names
 //     (resolved from an id when the request gives one);
+//   - a request waiting in line leaves it when its key is revoked;
 //   - a lease is bound to the key that took it: another key's renew,
 //     release or watch finds no such lease (ErrLeaseNotFound), as if it
 //     did not exist; an admin key may act on any lease.
+
+// revoked is closed when ctx's key is revoked; nil (never) without one.
+// Only the slow path of a request, the wait in line, listens to it.
+func revoked(ctx context.Context) <-chan struct{} {
+	if p := auth.FromContext(ctx); p != nil {
+		return p.Done()
+	}
+	return nil
+}
 
 // tagNames are the limit names of tags or labels.
 func tagNames(kind sema.RunKind, keys []string) []string {

@@ -148,6 +148,12 @@ func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, e
 		return c.giveUp(ctx, out.WaiterID, ch, sreq, start, true)
 	case <-ctx.Done():
 		return c.giveUp(ctx, out.WaiterID, ch, sreq, start, false)
+	case <-revoked(ctx):
+		// The key was revoked while it waited: it leaves the line as if
+		// its caller had gone.
+		rctx, cancel := context.WithCancelCause(ctx)
+		cancel(auth.ErrRevoked)
+		return c.giveUp(rctx, out.WaiterID, ch, sreq, start, false)
 	}
 	return c.granted(ctx, r, sreq, start)
 }

@@ -1,10 +1,13 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/allot-dev/allot/internal/auth"
 )
@@ -118,6 +121,18 @@ var unthrottled = map[string]bool{
 	"POST /api/runs/{id}/heartbeat":                           true,
 }
 
+// streams are the routes that may stay open long without waiting in
+// line: their context ends when their key is revoked. (A request waiting
+// in line is ended by the coordinator, which listens to the key's
+// revocation only on that slow path.)
+var streams = map[string]bool{
+	"GET /api/events":    true,
+	"GET /api/events/in": true,
+	"GET /api/v2/concurrency_limits/leases/{lease_id}/watch": true,
+	"GET /api/runs/{id}/wait":                                true,
+	"POST /api/runs/{id}/wait":                               true,
+}
+
 // csrfProbe is Prefect's CSRF probe: a 404 turns CSRF off in its client.
 const csrfProbe = "/api/csrf-token"
 
@@ -175,12 +190,14 @@ func (h *handler) gate(mux *http.ServeMux) http.Handler {
 		// count it, and to tell the mux's own 404 from a handler's); the
 		// mux sets it on the copy it serves.
 		r.Pattern = pattern
-		ctx, cancel := auth.WithRevocation(auth.NewContext(r.Context(), p), p)
-		defer cancel()
-		r = r.WithContext(ctx)
-		if h.keyRequests != nil {
-			h.keyRequests.WithLabelValues(p.KeyID).Inc()
+		ctx := auth.NewContext(r.Context(), p)
+		if streams[pattern] {
+			var cancel context.CancelFunc
+			ctx, cancel = auth.WithRevocation(ctx, p)
+			defer cancel()
 		}
+		r = r.WithContext(ctx)
+		h.countKey(p.KeyID)
 		action, audit := auditActions[pattern]
 		if !audit {
 			mux.ServeHTTP(w, r)
@@ -216,6 +233,19 @@ func problemDetail(b []byte) string {
 	}
 	_ = json.Unmarshal(b, &p)
 	return p.Detail
+}
+
+// countKey counts a request of key id in allot_key_requests_total; the
+// counter of each key is resolved once.
+func (h *handler) countKey(id string) {
+	if h.keyRequests == nil {
+		return
+	}
+	c, ok := h.keyCounters.Load(id)
+	if !ok {
+		c, _ = h.keyCounters.LoadOrStore(id, h.keyRequests.WithLabelValues(id))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 // allowed checks what a route needs of p before names are known.

@@ -76,6 +76,7 @@ type handler struct {
 	rates            *auth.Rates
 	certs            map[string]*auth.Principal
 	keyRequests      *prometheus.CounterVec // by key id; nil without keys
+	keyCounters      sync.Map               // key id → prometheus.Counter
 }
 
 // New returns the HTTP handler of allot's API, served from c.
