@@ -329,6 +329,11 @@ func (c *Coordinator) CancelTicket(ctx context.Context, ticket string) error {
 		return &sema.InvalidError{Field: "ticket", Detail: why}
 	}
 	return c.do(func(m *sema.Machine, now time.Time) error {
+		if p := auth.FromContext(ctx); p != nil && !p.CanSome(auth.Admin) {
+			if key, ok := m.TicketKey(ticket); ok && key != "" && key != p.KeyID {
+				return nil // another key's ticket: as if it named nothing
+			}
+		}
 		waiter, lease := m.CancelTicket(now, ticket)
 		if p := c.waiters[waiter]; waiter != 0 && p != nil {
 			c.unpark(waiter)

@@ -432,6 +432,16 @@ func TestLeaseBoundToItsKey(t *testing.T) {
 	}
 	// Still held, and a's own.
 	a.as(t, "a", "POST", renew, map[string]any{}).want(t, 204)
+	// A ticket is bound to its key too: another key's request with it
+	// neither gets the lease back nor cancels it.
+	a.as(t, "admin", "PATCH", v2+"/m", map[string]any{"limit": 3}).want(t, 204)
+	tk := map[string]any{"names": []string{"m"}, "slots": 1, "ticket": "job-1"}
+	mine := decode[grantDoc](t, a.as(t, "a", "POST", v2+"/increment-with-lease", tk).want(t, 200)).LeaseID
+	a.as(t, "b", "POST", v2+"/increment-with-lease", tk).wantProblem(t, 409, "ticket_conflict", "")
+	a.as(t, "b", "DELETE", v2+"/tickets/job-1", nil)
+	if again := decode[grantDoc](t, a.as(t, "a", "POST", v2+"/increment-with-lease", tk).want(t, 200)).LeaseID; again != mine {
+		t.Errorf("a's ticket gave lease %s, want its own %s back", again, mine)
+	}
 	a.as(t, "b", "POST", v2+"/leases/"+lease+"/revoke", map[string]any{}).wantProblem(t, 403, "forbidden", "")
 	a.as(t, "admin", "POST", v2+"/leases/"+lease+"/revoke", map[string]any{}).want(t, 200)
 	a.as(t, "a", "POST", renew, map[string]any{}).want(t, 410)

@@ -40,7 +40,7 @@ func (m *Machine) resume(now time.Time, req Request) (out Outcome, ok bool, err 
 			m.expire(now, ll)
 			return Outcome{}, false, nil
 		}
-		if !m.sameAsLease(req, ll) {
+		if !m.sameAsLease(req, ll) || ll.KeyID != req.KeyID {
 			return Outcome{}, true, ErrTicketConflict
 		}
 		return Outcome{Granted: true, Lease: ll.Lease, Limits: refs(ll.limits), Resumed: true}, true, nil
@@ -49,7 +49,7 @@ func (m *Machine) resume(now time.Time, req Request) (out Outcome, ok bool, err 
 	if w == nil {
 		return Outcome{}, false, nil
 	}
-	if !sameRequest(w.req, req) {
+	if !sameRequest(w.req, req) || w.req.KeyID != req.KeyID {
 		return Outcome{}, true, ErrTicketConflict
 	}
 	if !req.Wait && slices.ContainsFunc(w.limits, func(l *limitState) bool { return l.Active && !l.deleted }) {
@@ -132,7 +132,7 @@ func (m *Machine) putWaiter(w *waiter) {
 	m.changes = append(m.changes, Change{Kind: PutWaiter, Waiter: &Waiter{
 		Ticket: r.Ticket, Seq: w.id, Names: slices.Clone(r.Names), Slots: r.Slots, Mode: r.Mode,
 		LeaseID: r.LeaseID, LeaseDuration: r.LeaseDuration, Holder: r.Holder,
-		NoLease: r.NoLease, Anonymous: r.Anonymous, Since: w.since, Deadline: r.Deadline,
+		NoLease: r.NoLease, Anonymous: r.Anonymous, Since: w.since, Deadline: r.Deadline, KeyID: r.KeyID,
 	}})
 }
 
@@ -168,10 +168,22 @@ func (m *Machine) RestoreWaiters(now time.Time, ws []Waiter) []Restored {
 		}
 		o, err := m.Acquire(now, Request{Names: w.Names, Slots: w.Slots, Mode: w.Mode, LeaseID: w.LeaseID,
 			LeaseDuration: w.LeaseDuration, Holder: w.Holder, NoLease: w.NoLease, Anonymous: w.Anonymous,
-			Wait: true, Ticket: w.Ticket, Deadline: w.Deadline})
+			Wait: true, Ticket: w.Ticket, Deadline: w.Deadline, KeyID: w.KeyID})
 		out = append(out, Restored{Waiter: w, Outcome: o, Err: err})
 	}
 	return out
+}
+
+// TicketKey returns the API key of what a ticket names (a waiter in line
+// or a live lease), and whether it names anything.
+func (m *Machine) TicketKey(ticket string) (string, bool) {
+	if w := m.ticketWaiters[ticket]; w != nil && w.run == nil {
+		return w.req.KeyID, true
+	}
+	if ll := m.ticketLeases[ticket]; ll != nil {
+		return ll.KeyID, true
+	}
+	return "", false
 }
 
 // CancelTicket ends what a ticket names, for a caller that gave up: its

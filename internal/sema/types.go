@@ -136,6 +136,9 @@ type Waiter struct {
 	Since         time.Time
 	// Deadline is when the request stops waiting (its timeout), or zero.
 	Deadline time.Time
+	// KeyID is the API key that asked, or "": the lease it is granted is
+	// that key's.
+	KeyID string
 }
 
 // ChangeKind says what a Change does.

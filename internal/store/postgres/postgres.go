@@ -111,7 +111,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`
        lease_id, fence, wait_seq, created, updated, limits, slots
 FROM runs ORDER BY id`
 	selectWaiters = `SELECT ticket, seq, names, slots, mode, lease_id, lease_duration, holder_type, holder_id,
-       holder_metadata, no_lease, anonymous, since, deadline
+       holder_metadata, no_lease, anonymous, since, deadline, key_id
 FROM waiters ORDER BY ticket`
 
 	checkEpoch = `SELECT allot_check_epoch($1)`
@@ -175,8 +175,8 @@ ON CONFLICT (id) DO UPDATE SET
 	deleteRun = `DELETE FROM runs WHERE id = $1`
 
 	upsertWaiter = `INSERT INTO waiters (ticket, seq, names, slots, mode, lease_id, lease_duration, holder_type,
-    holder_id, holder_metadata, no_lease, anonymous, since, deadline)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    holder_id, holder_metadata, no_lease, anonymous, since, deadline, key_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (ticket) DO UPDATE SET
     seq = excluded.seq,
     names = excluded.names,
@@ -190,7 +190,8 @@ ON CONFLICT (ticket) DO UPDATE SET
     no_lease = excluded.no_lease,
     anonymous = excluded.anonymous,
     since = excluded.since,
-    deadline = excluded.deadline`
+    deadline = excluded.deadline,
+    key_id = excluded.key_id`
 	deleteWaiter = `DELETE FROM waiters WHERE ticket = $1`
 
 	// raiseFence compares in numeric, so fences above 2^63 order right.
@@ -497,7 +498,7 @@ func loadWaiters(ctx context.Context, tx pgx.Tx) ([]sema.Waiter, error) {
 			since, deadline *int64
 		)
 		if err := rows.Scan(&w.Ticket, &seq, &names, &slots, &mode, &leaseID, &duration, &htype, &hid,
-			&metadata, &w.NoLease, &w.Anonymous, &since, &deadline); err != nil {
+			&metadata, &w.NoLease, &w.Anonymous, &since, &deadline, &w.KeyID); err != nil {
 			return nil, err
 		}
 		if w.Names, err = scanTags(names); err != nil {
@@ -797,7 +798,7 @@ func queueWaiter(b *pgx.Batch, w *sema.Waiter) error {
 		return fmt.Errorf("deadline: %w", err)
 	}
 	b.Queue(upsertWaiter, w.Ticket, fence(w.Seq), names, int64(w.Slots), mode, uuidArg(w.LeaseID), int64(w.LeaseDuration),
-		[]byte(w.Holder.Type), []byte(w.Holder.ID), metadata, w.NoLease, w.Anonymous, since, deadline)
+		[]byte(w.Holder.Type), []byte(w.Holder.ID), metadata, w.NoLease, w.Anonymous, since, deadline, w.KeyID)
 	return nil
 }
 

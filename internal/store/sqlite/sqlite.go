@@ -131,7 +131,7 @@ ON CONFLICT (id) DO UPDATE SET
     revoked = excluded.revoked,
     last_used = excluded.last_used`
 	selectWaiters = `SELECT ticket, seq, names, slots, mode, lease_id, lease_duration, holder_type, holder_id,
-       holder_metadata, no_lease, anonymous, since, deadline
+       holder_metadata, no_lease, anonymous, since, deadline, key_id
 FROM waiters ORDER BY ticket`
 	selectFence = `SELECT value FROM meta WHERE key = 'fence'`
 	selectRuns  = `SELECT id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
@@ -176,8 +176,8 @@ ON CONFLICT (id) DO UPDATE SET
 	deleteLease = `DELETE FROM leases WHERE id = ?`
 
 	upsertWaiter = `INSERT INTO waiters (ticket, seq, names, slots, mode, lease_id, lease_duration, holder_type,
-    holder_id, holder_metadata, no_lease, anonymous, since, deadline)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    holder_id, holder_metadata, no_lease, anonymous, since, deadline, key_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (ticket) DO UPDATE SET
     seq = excluded.seq,
     names = excluded.names,
@@ -191,7 +191,8 @@ ON CONFLICT (ticket) DO UPDATE SET
     no_lease = excluded.no_lease,
     anonymous = excluded.anonymous,
     since = excluded.since,
-    deadline = excluded.deadline`
+    deadline = excluded.deadline,
+    key_id = excluded.key_id`
 	deleteWaiter = `DELETE FROM waiters WHERE ticket = ?`
 
 	upsertRun = `INSERT INTO runs (id, kind, name, tags, parent_id, state, history, collision_strategy, lease_duration,
@@ -526,7 +527,7 @@ func loadWaiters(ctx context.Context, tx *sql.Tx) ([]sema.Waiter, error) {
 			since, deadline    sql.Null[int64]
 		)
 		if err := rows.Scan(&w.Ticket, &seq, &names, &w.Slots, &mode, &leaseID, &duration, &w.Holder.Type,
-			&w.Holder.ID, &metadata, &noLease, &anonymous, &since, &deadline); err != nil {
+			&w.Holder.ID, &metadata, &noLease, &anonymous, &since, &deadline, &w.KeyID); err != nil {
 			return nil, err
 		}
 		if w.Names, err = scanTags(names); err != nil {
@@ -855,7 +856,7 @@ func (s *Store) putWaiter(w *sema.Waiter) error {
 	}
 	return s.upsertWaiter.run(w.Ticket, fenceArg(w.Seq), names, int64(w.Slots), mode, uuidArg(w.LeaseID),
 		int64(w.LeaseDuration), w.Holder.Type, w.Holder.ID, metadata, boolArg(w.NoLease), boolArg(w.Anonymous),
-		since, deadline)
+		since, deadline, w.KeyID)
 }
 
 func (s *Store) putRun(r *sema.Run) error {

@@ -199,6 +199,7 @@ func newWaiter(ticket string, seq uint64) sema.Waiter {
 		Holder:        sema.Holder{Type: "process", ID: "host:42", Metadata: map[string]string{"job": "nightly"}},
 		Since:         base(),
 		Deadline:      base().Add(2*time.Minute + time.Nanosecond),
+		KeyID:         "0123456789ab",
 	}
 }
 func delRun(id uuid.UUID) sema.Change { return sema.Change{Kind: sema.DeleteRun, ID: id} }

@@ -17,6 +17,8 @@ CREATE TABLE keys (
 );
 
 ALTER TABLE leases ADD COLUMN key_id text NOT NULL DEFAULT '';
+-- The key of a waiting request with a ticket ('' for none).
+ALTER TABLE waiters ADD COLUMN key_id text NOT NULL DEFAULT '';
 
 CREATE TABLE audit (
     seq        numeric(20,0) NOT NULL PRIMARY KEY,

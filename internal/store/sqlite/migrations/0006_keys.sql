@@ -36,3 +36,7 @@ CREATE TABLE audit (
 ) STRICT;
 
 CREATE INDEX audit_at ON audit (at);
+
+-- The key of a waiting request with a ticket ('' for none): the lease it
+-- is granted after a restart is that key's.
+ALTER TABLE waiters ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
