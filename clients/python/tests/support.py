@@ -39,8 +39,12 @@ def name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def eventually(cond: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Polls cond until it returns something true, or fails after timeout."""
+def eventually(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Polls cond until it returns something true, or fails after timeout.
+
+    The timeout is generous: a condition met quickly returns at once, and a
+    loaded CI machine must not fail a correct client.
+    """
     deadline = time.monotonic() + timeout
     while True:
         v = cond()

@@ -30,7 +30,7 @@ class ConcurrencyAsyncio(unittest.IsolatedAsyncioTestCase):
         await self.c.create_limit(nm, n, **kw)  # type: ignore[arg-type]
         return nm
 
-    async def eventually(self, cond, timeout: float = 5.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    async def eventually(self, cond, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
         while not await cond():
             if time.monotonic() > deadline:
@@ -89,7 +89,7 @@ class ConcurrencyAsyncio(unittest.IsolatedAsyncioTestCase):
         task.cancel()
         with self.assertRaises(asyncio.CancelledError):
             await task
-        await self.eventually(lambda: waiting(0), timeout=3, what="waiter gone")
+        await self.eventually(lambda: waiting(0), timeout=10, what="waiter gone")
         await self.c.release(holder)
         self.assertEqual((await self.c.get_limit(nm)).active_slots, 0, "no grant to the cancelled waiter")
 

@@ -333,7 +333,7 @@ class ConcurrencySync(unittest.TestCase):
             with concurrency(nm):
                 self.fail("ran without its slot")
         t.join()
-        eventually(lambda: self.c.get_limit(nm).waiting == 0, timeout=3, what="waiter gone")
+        eventually(lambda: self.c.get_limit(nm).waiting == 0, timeout=10, what="waiter gone")
 
     def test_ensure_limit_from_8_threads(self) -> None:
         nm = name("ensure")

@@ -145,7 +145,7 @@ class Runs(unittest.TestCase):
         child.wait(10)
         child.stdout.close()
         self.assertEqual(child.returncode, 3)
-        eventually(lambda: self.c.get_run(run_id).state == "Crashed", timeout=5, what="run Crashed")
+        eventually(lambda: self.c.get_run(run_id).state == "Crashed", timeout=15, what="run Crashed")
         self.assertIn("lease expired", self.c.get_run(run_id).message)
         with self.c.task_run("next", tags=[tag]):
             pass
