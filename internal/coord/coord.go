@@ -163,11 +163,16 @@ type Coordinator struct {
 	// unclaimed are the leases granted to detached waiters, each released
 	// by its timer unless its caller comes back for it first.
 	unclaimed map[uuid.UUID]*time.Timer
-	deadline  time.Time // what the reaper sleeps until; zero: nothing
-	failed    error
-	subs      map[chan sema.Event]struct{}
-	notes     map[*notifier]struct{}      // Notify's subscribers
-	runWatch  map[uuid.UUID][]*runWatcher // WaitRun requests, by run
+	// handoff are the leases granted to an attached waiter with a ticket
+	// whose request has not yet answered: true once a retry with the
+	// ticket was answered the lease (claim), so that the first request,
+	// if its caller went away meanwhile, leaves the lease to the retry.
+	handoff  map[uuid.UUID]bool
+	deadline time.Time // what the reaper sleeps until; zero: nothing
+	failed   error
+	subs     map[chan sema.Event]struct{}
+	notes    map[*notifier]struct{}      // Notify's subscribers
+	runWatch map[uuid.UUID][]*runWatcher // WaitRun requests, by run
 	// keyWaiting is the number of waiters of each API key.
 	keyWaiting map[string]int
 	// WatchLease requests by lease, and the leases that ended lately:
@@ -242,6 +247,7 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 		open:      &batch{done: make(chan struct{})},
 		waiters:   make(map[uint64]*parked),
 		unclaimed: make(map[uuid.UUID]*time.Timer),
+		handoff:   make(map[uuid.UUID]bool),
 		subs:      make(map[chan sema.Event]struct{}),
 		notes:     make(map[*notifier]struct{}),
 		runWatch:  make(map[uuid.UUID][]*runWatcher),
@@ -441,6 +447,9 @@ func (c *Coordinator) dispatch(e sema.Event) {
 			c.unpark(e.WaiterID)
 			switch {
 			case p.ch != nil:
+				if p.ticket != "" && !p.noLease {
+					c.handoff[e.Lease.ID] = false
+				}
 				p.ch <- &waitResult{grant: Grant{Lease: e.Lease, Limits: e.Limits}, b: c.open}
 			default:
 				p.grace.Stop()
@@ -706,6 +715,9 @@ func (c *Coordinator) holdUnclaimed(id uuid.UUID) {
 
 // claim marks a lease as handed to its caller. mu must be held.
 func (c *Coordinator) claim(id uuid.UUID) {
+	if _, ok := c.handoff[id]; ok {
+		c.handoff[id] = true
+	}
 	if t, ok := c.unclaimed[id]; ok {
 		t.Stop()
 		delete(c.unclaimed, id)

@@ -162,11 +162,18 @@ func (c *Coordinator) granted(ctx context.Context, r *waitResult, sreq sema.Requ
 	if r.err != nil {
 		return Grant{}, r.err
 	}
-	if err := wait(r.b); err != nil {
-		return Grant{}, err
+	werr := wait(r.b)
+	retried := c.handedOff(r.grant.Lease.ID, sreq)
+	if werr != nil {
+		return Grant{}, werr
 	}
 	r.grant.Waited = c.now().Sub(start)
 	c.met.waitSeconds.Observe(r.grant.Waited.Seconds())
+	if ctx.Err() != nil && retried {
+		// A retry with the ticket was answered this lease: it is that
+		// caller's now, neither released nor held as unclaimed.
+		return Grant{}, ctx.Err()
+	}
 	if ctx.Err() != nil {
 		// Nobody is there to use it: released, or, with a ticket, kept for
 		// the grace in case its caller comes back for it.
@@ -182,6 +189,20 @@ func (c *Coordinator) granted(ctx context.Context, r *waitResult, sreq sema.Requ
 		return Grant{}, ctx.Err()
 	}
 	return r.grant, nil
+}
+
+// handedOff forgets the hand-off of a lease granted to a request with
+// sreq's ticket, and reports whether a retry with the ticket was answered
+// the lease meanwhile.
+func (c *Coordinator) handedOff(id uuid.UUID, sreq sema.Request) bool {
+	if sreq.Ticket == "" || sreq.NoLease {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	retried := c.handoff[id]
+	delete(c.handoff, id)
+	return retried
 }
 
 // giveUp takes a waiter out of line after its time ran out or its caller
@@ -210,6 +231,9 @@ func (c *Coordinator) giveUp(ctx context.Context, waiter uint64, ch chan *waitRe
 			sreq.Wait = false
 			now := c.now()
 			out, err = c.m.Acquire(now, sreq)
+			if err == nil && out.Granted && !out.Resumed && sreq.Ticket != "" && !sreq.NoLease {
+				c.handoff[out.Lease.ID] = false
+			}
 			if le := (*sema.LockedError)(nil); errors.As(err, &le) {
 				c.met.timeouts.Inc()
 				c.recordRefusal(now, sema.ActTimedOut, le, sreq)

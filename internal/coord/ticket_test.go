@@ -3,12 +3,14 @@ package coord_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/allot-dev/allot/internal/coord"
 	"github.com/allot-dev/allot/internal/sema"
+	"github.com/allot-dev/allot/internal/store/memstore"
 )
 
 type result struct {
@@ -250,6 +252,78 @@ func TestRestartRestoresWaitersInOrder(t *testing.T) {
 			if _, err := b2.c.Release(t.Context(), r.g.Lease.ID); err != nil {
 				t.Fatal(err)
 			}
+		}
+	})
+}
+
+// heldStore holds commits while hold is set, to line up requests that
+// are decided but not yet durable.
+type heldStore struct {
+	*memstore.Store
+	mu   sync.Mutex
+	gate chan struct{} // nil: commits pass
+}
+
+func (s *heldStore) hold() {
+	s.mu.Lock()
+	s.gate = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *heldStore) let() {
+	s.mu.Lock()
+	close(s.gate)
+	s.gate = nil
+	s.mu.Unlock()
+}
+
+func (s *heldStore) Commit(ctx context.Context, ch []sema.Change) error {
+	s.mu.Lock()
+	g := s.gate
+	s.mu.Unlock()
+	if g != nil {
+		<-g
+	}
+	return s.Store.Commit(ctx, ch)
+}
+
+// A waiter with a ticket is granted, its caller goes away before the grant
+// is durable, and the caller's retry with the ticket is answered the lease:
+// that lease is the retry's, never released as unclaimed after the grace.
+func TestTicketGrantAnsweredToRetryIsNotReleasedAsUnclaimed(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		st := &heldStore{Store: memstore.New()}
+		c, err := coord.New(t.Context(), st, coord.DefaultConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		mustLimit(t, c, "db", 1)
+		holder := acquire(t, c, "db", 0)
+
+		wctx, wcancel := context.WithCancel(t.Context())
+		first := waitFor(wctx, c, "db", "a")
+		st.hold()
+		go func() { _, _ = c.Release(context.Background(), holder.Lease.ID) }()
+		synctest.Wait() // a is granted; the grant is not durable yet
+		wcancel()       // a's caller goes away
+		synctest.Wait()
+		retry := waitFor(t.Context(), c, "db", "a") // and comes back with its ticket
+		st.let()
+		if r := <-first; !errors.Is(r.err, context.Canceled) {
+			t.Fatalf("first request: %+v, want context.Canceled", r)
+		}
+		r := <-retry
+		if r.err != nil {
+			t.Fatalf("retry: %v", r.err)
+		}
+		time.Sleep(2 * coord.DefaultConfig().WaiterGrace)
+		if h, _ := lineOf(t, c, "db"); len(h) != 1 || h[0] != r.g.Lease.ID.String() {
+			t.Errorf("after the grace: holders %v, want the lease answered to the retry, %s", h, r.g.Lease.ID)
 		}
 	})
 }
