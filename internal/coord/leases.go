@@ -477,7 +477,17 @@ func (c *Coordinator) WatchLease(ctx context.Context, id uuid.UUID, timeout time
 		st, held = LeaseStatus{ID: id, State: LeaseNotFound}, false
 	}
 	if !held || timeout <= 0 {
+		var b *batch
+		if !held && st.State != LeaseNotFound {
+			// Its end may not be durable yet: answered once it is.
+			b = c.syncPoint()
+		}
 		c.mu.Unlock()
+		if b != nil {
+			if err := wait(b); err != nil {
+				return LeaseStatus{}, err
+			}
+		}
 		return st, nil
 	}
 	c.leaseWatch[id] = append(c.leaseWatch[id], w)

@@ -206,3 +206,37 @@ func TestIncrementPlain(t *testing.T) {
 		}
 	})
 }
+
+// A watch that starts after a lease's end was decided, but before that end
+// is committed, waits for the commit too: a holder is never told of an end
+// that a crash could undo.
+func TestWatchLeaseStartedAfterEndAnswersAfterCommit(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		st := &heldStore{Store: memstore.New()}
+		c, err := coord.New(t.Context(), st, coord.DefaultConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		defer func() { st.let(); cancel(); <-done }()
+		mustLimit(t, c, "db", 1)
+		g := acquire(t, c, "db", 0)
+		st.hold()
+		go func() { _, _ = c.RevokeLease(context.Background(), g.Lease.ID, "") }()
+		synctest.Wait()
+		got := watch(c, g.Lease.ID, time.Hour)
+		synctest.Wait()
+		select {
+		case s := <-got:
+			t.Fatalf("WatchLease answered %v before the revoke was committed", s.State)
+		default:
+		}
+		st.let()
+		if s := <-got; s.State != coord.LeaseRevoked {
+			t.Errorf("WatchLease: %v, want revoked", s.State)
+		}
+	})
+}

@@ -272,7 +272,9 @@ func (s *heldStore) hold() {
 
 func (s *heldStore) let() {
 	s.mu.Lock()
-	close(s.gate)
+	if s.gate != nil {
+		close(s.gate)
+	}
 	s.gate = nil
 	s.mu.Unlock()
 }
@@ -301,7 +303,7 @@ func TestTicketGrantAnsweredToRetryIsNotReleasedAsUnclaimed(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- c.Run(ctx) }()
-		defer func() { cancel(); <-done }()
+		defer func() { st.let(); cancel(); <-done }()
 		mustLimit(t, c, "db", 1)
 		holder := acquire(t, c, "db", 0)
 
