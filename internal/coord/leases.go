@@ -218,7 +218,10 @@ func (c *Coordinator) giveUp(ctx context.Context, waiter uint64, ch chan *waitRe
 		c.mu.Unlock()
 		return c.granted(ctx, <-ch, sreq, start)
 	}
-	if !timedOut && sreq.Ticket != "" && c.cfg.WaiterGrace > 0 && c.failed == nil {
+	// A revoked key's request leaves at once: nobody can come back for its
+	// place with that key.
+	if !timedOut && sreq.Ticket != "" && c.cfg.WaiterGrace > 0 && c.failed == nil &&
+		!errors.Is(context.Cause(ctx), auth.ErrRevoked) {
 		c.detach(c.now(), waiter, c.waiters[waiter], sreq.Deadline)
 		c.mu.Unlock()
 		return Grant{}, ctx.Err()

@@ -8,6 +8,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/allot-dev/allot/internal/auth"
 	"github.com/allot-dev/allot/internal/coord"
 	"github.com/allot-dev/allot/internal/sema"
 	"github.com/allot-dev/allot/internal/store/memstore"
@@ -326,6 +327,50 @@ func TestTicketGrantAnsweredToRetryIsNotReleasedAsUnclaimed(t *testing.T) {
 		time.Sleep(2 * coord.DefaultConfig().WaiterGrace)
 		if h, _ := lineOf(t, c, "db"); len(h) != 1 || h[0] != r.g.Lease.ID.String() {
 			t.Errorf("after the grace: holders %v, want the lease answered to the retry, %s", h, r.g.Lease.ID)
+		}
+	})
+}
+
+// A waiting request with a ticket whose API key is revoked leaves the line
+// at once, as one without a ticket does: nobody can come back for its
+// place with a revoked key, so it is not kept for the grace.
+func TestTicketWaiterOfRevokedKeyLeavesAtOnce(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := setup(t, nil)
+		mustLimit(t, b.c, "db", 1)
+		ring, err := auth.NewKeyring(t.Context(), b.c, time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, key, err := ring.Create(t.Context(), auth.NewKey{Name: "worker", Scopes: []string{"acquire:*"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := ring.Authenticate("Bearer " + tok.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		holder := acquire(t, b.c, "db", 0)
+		res := waitFor(auth.NewContext(t.Context(), p), b.c, "db", "a")
+		if _, n := lineOf(t, b.c, "db"); n != 1 {
+			t.Fatalf("waiting = %d, want 1", n)
+		}
+		if _, _, err := ring.Revoke(t.Context(), key.ID); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-res; r.err == nil {
+			t.Fatalf("waiter of a revoked key: granted %+v, want an error", r.g)
+		}
+		if _, n := lineOf(t, b.c, "db"); n != 0 {
+			t.Errorf("waiting after the key was revoked = %d, want 0", n)
+		}
+		if _, err := b.c.Release(t.Context(), holder.Lease.ID); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if h, _ := lineOf(t, b.c, "db"); len(h) != 0 {
+			t.Errorf("holders after the release = %v, want none (nothing granted to the revoked key's waiter)", h)
 		}
 	})
 }
