@@ -72,9 +72,11 @@ func (w *auditWriter) Write(p []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the connection.
 func (w *auditWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// audited writes the record of a successful audited request. A key
-// route's answer is never kept (it may carry the new key): only its id.
-func (h *handler) audited(r *http.Request, p *auth.Principal, action, pattern string, w *auditWriter) {
+// audited writes the record of a successful audited request, with its
+// target's state before (read by the gate just before the request ran) and
+// after. A key's record never keeps the answer (it carries the new key's
+// secret): only the key's id, name, scopes, expiry and revocation.
+func (h *handler) audited(r *http.Request, p *auth.Principal, action, before string, w *auditWriter) {
 	if w.status >= 400 || w.status == 0 {
 		return
 	}
@@ -82,22 +84,27 @@ func (h *handler) audited(r *http.Request, p *auth.Principal, action, pattern st
 	rec.Status = w.status
 	rec.Target = r.PathValue("id_or_name") + r.PathValue("lease_id") + r.PathValue("key") + r.PathValue("id")
 	var answer struct {
-		ID   string `json:"id"`
-		Name string `json:"name"`
-		Tag  string `json:"tag"`
+		ID     string `json:"id"`
+		Name   string `json:"name"`
+		Tag    string `json:"tag"`
+		Label  string `json:"label"`
+		Reason string `json:"reason"`
 	}
 	_ = json.Unmarshal(w.body.Bytes(), &answer)
-	switch {
-	case action == "key.create" || action == "key.rotate":
-		if action == "key.rotate" {
-			rec.Before = `{"id":` + strconv.Quote(rec.Target) + `}`
-		}
+	ctx := context.WithoutCancel(r.Context())
+	rec.Before = before
+	switch action {
+	case "key.create", "key.rotate":
 		rec.Target = answer.ID
-	case action == "key.revoke":
-	case json.Valid(w.body.Bytes()):
-		rec.After = string(bytes.TrimSpace(w.body.Bytes()))
+		rec.After = h.afterState(ctx, r, action, before, answer.ID, "")
+	case "limit.delete_matching":
+		if json.Valid(w.body.Bytes()) {
+			rec.After = string(bytes.TrimSpace(w.body.Bytes()))
+		}
+	default:
+		rec.After = h.afterState(ctx, r, action, before, answer.ID, answer.Reason)
 		if rec.Target == "" {
-			rec.Target = answer.Name + answer.Tag
+			rec.Target = answer.Name + answer.Tag + answer.Label
 		}
 	}
 	h.writeAudit(r, rec)

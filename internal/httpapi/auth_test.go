@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 
 	"github.com/allot-dev/allot/internal/auth"
@@ -599,7 +600,95 @@ type auditRec struct {
 	Action  string          `json:"action"`
 	Target  string          `json:"target"`
 	Status  int             `json:"status"`
+	Before  json.RawMessage `json:"before"`
 	After   json.RawMessage `json:"after"`
+}
+
+// changed lists the fields whose values differ between a record's before
+// and after, both of which must be JSON objects.
+func (rec auditRec) changed(t *testing.T) []string {
+	t.Helper()
+	var before, after map[string]json.RawMessage
+	if err := json.Unmarshal(rec.Before, &before); err != nil || before == nil {
+		t.Fatalf("%s's before %s: want an object (%v)", rec.Action, rec.Before, err)
+	}
+	if err := json.Unmarshal(rec.After, &after); err != nil || after == nil {
+		t.Fatalf("%s's after %s: want an object (%v)", rec.Action, rec.After, err)
+	}
+	var out []string
+	for k, v := range after {
+		if w, ok := before[k]; !ok || string(w) != string(v) {
+			out = append(out, k)
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestAuditBeforeAndAfter(t *testing.T) {
+	t.Parallel()
+	a := setupAuth(t)
+	audit := func() []auditRec {
+		return decode[[]auditRec](t, a.as(t, "admin", "GET", "/api/admin/audit?limit=1000", nil).want(t, 200))
+	}
+	a.as(t, "admin", "POST", v2+"/", map[string]any{"name": "m", "limit": 2}).want(t, 201)
+	lease := decode[grantDoc](t, a.as(t, "acquire-name", "POST", v2+"/increment-with-lease",
+		map[string]any{"names": []string{"m"}, "slots": 1, "holder": map[string]any{"type": "task_run", "id": "4b6e1f3e-3f0a-4d5e-9a7b-2c1d0e9f8a7b"}}).want(t, 200)).LeaseID
+	tests := []struct {
+		name, cred, method, path string
+		body                     any
+		action                   string
+		changed                  []string
+	}{
+		{"limit update", "manage", "PATCH", v2 + "/m", map[string]any{"limit": 3}, "limit.update", []string{"limit"}},
+		{"limit disable", "manage", "PATCH", v2 + "/m", map[string]any{"active": false}, "limit.update", []string{"active"}},
+		{"limit ensure", "manage", "PUT", v2 + "/m", map[string]any{"limit": 4}, "limit.ensure", []string{"limit"}},
+		{"lease revoke", "admin", "POST", v2 + "/leases/" + lease + "/revoke", map[string]any{"reason": "stuck"}, "lease.revoke", []string{"reason", "state"}},
+		{"key revoke", "admin", "POST", "/api/admin/keys/" + a.ids["victim"] + "/revoke", nil, "key.revoke", []string{"revoked"}},
+	}
+	for _, tt := range tests {
+		n := len(audit())
+		if r := a.as(t, tt.cred, tt.method, tt.path, tt.body); r.status >= 300 {
+			t.Fatalf("%s: %d %s", tt.name, r.status, r.body)
+		}
+		recs := audit()
+		if len(recs) != n+1 {
+			t.Fatalf("%s: %d new records, want 1", tt.name, len(recs)-n)
+		}
+		if recs[0].Action != tt.action {
+			t.Errorf("%s: action %s, want %s", tt.name, recs[0].Action, tt.action)
+		}
+		if diff := cmp.Diff(tt.changed, recs[0].changed(t)); diff != "" {
+			t.Errorf("%s: fields changed between before %s and after %s (-want +got):\n%s", tt.name, recs[0].Before, recs[0].After, diff)
+		}
+	}
+	// The lease's record says whose it was and how many slots it held.
+	recs := audit()
+	var revoked auditRec
+	for _, rec := range recs {
+		if rec.Action == "lease.revoke" {
+			revoked = rec
+		}
+	}
+	var was struct {
+		Slots  int            `json:"slots"`
+		Limits []string       `json:"limits"`
+		Holder map[string]any `json:"holder"`
+	}
+	if err := json.Unmarshal(revoked.Before, &was); err != nil || was.Slots != 1 || !slices.Equal(was.Limits, []string{"m"}) || was.Holder["id"] != "4b6e1f3e-3f0a-4d5e-9a7b-2c1d0e9f8a7b" {
+		t.Errorf("the revoked lease's before %s: want 1 slot of m held by the task run", revoked.Before)
+	}
+	// A deletion's after is null; its before is the limit.
+	a.as(t, "manage", "DELETE", v2+"/m", nil).want(t, 204)
+	del := audit()[0]
+	if del.Action != "limit.delete" || string(del.After) != "null" || !strings.Contains(string(del.Before), `"limit":4`) {
+		t.Errorf("the deletion's record: %s before %s after %s", del.Action, del.Before, del.After)
+	}
 }
 
 func TestAuditOneRecordPerAction(t *testing.T) {

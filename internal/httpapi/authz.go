@@ -203,6 +203,8 @@ func (h *handler) gate(mux *http.ServeMux) http.Handler {
 			mux.ServeHTTP(w, r)
 			return
 		}
+		before := new(string)
+		r = r.WithContext(context.WithValue(ctx, beforeKey{}, before))
 		aw := &auditWriter{ResponseWriter: w}
 		mux.ServeHTTP(aw, r)
 		if aw.status == http.StatusForbidden {
@@ -210,7 +212,7 @@ func (h *handler) gate(mux *http.ServeMux) http.Handler {
 			h.refused(r, p, "", aw.status, errors.New(problemDetail(aw.body.Bytes())))
 			return
 		}
-		h.audited(r, p, action, pattern, aw)
+		h.audited(r, p, action, *before, aw)
 	})
 }
 

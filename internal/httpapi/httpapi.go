@@ -146,6 +146,10 @@ func newHandler(c *coord.Coordinator, opts Options) *handler {
 func (h *handler) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	for _, r := range h.table() {
+		if action, ok := auditActions[r.pattern]; ok {
+			mux.Handle(r.pattern, h.readBefore(action, r.serve))
+			continue
+		}
 		mux.Handle(r.pattern, r.serve)
 	}
 	return mux
