@@ -102,10 +102,18 @@ func authClient(key string) *http.Client {
 	return &http.Client{Transport: bearer{key: key}}
 }
 
-type bearer struct{ key string }
+// bearer sends key as a bearer token, through base (nil: the default
+// transport).
+type bearer struct {
+	key  string
+	base http.RoundTripper
+}
 
 func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.key)
-	return http.DefaultTransport.RoundTrip(r)
+	if b.base == nil {
+		return http.DefaultTransport.RoundTrip(r)
+	}
+	return b.base.RoundTrip(r)
 }

@@ -44,6 +44,7 @@ type server struct {
 	t       *testing.T
 	dataDir string
 	addr    string
+	scheme  string // http, or https with --tls-cert
 	cmd     *exec.Cmd
 	log     *bytes.Buffer
 	// stdout is what the server printed before it said it listens (the
@@ -90,15 +91,16 @@ func startServerEnv(t *testing.T, dataDir, addr string, env []string, extra ...s
 	}()
 	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	t.Cleanup(func() { s.kill() })
-	const prefix = "allot server listening on http://"
+	const prefix = "allot server listening on "
 	for {
 		select {
 		case line := <-lines:
-			if !strings.HasPrefix(line, prefix) {
+			scheme, rest, ok := strings.Cut(strings.TrimPrefix(line, prefix), "://")
+			if !strings.HasPrefix(line, prefix) || !ok {
 				s.stdout = append(s.stdout, line)
 				continue
 			}
-			s.addr = strings.TrimSuffix(strings.TrimPrefix(line, prefix), "/api")
+			s.scheme, s.addr = scheme, strings.TrimSuffix(rest, "/api")
 			return s
 		case <-s.done:
 			t.Fatalf("server exited at start: %s", s.log)
@@ -108,7 +110,7 @@ func startServerEnv(t *testing.T, dataDir, addr string, env []string, extra ...s
 	}
 }
 
-func (s *server) url(path string) string { return "http://" + s.addr + "/api" + path }
+func (s *server) url(path string) string { return s.scheme + "://" + s.addr + "/api" + path }
 
 // kill sends SIGKILL and waits for the process to be gone.
 func (s *server) kill() {

@@ -32,3 +32,14 @@ func TestWebUIBehindTheGate(t *testing.T) {
 		t.Errorf("the UI with the key as a browser sends it: %d, want 200", r.StatusCode)
 	}
 }
+
+// TestReplicasRefuseClientCA: a follower forwards to the leader, which
+// would not see the client's certificate, so --tls-client-ca with
+// --database refuses to start rather than serve without it.
+func TestReplicasRefuseClientCA(t *testing.T) {
+	t.Parallel()
+	err := Run(t.Context(), Config{DatabaseURL: "postgres://127.0.0.1:1/none", TLSCert: "c.pem", TLSKey: "k.pem", TLSClientCA: "ca.pem"})
+	if err == nil || !strings.Contains(err.Error(), "--tls-client-ca is not available with --database") {
+		t.Errorf("Run with --database and --tls-client-ca: %v, want a refusal naming the flag", err)
+	}
+}

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/allot-dev/allot/internal/auth"
 	"github.com/allot-dev/allot/internal/coord"
 	"github.com/allot-dev/allot/internal/httpapi"
 	"github.com/allot-dev/allot/internal/store/postgres"
@@ -47,6 +50,10 @@ type replica struct {
 	cand      *postgres.Candidate
 	advertise string
 	leading   atomic.Pointer[http.Handler] // nil while following
+	// certs is the replica's TLS certificate (nil without TLS): it serves
+	// it, and forwards to the leader over TLS, trusting the system's roots
+	// and its own certificate's chain.
+	certs *certReloader
 
 	mu      sync.Mutex
 	leader  postgres.Leader
@@ -72,6 +79,23 @@ func runReplica(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	defer ln.Close()
+	var certs *certReloader
+	if cfg.TLSCert != "" {
+		var tlsCfg *tls.Config
+		if certs, err = newCertReloader(cfg.TLSCert, cfg.TLSKey, log); err == nil {
+			tlsCfg, err = tlsConfig(certs, "")
+		}
+		if err != nil {
+			return err
+		}
+		ln = tls.NewListener(ln, tlsCfg)
+		certCtx, stopCerts := context.WithCancel(ctx)
+		var reloading sync.WaitGroup
+		reloading.Add(1)
+		go func() { defer reloading.Done(); certs.run(certCtx, cfg.TLSPoll, cfg.TLSReload) }()
+		defer reloading.Wait()
+		defer stopCerts()
+	}
 	advertise := cfg.AdvertiseAddr
 	if advertise == "" {
 		advertise = ln.Addr().String()
@@ -97,7 +121,11 @@ func runReplica(ctx context.Context, cfg Config, log *slog.Logger) (err error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 1024, 1024
 	defer tr.CloseIdleConnections()
-	r := &replica{cfg: cfg, log: log, cand: cand, advertise: advertise, proxies: map[string]*httputil.ReverseProxy{}, transport: tr}
+	r := &replica{cfg: cfg, log: log, cand: cand, advertise: advertise, certs: certs, proxies: map[string]*httputil.ReverseProxy{}, transport: tr}
+	if certs != nil {
+		// Verified by verifyLeader, against the certificate in service now.
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true, VerifyConnection: r.verifyLeader}
+	}
 	r.forwards, r.endForwards = context.WithCancelCause(context.Background())
 	defer func() {
 		r.mu.Lock()
@@ -201,7 +229,31 @@ func (r *replica) lead(ctx context.Context, term *postgres.Term) error {
 	}
 	termCtx, endTerm := context.WithCancel(ctx)
 	defer endTerm()
-	apiOpts := httpapi.Options{Logger: r.log, Registry: reg}
+	runErr := make(chan error, 1)
+	go func() { runErr <- c.Run(termCtx) }()
+	// The keys are sema state, in the store: the leader loads them (and
+	// makes the bootstrap key, once, when there is none); followers
+	// forward requests with their credentials to its gate.
+	var keys *auth.Keyring
+	keysDone := make(chan struct{})
+	keyCtx, stopKeys := context.WithCancel(termCtx)
+	defer func() { stopKeys(); <-keysDone }()
+	if r.cfg.Auth == AuthKeys {
+		if keys, err = openKeyring(termCtx, r.cfg, c); err != nil {
+			close(keysDone)
+			endTerm()
+			return errors.Join(err, <-runErr)
+		}
+		go func() {
+			defer close(keysDone)
+			if err := keys.Run(keyCtx, r.cfg.KeyFlushInterval); err != nil {
+				r.log.Warn("keys' last uses not written", "err", err)
+			}
+		}()
+	} else {
+		close(keysDone)
+	}
+	apiOpts := httpapi.Options{Logger: r.log, Registry: reg, Keys: keys, Rates: auth.NewRates(r.cfg.KeyRate, r.cfg.KeyBurst)}
 	if !r.cfg.NoUI {
 		ui := webui.New(c, webui.Options{Logger: r.log})
 		apiOpts.Mount = map[string]http.Handler{"/ui": ui, "/ui/": ui}
@@ -222,8 +274,6 @@ func (r *replica) lead(ctx context.Context, term *postgres.Term) error {
 		defer stop()
 		api.ServeHTTP(w, req.WithContext(rctx))
 	})
-	runErr := make(chan error, 1)
-	go func() { runErr <- c.Run(termCtx) }()
 	r.leading.Store(&h)
 	r.log.Info("leading: serving the API", "epoch", term.Epoch())
 	select {
@@ -234,6 +284,8 @@ func (r *replica) lead(ctx context.Context, term *postgres.Term) error {
 	case <-ctx.Done():
 	}
 	r.leading.Store(nil)
+	stopKeys()
+	<-keysDone // the last uses flushed while the coordinator runs
 	endTerm()
 	if rerr := <-runErr; rerr != nil && err == nil {
 		err = rerr
@@ -363,6 +415,9 @@ func (r *replica) proxy(addr string) *httputil.ReverseProxy {
 		return p
 	}
 	target := &url.URL{Scheme: "http", Host: addr}
+	if r.certs != nil {
+		target.Scheme = "https"
+	}
 	p := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -399,4 +454,30 @@ func (r *replica) proxy(addr string) *httputil.ReverseProxy {
 	}
 	r.proxies[addr] = p
 	return p
+}
+
+// verifyLeader verifies the certificate of the leader a follower forwards
+// to: for the address it dialled, signed by a root of the system's or by
+// one in this replica's own certificate's chain (replicas that share a
+// certificate, or a private CA, trust each other).
+func (r *replica) verifyLeader(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("the leader sent no certificate")
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	own, _ := r.certs.getCertificate(nil)
+	for _, der := range own.Certificate {
+		if c, err := x509.ParseCertificate(der); err == nil {
+			roots.AddCert(c)
+		}
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err = cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: cs.ServerName, Roots: roots, Intermediates: inter})
+	return err
 }

@@ -134,10 +134,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return errors.New("client certificate scopes need --tls-client-ca and --auth keys")
 	}
 	if cfg.DatabaseURL != "" {
-		if cfg.Auth == AuthKeys || cfg.TLSCert != "" {
-			// Not wired into the replicas yet: refuse rather than serve
-			// without the authentication that was asked for.
-			return errors.New("--auth keys and TLS are not available with --database yet: run the embedded store, or put the replicas behind a proxy that authenticates")
+		if cfg.TLSClientCA != "" {
+			// A follower forwards to the leader, which would not see the
+			// client's certificate: refuse rather than serve without the
+			// authentication that was asked for.
+			return errors.New("--tls-client-ca is not available with --database yet: use API keys (--auth keys) with the replicas")
 		}
 		return runReplica(ctx, cfg, log)
 	}
