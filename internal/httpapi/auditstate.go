@@ -75,19 +75,61 @@ func tagKind(action string) sema.RunKind {
 	return 0
 }
 
+// maxMatchingState is how many limits a bulk delete's record keeps.
+const maxMatchingState = 50
+
+// matchingState is the state before a bulk delete: how many limits its
+// pattern matches, and the first maxMatchingState of them, by name.
+func (h *handler) matchingState(ctx context.Context, r *http.Request) string {
+	body, ok := peekBody(r)
+	if !ok {
+		return ""
+	}
+	var d struct {
+		Pattern   string `json:"pattern"`
+		Templates bool   `json:"templates"`
+	}
+	if json.Unmarshal(body, &d) != nil {
+		return ""
+	}
+	if strings.Trim(d.Pattern, "*") == "" {
+		d.Pattern = "*"
+	}
+	out := struct {
+		Matched int          `json:"matched"`
+		Limits  []limitState `json:"limits"`
+	}{Limits: []limitState{}}
+	const page = 1000
+	for offset := 0; ; offset += page {
+		vs, err := h.c.ListLimits(ctx, "", offset, page, sema.Summary)
+		if err != nil {
+			return ""
+		}
+		for _, v := range vs {
+			match := v.Name == d.Pattern || sema.MatchPattern(d.Pattern, v.Name)
+			if !match || (v.Template && !d.Templates) {
+				continue
+			}
+			out.Matched++
+			if len(out.Limits) < maxMatchingState {
+				out.Limits = append(out.Limits, toLimitState(v))
+			}
+		}
+		if len(vs) < page {
+			return marshalState(out)
+		}
+	}
+}
+
 // upsertKey peeks at an upsert's body for the tag or label it names and
 // puts the body back as it was. "" if the body is too long or not JSON.
 func upsertKey(r *http.Request, field string) string {
-	if r.Body == nil {
-		return ""
-	}
-	head, err := io.ReadAll(io.LimitReader(r.Body, maxAuditBody+1))
-	r.Body = readCloser{io.MultiReader(bytes.NewReader(head), r.Body), r.Body}
-	if err != nil || len(head) > maxAuditBody {
+	body, ok := peekBody(r)
+	if !ok {
 		return ""
 	}
 	var m map[string]json.RawMessage
-	if json.Unmarshal(head, &m) != nil {
+	if json.Unmarshal(body, &m) != nil {
 		return ""
 	}
 	var key string
@@ -95,6 +137,17 @@ func upsertKey(r *http.Request, field string) string {
 		return ""
 	}
 	return key
+}
+
+// peekBody reads the start of a request's body and puts it back as it
+// was; false if there is none or it is longer than maxAuditBody.
+func peekBody(r *http.Request) ([]byte, bool) {
+	if r.Body == nil {
+		return nil, false
+	}
+	head, err := io.ReadAll(io.LimitReader(r.Body, maxAuditBody+1))
+	r.Body = readCloser{io.MultiReader(bytes.NewReader(head), r.Body), r.Body}
+	return head, err == nil && len(head) <= maxAuditBody
 }
 
 type readCloser struct {
@@ -121,6 +174,8 @@ func (h *handler) state(ctx context.Context, r *http.Request, action, target str
 			return ""
 		}
 		return marshalState(toLimitState(v))
+	case "limit.delete_matching":
+		return h.matchingState(ctx, r)
 	case "lease.revoke":
 		id, err := uuid.Parse(r.PathValue("lease_id"))
 		if err != nil {

@@ -630,6 +630,12 @@ func (rec auditRec) changed(t *testing.T) []string {
 	return out
 }
 
+// limitState is a limit in an audit record's before or after.
+type limitState struct {
+	Name  string `json:"name"`
+	Limit int    `json:"limit"`
+}
+
 func TestAuditBeforeAndAfter(t *testing.T) {
 	t.Parallel()
 	a := setupAuth(t)
@@ -639,6 +645,7 @@ func TestAuditBeforeAndAfter(t *testing.T) {
 	a.as(t, "admin", "POST", v2+"/", map[string]any{"name": "m", "limit": 2}).want(t, 201)
 	lease := decode[grantDoc](t, a.as(t, "acquire-name", "POST", v2+"/increment-with-lease",
 		map[string]any{"names": []string{"m"}, "slots": 1, "holder": map[string]any{"type": "task_run", "id": "4b6e1f3e-3f0a-4d5e-9a7b-2c1d0e9f8a7b"}}).want(t, 200)).LeaseID
+	a.as(t, "admin", "POST", "/api/concurrency_limits/", map[string]any{"tag": "etl", "concurrency_limit": 2}).want(t, 201)
 	tests := []struct {
 		name, cred, method, path string
 		body                     any
@@ -648,6 +655,7 @@ func TestAuditBeforeAndAfter(t *testing.T) {
 		{"limit update", "manage", "PATCH", v2 + "/m", map[string]any{"limit": 3}, "limit.update", []string{"limit"}},
 		{"limit disable", "manage", "PATCH", v2 + "/m", map[string]any{"active": false}, "limit.update", []string{"active"}},
 		{"limit ensure", "manage", "PUT", v2 + "/m", map[string]any{"limit": 4}, "limit.ensure", []string{"limit"}},
+		{"tag limit upsert", "manage", "POST", "/api/concurrency_limits/", map[string]any{"tag": "etl", "concurrency_limit": 3}, "tag_limit.upsert", []string{"limit"}},
 		{"lease revoke", "admin", "POST", v2 + "/leases/" + lease + "/revoke", map[string]any{"reason": "stuck"}, "lease.revoke", []string{"reason", "state"}},
 		{"key revoke", "admin", "POST", "/api/admin/keys/" + a.ids["victim"] + "/revoke", nil, "key.revoke", []string{"revoked"}},
 	}
@@ -682,6 +690,20 @@ func TestAuditBeforeAndAfter(t *testing.T) {
 	}
 	if err := json.Unmarshal(revoked.Before, &was); err != nil || was.Slots != 1 || !slices.Equal(was.Limits, []string{"m"}) || was.Holder["id"] != "4b6e1f3e-3f0a-4d5e-9a7b-2c1d0e9f8a7b" {
 		t.Errorf("the revoked lease's before %s: want 1 slot of m held by the task run", revoked.Before)
+	}
+	// A bulk delete's before lists the limits it matched.
+	for _, name := range []string{"etl-a", "etl-b", "other"} {
+		a.as(t, "admin", "POST", v2+"/", map[string]any{"name": name, "limit": 1}).want(t, 201)
+	}
+	a.as(t, "manage", "POST", v2+"/delete", map[string]any{"pattern": "etl-*"}).want(t, 200)
+	bulk := audit()[0]
+	var matched struct {
+		Matched int          `json:"matched"`
+		Limits  []limitState `json:"limits"`
+	}
+	if err := json.Unmarshal(bulk.Before, &matched); err != nil || bulk.Action != "limit.delete_matching" || matched.Matched != 2 ||
+		len(matched.Limits) != 2 || matched.Limits[0].Name != "etl-a" || matched.Limits[1].Name != "etl-b" {
+		t.Errorf("the bulk delete's record: %s before %s, want etl-a and etl-b", bulk.Action, bulk.Before)
 	}
 	// A deletion's after is null; its before is the limit.
 	a.as(t, "manage", "DELETE", v2+"/m", nil).want(t, 204)
