@@ -32,6 +32,12 @@ const (
 	needManage
 	// needAdmin: the admin scope.
 	needAdmin
+	// needUI: the web UI. A request with an Authorization header needs
+	// read, as any other; one without is served with the principal of its
+	// session cookie, if any, and otherwise without a principal: the UI
+	// serves its login page and static files to anyone and sends every
+	// other request to the login (see webui).
+	needUI
 )
 
 // routeNeeds gives every route pattern its decision; the gate refuses a
@@ -51,8 +57,8 @@ var routeNeeds = map[string]need{
 	"GET /api/openapi.yaml":                              needRead,
 	// The web UI (mounted): reading it needs read; what it changes goes
 	// through the coordinator's checks by name with the same principal.
-	"/ui":          needRead,
-	"/ui/":         needRead,
+	"/ui":          needUI,
+	"/ui/":         needUI,
 	"GET /metrics": needRead,
 
 	"POST /api/v2/concurrency_limits/{$}":                      needManage,
@@ -164,6 +170,10 @@ func (h *handler) gate(mux *http.ServeMux) http.Handler {
 			mux.ServeHTTP(w, r)
 			return
 		}
+		if n == needUI && h.sessions != nil && r.Header.Get("Authorization") == "" {
+			h.serveUI(w, r, mux, pattern)
+			return
+		}
 		p, keyID, err := h.authenticate(r)
 		if err != nil {
 			if r.Header.Get("Authorization") != "" { // a refused key, not a missing one
@@ -191,7 +201,7 @@ func (h *handler) gate(mux *http.ServeMux) http.Handler {
 		// mux sets it on the copy it serves.
 		r.Pattern = pattern
 		ctx := auth.NewContext(r.Context(), p)
-		if streams[pattern] {
+		if streams[pattern] || n == needUI {
 			var cancel context.CancelFunc
 			ctx, cancel = auth.WithRevocation(ctx, p)
 			defer cancel()
@@ -214,6 +224,39 @@ func (h *handler) gate(mux *http.ServeMux) http.Handler {
 		}
 		h.audited(r, p, action, *before, aw)
 	})
+}
+
+// serveUI serves a web UI request that carries no Authorization header:
+// with the principal of its session cookie, in a context that ends with
+// the session (logout, idle, the key revoked), so that the page's live
+// stream closes then; without a valid session, with no principal, which
+// the UI answers with its login page (or 401).
+func (h *handler) serveUI(w http.ResponseWriter, r *http.Request, mux *http.ServeMux, pattern string) {
+	r.Pattern = pattern
+	c, err := r.Cookie(auth.SessionCookie)
+	if err != nil {
+		mux.ServeHTTP(w, r)
+		return
+	}
+	p, sctx, err := h.sessions.Lookup(c.Value)
+	if err != nil {
+		mux.ServeHTTP(w, r)
+		return
+	}
+	if err := allowed(p, needRead); err != nil {
+		h.refused(r, p, "", http.StatusForbidden, err)
+		h.writeProblem(w, r, err)
+		return
+	}
+	if err := h.rates.Allow(p, time.Now()); err != nil {
+		h.writeProblem(w, r, err)
+		return
+	}
+	ctx, cancel := context.WithCancelCause(auth.NewContext(r.Context(), p))
+	stop := context.AfterFunc(sctx, func() { cancel(context.Cause(sctx)) })
+	defer func() { stop(); cancel(nil) }()
+	h.countKey(p.KeyID)
+	mux.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // authenticate returns the principal of a request: its key's, or, without

@@ -38,6 +38,11 @@ type Options struct {
 	// Certs gives the principal of a request that carries no key but a
 	// verified client certificate, by the certificate's common name.
 	Certs map[string]*auth.Principal
+	// Sessions are the web UI's logins (with Keys): a request to /ui
+	// without an Authorization header is served with the principal of its
+	// session cookie, or without one (the UI sends it to its login page).
+	// Nil: the UI needs a key in every request, as the API does.
+	Sessions *auth.Sessions
 	// Rates throttles each key's requests (429 with Retry-After), but
 	// never a renewal, a release or a decrement; nil: no throttle.
 	Rates *auth.Rates
@@ -74,6 +79,7 @@ type handler struct {
 	metrics          sync.Map // routeCode → *routeMetrics
 	keys             *auth.Keyring
 	rates            *auth.Rates
+	sessions         *auth.Sessions
 	certs            map[string]*auth.Principal
 	keyRequests      *prometheus.CounterVec // by key id; nil without keys
 	keyCounters      sync.Map               // key id → prometheus.Counter
@@ -114,6 +120,7 @@ func newHandler(c *coord.Coordinator, opts Options) *handler {
 		bodyTimeout: opts.BodyReadTimeout,
 		keys:        opts.Keys,
 		rates:       opts.Rates,
+		sessions:    opts.Sessions,
 		certs:       opts.Certs,
 		heartbeat:   opts.EventHeartbeat,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -215,7 +215,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, st store.Store) (e
 	apiOpts := httpapi.Options{Logger: log, Registry: reg, Keys: keys,
 		Rates: auth.NewRates(cfg.KeyRate, cfg.KeyBurst), Certs: certPrincipals}
 	if !cfg.NoUI {
-		ui := webui.New(c, webui.Options{Logger: log})
+		uiOpts := webui.Options{Logger: log}
+		if keys != nil {
+			// The UI's key login; its sessions live in memory.
+			apiOpts.Sessions = auth.NewSessions(keys, 0, nil)
+			uiOpts.Sessions = apiOpts.Sessions
+		}
+		ui := webui.New(c, uiOpts)
 		apiOpts.Mount = map[string]http.Handler{"/ui": ui, "/ui/": ui}
 	}
 	srv := &http.Server{

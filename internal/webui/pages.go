@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/allot-dev/allot/internal/auth"
 	"github.com/allot-dev/allot/internal/coord"
 	"github.com/allot-dev/allot/internal/sema"
 )
@@ -534,6 +535,8 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, sema.ErrNameTaken):
 		return http.StatusConflict
+	case errors.As(err, new(*auth.ForbiddenError)):
+		return http.StatusForbidden
 	case errors.Is(err, coord.ErrUnavailable):
 		return http.StatusServiceUnavailable
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/allot-dev/allot/internal/auth"
 	"github.com/allot-dev/allot/internal/sema"
 )
 
@@ -22,14 +23,19 @@ type page struct {
 	Nav    string
 	Assets map[string]string
 	P      Principal
-	Now    time.Time
-	Error  string
-	Data   any
+	// Session: the viewer logged in with a session cookie (the page
+	// offers to log out).
+	Session bool
+	Now     time.Time
+	Error   string
+	Data    any
 }
 
-// CanWrite and CanAdmin tell templates which actions to offer.
-func (p page) CanWrite() bool { return p.P.Can(Write) }
-func (p page) CanAdmin() bool { return p.P.Can(Admin) }
+// CanWrite, CanWriteOn and CanAdmin tell templates which actions to
+// offer.
+func (p page) CanWrite() bool              { return p.P.Can(Write) }
+func (p page) CanWriteOn(name string) bool { return canOn(p.P, Write, name) }
+func (p page) CanAdmin() bool              { return p.P.Can(Admin) }
 
 var funcs = template.FuncMap{
 	"ago":      func(t, now time.Time) string { return human(now.Sub(t)) },
@@ -158,6 +164,11 @@ func (u *UI) parseTemplates() map[string]*template.Template {
 // render writes a whole page (tmpl "layout") or a fragment of it.
 func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, file, tmpl string, p page) {
 	p.Assets = u.assets
+	if u.opts.Sessions != nil {
+		if _, err := r.Cookie(auth.SessionCookie); err == nil && p.P != nil {
+			p.Session = true
+		}
+	}
 	if p.Now.IsZero() {
 		p.Now = u.opts.Now()
 	}

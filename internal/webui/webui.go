@@ -21,10 +21,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"time"
 
+	"github.com/allot-dev/allot/internal/auth"
 	"github.com/allot-dev/allot/internal/coord"
 )
 
@@ -49,8 +51,27 @@ const (
 
 // Principal is who makes a request.
 type Principal interface {
-	// Can reports whether the principal may take the action.
+	// Can reports whether the principal may take the action (on some
+	// limit).
 	Can(Action) bool
+}
+
+// NamedPrincipal is a Principal whose rights depend on the limit's name
+// (a key with manage:<glob>); a Principal that is not one may act on
+// every limit when Can says so.
+type NamedPrincipal interface {
+	Principal
+	// CanOn reports whether the principal may take the action on the
+	// limit called name.
+	CanOn(a Action, name string) bool
+}
+
+// canOn asks p about the limit called name.
+func canOn(p Principal, a Action, name string) bool {
+	if np, ok := p.(NamedPrincipal); ok {
+		return np.CanOn(a, name)
+	}
+	return p.Can(a)
 }
 
 // Authorizer finds the principal of a request. An error means the request
@@ -67,6 +88,13 @@ type Options struct {
 	Auth Authorizer
 	// LoginURL is where a request without a session is sent (with Auth).
 	LoginURL string
+	// Sessions, if set, serves the key login at /ui/login and the logout
+	// at /ui/logout, and (unless Auth is set) makes the principal of a
+	// request the one the server's gate put in its context (auth.FromContext):
+	// the key of its session cookie or of its Authorization header. The
+	// gate serves a request without either with no principal, which is
+	// sent to the login.
+	Sessions *auth.Sessions
 	// LiveInterval is the least time between two "change" events on a
 	// page's live stream (default 250 ms: at most 4 refreshes a second).
 	LiveInterval time.Duration
@@ -109,6 +137,12 @@ func New(c *coord.Coordinator, opts Options) *UI {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Sessions != nil && opts.Auth == nil {
+		opts.Auth = gateAuth{}
+		if opts.LoginURL == "" {
+			opts.LoginURL = "/ui/login"
+		}
 	}
 	u := &UI{c: c, opts: opts, log: opts.Logger, static: map[string]staticFile{}, assets: map[string]string{}}
 	u.loadStatic()
@@ -193,6 +227,11 @@ func (u *UI) routes() *http.ServeMux {
 	handle("GET /ui/runs", u.runs)
 	handle("GET /ui/runs/{id}", u.run)
 	handle("GET /ui/live", u.live)
+	if u.opts.Sessions != nil {
+		mux.HandleFunc("GET /ui/login", u.loginPage)
+		mux.Handle("POST /ui/login", cop.Handler(http.HandlerFunc(u.login)))
+		mux.Handle("POST /ui/logout", cop.Handler(http.HandlerFunc(u.logout)))
+	}
 	return mux
 }
 
@@ -204,7 +243,7 @@ func (u *UI) principal(w http.ResponseWriter, r *http.Request) (Principal, bool)
 	p, err := u.opts.Auth.Principal(r)
 	if err != nil {
 		if u.opts.LoginURL != "" && r.Method == http.MethodGet && r.Header.Get("HX-Request") == "" {
-			http.Redirect(w, r, u.opts.LoginURL+"?next="+r.URL.EscapedPath(), http.StatusSeeOther)
+			http.Redirect(w, r, u.opts.LoginURL+"?next="+url.QueryEscape(r.URL.EscapedPath()), http.StatusSeeOther)
 			return nil, false
 		}
 		http.Error(w, "not signed in: "+err.Error(), http.StatusUnauthorized)
