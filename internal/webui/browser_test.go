@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -107,8 +108,9 @@ type tab struct {
 	base string // http://127.0.0.1:PORT
 	c    *allot.Client
 
-	mu   sync.Mutex
-	errs []string
+	mu       sync.Mutex
+	errs     []string
+	expected []string // errors that contain one of these are not counted
 }
 
 // newTab starts a server and opens a tab on it; the test fails at its end
@@ -116,10 +118,19 @@ type tab struct {
 // error of the browser log such as a CSP violation or a failed load).
 func newTab(t *testing.T) *tab {
 	t.Helper()
-	b := browser(t)
+	browser(t)
 	srv := allottest.NewServer(t)
-	ctx, cancel := chromedp.NewContext(b)
-	tb := &tab{t: t, ctx: ctx, base: strings.TrimSuffix(srv.URL(), "/api"), c: srv.Client(t)}
+	return openTab(t, strings.TrimSuffix(srv.URL(), "/api"), srv.Client(t))
+}
+
+// openTab opens a tab on the server at base (http://127.0.0.1:PORT), whose
+// SDK client is c, in a browser context of its own: cookies are per host,
+// not per port, so tabs on different test servers would share (and log
+// each other out of) their sessions.
+func openTab(t *testing.T, base string, c *allot.Client) *tab {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser(t), chromedp.WithNewBrowserContext())
+	tb := &tab{t: t, ctx: ctx, base: base, c: c}
 	msgs := chromedp.Console(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -138,7 +149,7 @@ func newTab(t *testing.T) *tab {
 	t.Cleanup(func() {
 		// Read the errors before the tab closes, so that what a page
 		// logs as it is torn down is not counted.
-		errs := tb.consoleErrors()
+		errs := tb.unexpectedErrors()
 		cancel()
 		<-done
 		for _, e := range errs {
@@ -146,6 +157,19 @@ func newTab(t *testing.T) *tab {
 		}
 	})
 	return tb
+}
+
+// unexpectedErrors are the console errors not expected (see forgive).
+func (tb *tab) unexpectedErrors() []string {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	var out []string
+	for _, e := range tb.errs {
+		if !slices.ContainsFunc(tb.expected, func(s string) bool { return strings.Contains(e, s) }) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (tb *tab) consoleErrors() []string {

@@ -1,11 +1,14 @@
 package webui
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"time"
 
+	"github.com/allot-dev/allot/internal/auth"
 	"github.com/allot-dev/allot/internal/sema"
 )
 
@@ -67,9 +70,11 @@ func (u *UI) live(w http.ResponseWriter, r *http.Request, p Principal) {
 	for {
 		select {
 		case <-r.Context().Done():
+			u.endSession(w, rc, r)
 			return
 		case <-beat.C:
 			if !stillAllowed() {
+				writeLogout(w, rc)
 				return
 			}
 			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil || rc.Flush() != nil {
@@ -77,6 +82,7 @@ func (u *UI) live(w http.ResponseWriter, r *http.Request, p Principal) {
 			}
 		case <-changed:
 			if !stillAllowed() {
+				writeLogout(w, rc)
 				return
 			}
 			if _, err := fmt.Fprint(w, "event: change\ndata: {}\n\n"); err != nil || rc.Flush() != nil {
@@ -86,9 +92,27 @@ func (u *UI) live(w http.ResponseWriter, r *http.Request, p Principal) {
 			pause.Reset(u.opts.LiveInterval)
 			select {
 			case <-r.Context().Done():
+				u.endSession(w, rc, r)
 				return
 			case <-pause.C:
 			}
 		}
+	}
+}
+
+// endSession tells the page that its session ended, when that is why the
+// request's context did (the key revoked, a logout): the page closes its
+// stream (sse-close="logout") and loads again, onto the login page. A
+// client that left or a server that stops gets nothing.
+func (u *UI) endSession(w http.ResponseWriter, rc *http.ResponseController, r *http.Request) {
+	cause := context.Cause(r.Context())
+	if errors.Is(cause, auth.ErrRevoked) || errors.Is(cause, auth.ErrNoSession) {
+		writeLogout(w, rc)
+	}
+}
+
+func writeLogout(w http.ResponseWriter, rc *http.ResponseController) {
+	if _, err := fmt.Fprint(w, "event: logout\ndata: {}\n\n"); err == nil {
+		_ = rc.Flush()
 	}
 }

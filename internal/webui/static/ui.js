@@ -1,5 +1,6 @@
 // allot web UI: counts down the "expires in" cells and counts up the
-// "waited" cells once a second. Everything else is server-rendered; htmx
+// "waited" cells once a second, and reloads the page when the server
+// ends its session. Everything else is server-rendered; htmx
 // fetches regions again when the server says they changed.
 (function () {
   "use strict";
@@ -20,4 +21,12 @@
     });
   }
   setInterval(tick, 1000);
+  // The server ends a page's live stream with a "logout" event when the
+  // session ends (logout, its key revoked): the stream closes (sse-close)
+  // and the page loads again, which lands on the login page.
+  document.body.addEventListener("htmx:sseClose", function (e) {
+    if (e.detail && e.detail.type === "message") {
+      window.location.reload();
+    }
+  });
 })();
