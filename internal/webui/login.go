@@ -20,18 +20,10 @@ func (gateAuth) Principal(r *http.Request) (Principal, error) {
 	if p == nil {
 		return nil, errNoSession
 	}
-	if err := sessionErr(r); err != nil {
-		return nil, err
+	if r.Context().Err() != nil { // the session ended (the key revoked, a logout)
+		return nil, errNoSession
 	}
 	return keyPrincipal{p}, nil
-}
-
-// sessionErr is why the request's session ended, if it did.
-func sessionErr(r *http.Request) error {
-	if r.Context().Err() != nil {
-		return errNoSession
-	}
-	return nil
 }
 
 // keyPrincipal is a key's principal as the pages ask it: Write is the
