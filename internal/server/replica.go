@@ -255,7 +255,14 @@ func (r *replica) lead(ctx context.Context, term *postgres.Term) error {
 	}
 	apiOpts := httpapi.Options{Logger: r.log, Registry: reg, Keys: keys, Rates: auth.NewRates(r.cfg.KeyRate, r.cfg.KeyBurst)}
 	if !r.cfg.NoUI {
-		ui := webui.New(c, webui.Options{Logger: r.log})
+		uiOpts := webui.Options{Logger: r.log}
+		if keys != nil {
+			// The UI's key login, as on the embedded server. Sessions live
+			// in the leader's memory: after a change of leader, log in again.
+			apiOpts.Sessions = auth.NewSessions(keys, 0, nil)
+			uiOpts.Sessions = apiOpts.Sessions
+		}
+		ui := webui.New(c, uiOpts)
 		apiOpts.Mount = map[string]http.Handler{"/ui": ui, "/ui/": ui}
 	}
 	api := httpapi.New(c, apiOpts)
