@@ -51,21 +51,77 @@ var (
 	ErrQuota = errors.New("over quota")
 )
 
-// Codes of the server's problem documents (APIError.Code) that callers
-// may branch on beyond the sentinels.
+// Codes of the server's problem documents (APIError.Code), one for every
+// code the server answers with (the server's one list of codes, checked
+// against these by a test). The sentinels above cover the common cases;
+// these are for callers that branch on the precise reason.
 const (
-	CodeSlotsExceedLimit      = "slots_exceed_limit"
-	CodeNoDecay               = "no_decay"
+	// CodeInvalidJSON: the body is not a JSON object, or is missing.
+	CodeInvalidJSON = "invalid_json"
+	// CodeUnknownField: a field or query parameter the route does not know.
+	CodeUnknownField = "unknown_field"
+	// CodeInvalidField: a field of the wrong type, out of bounds or
+	// missing; APIError.Field names it.
+	CodeInvalidField = "invalid_field"
+	// CodeBodyTooLarge: the body is larger than the server takes.
+	CodeBodyTooLarge = "body_too_large"
+	// CodeBodyTimeout: the body did not arrive in time.
+	CodeBodyTimeout = "body_timeout"
+	// CodeUnsupportedMediaType: a body that is not application/json.
+	CodeUnsupportedMediaType = "unsupported_media_type"
+	// CodeWebsocketRequired: the events route asked without a websocket
+	// handshake.
+	CodeWebsocketRequired = "websocket_required"
+	// CodeLimitNotFound: no limit has this name or id.
+	CodeLimitNotFound = "limit_not_found"
+	// CodeLeaseNotFound: the lease expired, was released or was revoked.
+	CodeLeaseNotFound = "lease_not_found"
+	// CodeNameTaken: another limit has this name.
+	CodeNameTaken = "name_taken"
+	// CodeLocked: the slots are not free (see LockedError).
+	CodeLocked = "locked"
+	// CodeSlotsExceedLimit: more slots than the limit has; the request
+	// can never be granted.
+	CodeSlotsExceedLimit = "slots_exceed_limit"
+	// CodeNoDecay: a rate-limit request on a limit without slot decay.
+	CodeNoDecay = "no_decay"
+	// CodeTemplateNotAcquirable: a template's name (with *) in an
+	// acquisition.
 	CodeTemplateNotAcquirable = "template_not_acquirable"
-	CodeNameTaken             = "name_taken"
-	CodeLimitNotFound         = "limit_not_found"
-	CodeLeaseNotFound         = "lease_not_found"
-	CodeInvalidField          = "invalid_field"
-	CodeUnauthenticated       = "unauthenticated"
-	CodeForbidden             = "forbidden"
-	CodeQuotaExceeded         = "quota_exceeded"
-	CodeKeyNotFound           = "key_not_found"
-	CodeAuthOff               = "auth_off"
+	// CodeLimitZero: a v1 tag (label) increment on a limit of 0.
+	CodeLimitZero = "limit_zero"
+	// CodeRunNotFound: no run has this id.
+	CodeRunNotFound = "run_not_found"
+	// CodeRunExists: a different run has this id.
+	CodeRunExists = "run_exists"
+	// CodeRunFinished: the run is in a final state; its process must stop.
+	CodeRunFinished = "run_finished"
+	// CodeTicketConflict: the ticket is in use by a different request.
+	CodeTicketConflict = "ticket_conflict"
+	// CodeTicketSuperseded: a newer request with the same ticket took over.
+	CodeTicketSuperseded = "ticket_superseded"
+	// CodeInvalidTransition: the run's state does not allow this change.
+	CodeInvalidTransition = "invalid_transition"
+	// CodeUnauthenticated: no API key, or one that is malformed, unknown,
+	// expired or revoked (ErrUnauthorized).
+	CodeUnauthenticated = "unauthenticated"
+	// CodeForbidden: the key lacks the scope the request needs
+	// (ErrForbidden).
+	CodeForbidden = "forbidden"
+	// CodeQuotaExceeded: the key is over its quota (ErrQuota).
+	CodeQuotaExceeded = "quota_exceeded"
+	// CodeKeyNotFound: no API key has this id.
+	CodeKeyNotFound = "key_not_found"
+	// CodeAuthOff: a key or audit route of a server without --auth keys.
+	CodeAuthOff = "auth_off"
+	// CodeUnavailable: the server cannot answer now.
+	CodeUnavailable = "unavailable"
+	// CodeMethodNotAllowed: the route exists, but not with this method.
+	CodeMethodNotAllowed = "method_not_allowed"
+	// CodeNotFound: no route has this path.
+	CodeNotFound = "not_found"
+	// CodeInternal: a defect of the server; it is logged.
+	CodeInternal = "internal"
 )
 
 // APIError is an error answer from the server: an application/problem+json
