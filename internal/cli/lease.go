@@ -145,19 +145,9 @@ released cannot be renewed (exit 1): its slots may be someone else's now.`,
 			if dur < 0 {
 				return usagef("--lease-duration %s: must not be negative", dur)
 			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			err = c.RenewLease(cmd.Context(), id, dur)
-			if errors.Is(err, allot.ErrLeaseNotFound) {
-				return fmt.Errorf("lease %s not found: it expired or was released, and its slots may be held by others now", id)
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(env.Stdout, "Renewed lease %s.\n", id)
-			return nil
+			return onLease(env, g, id, "Renewed", ", and its slots may be held by others now", func(c *allot.Client) error {
+				return c.RenewLease(cmd.Context(), id, dur)
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&dur, "lease-duration", 0, "the lease's new duration from now (default: the one it was granted with)")
@@ -179,21 +169,30 @@ or was released) is an error (exit 1).`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			err = c.RevokeLease(cmd.Context(), id, reason)
-			if errors.Is(err, allot.ErrLeaseNotFound) {
-				return fmt.Errorf("lease %s not found: it expired or was released", id)
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(env.Stdout, "Revoked lease %s.\n", id)
-			return nil
+			return onLease(env, g, id, "Revoked", "", func(c *allot.Client) error {
+				return c.RevokeLease(cmd.Context(), id, reason)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, shown to the holder (default \"revoked by an operator\")")
 	return cmd
+}
+
+// onLease runs op, a change to lease id, and says it was done ("Renewed
+// lease …."); a lease that is not held is an error (exit 1) whose message
+// ends with more.
+func onLease(env Env, g *globals, id, done, more string, op func(*allot.Client) error) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	err = op(c)
+	if errors.Is(err, allot.ErrLeaseNotFound) {
+		return fmt.Errorf("lease %s not found: it expired or was released%s", id, more)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "%s lease %s.\n", done, id)
+	return nil
 }

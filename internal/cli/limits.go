@@ -83,20 +83,13 @@ func gclList(env Env, g *globals) *cobra.Command {
   allot gcl ls -o json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := wantJSON(output)
+			c, asJSON, err := g.jsonClient(output)
 			if err != nil {
 				return err
 			}
-			c, err := g.client()
+			ls, err := collect(c.AllLimits(cmd.Context()))
 			if err != nil {
 				return err
-			}
-			ls := []*allot.Limit{}
-			for l, err := range c.AllLimits(cmd.Context()) {
-				if err != nil {
-					return err
-				}
-				ls = append(ls, l)
 			}
 			switch {
 			case asJSON:
@@ -122,11 +115,7 @@ func gclInspect(env Env, g *globals) *cobra.Command {
 		Args:              exactArgs(1),
 		ValidArgsFunction: g.completeLimits(""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := wantJSON(output)
-			if err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, asJSON, err := g.jsonClient(output)
 			if err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"iter"
 	"regexp"
 	"strconv"
 	"strings"
@@ -24,6 +25,29 @@ func outputFlag(cmd *cobra.Command, out *string) {
 
 // wantJSON reports whether --output asks for JSON; any other value is a
 // usage error.
+// jsonClient is what a command with -o reads first: whether it answers
+// in JSON (the flag checked before any request), and the client.
+func (g *globals) jsonClient(output string) (*allot.Client, bool, error) {
+	asJSON, err := wantJSON(output)
+	if err != nil {
+		return nil, false, err
+	}
+	c, err := g.client()
+	return c, asJSON, err
+}
+
+// collect reads a paginated listing to its end.
+func collect[T any](seq iter.Seq2[T, error]) ([]T, error) {
+	all := []T{}
+	for v, err := range seq {
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, v)
+	}
+	return all, nil
+}
+
 func wantJSON(out string) (bool, error) {
 	switch strings.ToLower(out) {
 	case "":
@@ -120,11 +144,15 @@ func limitDetail(w io.Writer, fields [][2]string, l *allot.Limit, now time.Time)
 	if l.WhyWaiting != "" {
 		fmt.Fprintf(w, "Why the first in line waits: %s.\n\n", l.WhyWaiting)
 	}
-	return waitersTable(w, l.Waiters, now)
+	return waitersTable(w, l.Waiters, "POSITION\tSLOTS\tMODE\tHOLDER\tWAITING SINCE", func(wt allot.Waiter) []string {
+		return []string{strconv.Itoa(wt.Position), strconv.Itoa(wt.Slots), wt.Mode,
+			holderName(wt.Holder), ago(wt.WaitingSince, now)}
+	})
 }
 
-// waitersTable prints the requests in line for a limit, first first.
-func waitersTable(w io.Writer, waiters []allot.Waiter, now time.Time) error {
+// waitersTable prints the requests in line for a limit, first first: a
+// table of header's columns, a row from row for each, or "Waiters: none".
+func waitersTable(w io.Writer, waiters []allot.Waiter, header string, row func(allot.Waiter) []string) error {
 	if len(waiters) == 0 {
 		fmt.Fprintln(w, "Waiters: none")
 		return nil
@@ -132,10 +160,9 @@ func waitersTable(w io.Writer, waiters []allot.Waiter, now time.Time) error {
 	fmt.Fprintln(w, "Waiters:")
 	rows := make([][]string, 0, len(waiters))
 	for _, wt := range waiters {
-		rows = append(rows, []string{strconv.Itoa(wt.Position), strconv.Itoa(wt.Slots), wt.Mode,
-			holderName(wt.Holder), ago(wt.WaitingSince, now)})
+		rows = append(rows, row(wt))
 	}
-	return table(w, "POSITION\tSLOTS\tMODE\tHOLDER\tWAITING SINCE", rows)
+	return table(w, header, rows)
 }
 
 // newFieldWriter aligns "Field:\tvalue" lines.

@@ -121,20 +121,13 @@ func (k tagLimitKind) listCmd(env Env, g *globals) *cobra.Command {
 		Example: "  allot " + k.cmd + " ls",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := wantJSON(output)
+			c, asJSON, err := g.jsonClient(output)
 			if err != nil {
 				return err
 			}
-			c, err := g.client()
+			ls, err := collect(k.api(c).All(cmd.Context()))
 			if err != nil {
 				return err
-			}
-			ls := []*allot.TagLimit{}
-			for l, err := range k.api(c).All(cmd.Context()) {
-				if err != nil {
-					return err
-				}
-				ls = append(ls, l)
 			}
 			if asJSON {
 				return printJSON(env.Stdout, ls)
@@ -165,11 +158,7 @@ func (k tagLimitKind) inspectCmd(env Env, g *globals) *cobra.Command {
 		ValidArgsFunction: g.completeLimits(k.kind.LimitPrefix()),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key := args[0]
-			asJSON, err := wantJSON(output)
-			if err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, asJSON, err := g.jsonClient(output)
 			if err != nil {
 				return err
 			}
@@ -278,20 +267,13 @@ func (k tagLimitKind) detail(w io.Writer, l *allot.TagLimit, waiters []allot.Wai
 	if why != "" {
 		fmt.Fprintf(w, "Why the first in line waits: %s.\n\n", why)
 	}
-	if len(waiters) == 0 {
-		fmt.Fprintln(w, "Waiters: none")
-		return nil
-	}
-	fmt.Fprintln(w, "Waiters:")
-	rows := make([][]string, 0, len(waiters))
-	for _, wt := range waiters {
+	return waitersTable(w, waiters, "POSITION\tNAME\t"+strings.ToUpper(k.runs)+" ID / HOLDER\tWAITING SINCE", func(wt allot.Waiter) []string {
 		name, holder := "-", holderName(wt.Holder)
 		if wt.Holder != nil && wt.Holder.Kind == k.kind.HolderType() {
 			name, holder = orDash(names[wt.Holder.ID]), wt.Holder.ID
 		}
-		rows = append(rows, []string{strconv.Itoa(wt.Position), name, holder, ago(wt.WaitingSince, now)})
-	}
-	return table(w, "POSITION\tNAME\t"+strings.ToUpper(k.runs)+" ID / HOLDER\tWAITING SINCE", rows)
+		return []string{strconv.Itoa(wt.Position), name, holder, ago(wt.WaitingSince, now)}
+	})
 }
 
 func orDash(s string) string {
