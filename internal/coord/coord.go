@@ -32,6 +32,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -557,6 +558,48 @@ func wait(b *batch) error {
 		return fmt.Errorf("%w: %v", ErrUnavailable, b.err)
 	}
 	return nil
+}
+
+// doValue is do for a command that returns a value.
+func doValue[T any](c *Coordinator, fn func(m *sema.Machine, now time.Time) (T, error)) (T, error) {
+	var v T
+	err := c.do(func(m *sema.Machine, now time.Time) error {
+		var err error
+		v, err = fn(m, now)
+		return err
+	})
+	return v, err
+}
+
+// upsert runs fn, a command that creates a limit with the id given or
+// finds (and may change) the one there, and returns the limit's view and
+// whether it was created.
+func (c *Coordinator) upsert(fn func(m *sema.Machine, now time.Time, id uuid.UUID) (sema.Limit, bool, error)) (v sema.LimitView, created bool, err error) {
+	id, err := uuid.NewRandom()
+	if err != nil {
+		return v, false, err
+	}
+	err = c.do(func(m *sema.Machine, now time.Time) error {
+		l, made, err := fn(m, now, id)
+		if err != nil {
+			return err
+		}
+		created = made
+		v, err = m.LimitByID(now, l.ID, sema.Full)
+		return err
+	})
+	return v, created, err
+}
+
+// unwatch removes w from the watchers of id (of a lease, of a run). mu
+// must be held.
+func unwatch[W comparable](watchers map[uuid.UUID][]W, id uuid.UUID, w W) {
+	ws := slices.DeleteFunc(watchers[id], func(x W) bool { return x == w })
+	if len(ws) == 0 {
+		delete(watchers, id)
+	} else {
+		watchers[id] = ws
+	}
 }
 
 // read runs fn under the lock for a read-only look.

@@ -3,7 +3,6 @@ package coord
 import (
 	"context"
 	"errors"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -309,31 +308,23 @@ func (c *Coordinator) Renew(ctx context.Context, id uuid.UUID, d time.Duration) 
 			return sema.Lease{}, err
 		}
 	}
-	var l sema.Lease
-	err := c.do(func(m *sema.Machine, now time.Time) error {
+	return doValue(c, func(m *sema.Machine, now time.Time) (sema.Lease, error) {
 		if !ownsLease(ctx, m, now, id) {
-			return sema.ErrLeaseNotFound
+			return sema.Lease{}, sema.ErrLeaseNotFound
 		}
-		var err error
-		l, err = m.Renew(now, id, d)
-		return err
+		return m.Renew(now, id, d)
 	})
-	return l, err
 }
 
 // Decrement gives back slots taken without a lease of the caller's (see
 // sema.Machine.Decrement).
 func (c *Coordinator) Decrement(ctx context.Context, names []string, slots int, occupancy float64) ([]sema.LimitRef, error) {
-	var out []sema.LimitRef
 	if err := allow(ctx, auth.Acquire, names...); err != nil {
 		return nil, err
 	}
-	err := c.do(func(m *sema.Machine, now time.Time) error {
-		var err error
-		out, err = m.Decrement(now, names, slots, occupancy)
-		return err
+	return doValue(c, func(m *sema.Machine, now time.Time) ([]sema.LimitRef, error) {
+		return m.Decrement(now, names, slots, occupancy)
 	})
-	return out, err
 }
 
 // Lease reads a live lease.
@@ -497,12 +488,7 @@ func (c *Coordinator) WatchLease(ctx context.Context, id uuid.UUID, timeout time
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		ws := slices.DeleteFunc(c.leaseWatch[id], func(x *leaseWatcher) bool { return x == w })
-		if len(ws) == 0 {
-			delete(c.leaseWatch, id)
-		} else {
-			c.leaseWatch[id] = ws
-		}
+		unwatch(c.leaseWatch, id, w)
 		c.mu.Unlock()
 	}()
 	timer := time.NewTimer(timeout)
@@ -555,11 +541,7 @@ func (c *Coordinator) leaseStatus(id uuid.UUID) (LeaseStatus, bool) {
 // the next waiters and a run that held it is Crashed with reason. It fails
 // with sema.ErrLeaseNotFound for a lease that is not held.
 func (c *Coordinator) RevokeLease(ctx context.Context, id uuid.UUID, reason string) (sema.Lease, error) {
-	var l sema.Lease
-	err := c.do(func(m *sema.Machine, now time.Time) error {
-		var err error
-		l, err = m.RevokeLease(now, id, reason)
-		return err
+	return doValue(c, func(m *sema.Machine, now time.Time) (sema.Lease, error) {
+		return m.RevokeLease(now, id, reason)
 	})
-	return l, err
 }

@@ -96,16 +96,12 @@ func (c *Coordinator) DeleteLimit(ctx context.Context, ref string) (sema.LimitVi
 // DeleteMatching deletes the limits that d selects and returns how many
 // it matched.
 func (c *Coordinator) DeleteMatching(ctx context.Context, d sema.DeleteMatch) (int, error) {
-	var n int
 	if err := allow(ctx, auth.Manage, d.Pattern); err != nil {
 		return 0, err
 	}
-	err := c.do(func(m *sema.Machine, now time.Time) error {
-		var err error
-		n, err = m.DeleteMatching(now, d)
-		return err
+	return doValue(c, func(m *sema.Machine, now time.Time) (int, error) {
+		return m.DeleteMatching(now, d)
 	})
-	return n, err
 }
 
 // EnsureLimit makes sure the limit called e.Name exists with e's settings
@@ -116,18 +112,7 @@ func (c *Coordinator) EnsureLimit(ctx context.Context, e sema.LimitEnsure) (v se
 	if err := allow(ctx, auth.Manage, e.Name); err != nil {
 		return v, false, err
 	}
-	id, err := uuid.NewRandom()
-	if err != nil {
-		return v, false, err
-	}
-	err = c.do(func(m *sema.Machine, now time.Time) error {
-		l, made, err := m.EnsureLimit(now, id, e)
-		if err != nil {
-			return err
-		}
-		created = made
-		v, err = m.LimitByID(now, l.ID, sema.Full)
-		return err
+	return c.upsert(func(m *sema.Machine, now time.Time, id uuid.UUID) (sema.Limit, bool, error) {
+		return m.EnsureLimit(now, id, e)
 	})
-	return v, created, err
 }

@@ -2,7 +2,6 @@ package coord
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -51,32 +50,24 @@ func (c *Coordinator) CreateRun(ctx context.Context, s sema.RunSpec) (r sema.Run
 // state (see sema.Machine.SetRunState). A refused change returns the run as
 // it is with a *sema.TransitionError.
 func (c *Coordinator) SetRunState(ctx context.Context, id uuid.UUID, s sema.RunState, message string) (sema.Run, error) {
-	var r sema.Run
-	err := c.do(func(m *sema.Machine, now time.Time) error {
+	return doValue(c, func(m *sema.Machine, now time.Time) (sema.Run, error) {
 		if err := allowRunID(ctx, m, now, id); err != nil {
-			return err
+			return sema.Run{}, err
 		}
-		var err error
-		r, err = m.SetRunState(now, id, s, message)
-		return err
+		return m.SetRunState(now, id, s, message)
 	})
-	return r, err
 }
 
 // HeartbeatRun renews a Running run's lease and returns its new expiry
 // (the zero time for a run that holds no lease yet). A run in a final state
 // fails with sema.ErrRunFinished.
 func (c *Coordinator) HeartbeatRun(ctx context.Context, id uuid.UUID) (time.Time, error) {
-	var exp time.Time
-	err := c.do(func(m *sema.Machine, now time.Time) error {
+	return doValue(c, func(m *sema.Machine, now time.Time) (time.Time, error) {
 		if err := allowRunID(ctx, m, now, id); err != nil {
-			return err
+			return time.Time{}, err
 		}
-		var err error
-		exp, err = m.HeartbeatRun(now, id)
-		return err
+		return m.HeartbeatRun(now, id)
 	})
-	return exp, err
 }
 
 // ReadRun reads a run.
@@ -118,12 +109,7 @@ func (c *Coordinator) WaitRun(ctx context.Context, id uuid.UUID, until sema.RunS
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		ws := slices.DeleteFunc(c.runWatch[id], func(x *runWatcher) bool { return x == w })
-		if len(ws) == 0 {
-			delete(c.runWatch, id)
-		} else {
-			c.runWatch[id] = ws
-		}
+		unwatch(c.runWatch, id, w)
 		c.mu.Unlock()
 	}()
 	timer := time.NewTimer(timeout)

@@ -46,20 +46,9 @@ func (c *Coordinator) UpsertTagLimit(ctx context.Context, kind sema.RunKind, key
 	if err := allow(ctx, auth.Manage, kind.LimitPrefix()+key); err != nil {
 		return v, false, err
 	}
-	id, err := uuid.NewRandom()
-	if err != nil {
-		return v, false, err
-	}
-	err = c.do(func(m *sema.Machine, now time.Time) error {
-		l, made, err := m.UpsertTagLimit(now, kind, key, limit, id)
-		if err != nil {
-			return err
-		}
-		created = made
-		v, err = m.LimitByID(now, l.ID, sema.Full)
-		return err
+	return c.upsert(func(m *sema.Machine, now time.Time, id uuid.UUID) (sema.Limit, bool, error) {
+		return m.UpsertTagLimit(now, kind, key, limit, id)
 	})
-	return v, created, err
 }
 
 // DeleteTagLimit deletes a tag or label limit. Leases that hold it keep
@@ -92,18 +81,14 @@ func (c *Coordinator) ResetTagLimit(ctx context.Context, kind sema.RunKind, ref 
 			return ResetResult{}, err
 		}
 	}
-	var res ResetResult
-	err := c.do(func(m *sema.Machine, now time.Time) error {
+	return doValue(c, func(m *sema.Machine, now time.Time) (ResetResult, error) {
 		if v, err := m.TagLimit(now, kind, ref, sema.Summary); err == nil {
 			if err := allow(ctx, auth.Manage, v.Name); err != nil {
-				return err
+				return ResetResult{}, err
 			}
 		}
-		var err error
-		res, err = m.ResetTagLimit(now, kind, ref, override, ids, c.cfg.V1LeaseDuration)
-		return err
+		return m.ResetTagLimit(now, kind, ref, override, ids, c.cfg.V1LeaseDuration)
 	})
-	return res, err
 }
 
 // IncrementTagLimits takes one slot of every existing limit of keys at once
@@ -117,11 +102,8 @@ func (c *Coordinator) IncrementTagLimits(ctx context.Context, kind sema.RunKind,
 	if err != nil {
 		return nil, err
 	}
-	var refs []sema.LimitRef
-	err = c.do(func(m *sema.Machine, now time.Time) error {
-		var err error
-		refs, err = m.IncrementTagLimits(now, kind, keys, holderID, leaseID, c.cfg.V1LeaseDuration)
-		return err
+	refs, err := doValue(c, func(m *sema.Machine, now time.Time) ([]sema.LimitRef, error) {
+		return m.IncrementTagLimits(now, kind, keys, holderID, leaseID, c.cfg.V1LeaseDuration)
 	})
 	if errors.As(err, new(*sema.LockedError)) {
 		c.met.refusals.Inc()
@@ -136,11 +118,7 @@ func (c *Coordinator) DecrementTagLimits(ctx context.Context, kind sema.RunKind,
 	if err := allow(ctx, auth.Acquire, tagNames(kind, keys)...); err != nil {
 		return nil, err
 	}
-	var refs []sema.LimitRef
-	err := c.do(func(m *sema.Machine, now time.Time) error {
-		var err error
-		refs, err = m.DecrementTagLimits(now, kind, keys, holderID)
-		return err
+	return doValue(c, func(m *sema.Machine, now time.Time) ([]sema.LimitRef, error) {
+		return m.DecrementTagLimits(now, kind, keys, holderID)
 	})
-	return refs, err
 }

@@ -43,14 +43,7 @@ func readAcquire(b *jsonbody.Body) coord.AcquireRequest {
 	var req coord.AcquireRequest
 	readNames(b, &req.Names)
 	b.Require("slots", b.Int("slots", &req.Slots, 1, sema.MaxSlots))
-	var mode string
-	if b.Str("mode", &mode) {
-		m, ok := sema.ParseMode(mode)
-		if !ok || mode == "" {
-			b.Fail("mode", `must be "concurrency" or "rate_limit"`)
-		}
-		req.Mode = m
-	}
+	readEnum(b, "mode", &req.Mode, sema.ParseMode, `"concurrency" or "rate_limit"`)
 	req.LeaseDuration, _ = readSeconds(b, "lease_duration", maxLeaseSeconds)
 	var timeout float64
 	if b.Number("timeout_seconds", &timeout, 0, maxTimeoutSeconds, false) {
@@ -99,11 +92,11 @@ func (h *handler) leaseRoutes() []route {
 		{"POST " + v2 + "/decrement-with-lease", jsonOp(h, op[uuid.UUID, bool]{status: http.StatusNoContent, body: requiredBody,
 			decode: readLeaseID, call: h.c.Release})},
 		{"POST " + v2 + "/leases/{lease_id}/renew", jsonOp(h, op[renewRequest, sema.Lease]{status: http.StatusNoContent, body: optionalBody,
-			decode: readRenew, call: h.renew})},
+			decode: byID(leaseIDParam, readRenew), call: h.renew})},
 		{"GET " + v2 + "/leases/{lease_id}/watch", jsonOp(h, op[watchRequest, coord.LeaseStatus]{status: http.StatusOK,
-			decode: readWatch, call: h.watchLease, wait: watchWait, encode: leaseStatus})},
+			decode: byID(leaseIDParam, readWatch), call: h.watchLease, wait: watchWait, encode: leaseStatus})},
 		{"POST " + v2 + "/leases/{lease_id}/revoke", jsonOp(h, op[revokeRequest, coord.LeaseStatus]{status: http.StatusOK, body: optionalBody, strict: true,
-			decode: readRevoke, call: h.revokeLease, encode: leaseStatus})},
+			decode: byID(leaseIDParam, readRevoke), call: h.revokeLease, encode: leaseStatus})},
 		{"GET " + v2 + "/leases/{lease_id}", jsonOp(h, op[uuid.UUID, leaseRead]{status: http.StatusOK,
 			decode: pathLease, call: h.readLease, encode: leaseRead.render})},
 		// An allot extension for a client that gave up: the ticket's
@@ -176,15 +169,8 @@ func (h *handler) cancelTicket(ctx context.Context, ticket string) (none, error)
 	return none{}, h.c.CancelTicket(ctx, ticket)
 }
 
-func pathLeaseID(r *http.Request) (uuid.UUID, error) {
-	id, err := uuid.Parse(r.PathValue("lease_id"))
-	if err != nil {
-		return uuid.Nil, invalidField("lease_id", "must be a UUID")
-	}
-	return id, nil
-}
-
-func pathLease(r *http.Request, _ *jsonbody.Body) (uuid.UUID, error) { return pathLeaseID(r) }
+// pathLease reads a lease's id alone.
+var pathLease = byID(leaseIDParam, idAlone)
 
 // renewRequest is POST /v2/concurrency_limits/leases/{lease_id}/renew.
 type renewRequest struct {
@@ -192,11 +178,7 @@ type renewRequest struct {
 	duration time.Duration
 }
 
-func readRenew(r *http.Request, b *jsonbody.Body) (renewRequest, error) {
-	id, err := pathLeaseID(r)
-	if err != nil {
-		return renewRequest{}, err
-	}
+func readRenew(id uuid.UUID, _ *http.Request, b *jsonbody.Body) (renewRequest, error) {
 	d, _ := readSeconds(b, "lease_duration", maxLeaseSeconds)
 	return renewRequest{id, d}, nil
 }

@@ -55,11 +55,7 @@ type watchRequest struct {
 	timeout time.Duration
 }
 
-func readWatch(r *http.Request, _ *jsonbody.Body) (watchRequest, error) {
-	id, err := pathLeaseID(r)
-	if err != nil {
-		return watchRequest{}, err
-	}
+func readWatch(id uuid.UUID, r *http.Request, _ *jsonbody.Body) (watchRequest, error) {
 	timeout := float64(defaultWatchSeconds)
 	q := r.URL.Query()
 	for k := range q {
@@ -95,11 +91,7 @@ type revokeRequest struct {
 	reason string
 }
 
-func readRevoke(r *http.Request, b *jsonbody.Body) (revokeRequest, error) {
-	id, err := pathLeaseID(r)
-	if err != nil {
-		return revokeRequest{}, err
-	}
+func readRevoke(id uuid.UUID, _ *http.Request, b *jsonbody.Body) (revokeRequest, error) {
 	reason := ""
 	if b.Str("reason", &reason) && len(reason) > maxReason {
 		b.Fail("reason", "must be at most "+strconv.Itoa(maxReason)+" bytes")

@@ -24,8 +24,8 @@ func (h *handler) limitRoutes() []route {
 			decode: readLimitPage, call: h.listLimits, encode: limitList.render})},
 		{"POST " + v2 + "/delete", jsonOp(h, op[sema.DeleteMatch, deleteMatchingJSON]{status: http.StatusOK, body: requiredBody, strict: true,
 			decode: readDeleteMatch, call: h.deleteMatching})},
-		{"PUT " + v2 + "/{id_or_name}", jsonOp(h, op[sema.LimitEnsure, ensuredLimit]{statusOf: ensuredLimit.status, body: requiredBody, strict: true,
-			decode: readLimitEnsure, call: h.ensureLimit, encode: ensuredLimit.render})},
+		{"PUT " + v2 + "/{id_or_name}", jsonOp(h, op[sema.LimitEnsure, made[sema.LimitView]]{statusOf: made[sema.LimitView].status, body: requiredBody, strict: true,
+			decode: readLimitEnsure, call: h.ensureLimit, encode: renderEnsured})},
 		{"GET " + v2 + "/{id_or_name}", jsonOp(h, op[string, sema.LimitView]{status: http.StatusOK,
 			decode: pathLimit, call: h.readLimit, encode: fullLimit})},
 		{"PATCH " + v2 + "/{id_or_name}", jsonOp(h, op[limitPatch, sema.LimitView]{status: http.StatusNoContent, body: requiredBody, strict: true,
@@ -90,27 +90,12 @@ func readLimitEnsure(r *http.Request, b *jsonbody.Body) (sema.LimitEnsure, error
 	return e, nil
 }
 
-// ensuredLimit is a limit ensured: created, or found (and maybe changed).
-type ensuredLimit struct {
-	view    sema.LimitView
-	created bool
+// ensureLimit ensures a limit: created, or found (and maybe changed).
+func (h *handler) ensureLimit(ctx context.Context, e sema.LimitEnsure) (made[sema.LimitView], error) {
+	return madeOf(h.c.EnsureLimit(ctx, e))
 }
 
-func (h *handler) ensureLimit(ctx context.Context, e sema.LimitEnsure) (ensuredLimit, error) {
-	v, created, err := h.c.EnsureLimit(ctx, e)
-	return ensuredLimit{v, created}, err
-}
-
-// status is 201 for a limit created, 200 for one that existed, changed or
-// not.
-func (e ensuredLimit) status() int {
-	if e.created {
-		return http.StatusCreated
-	}
-	return http.StatusOK
-}
-
-func (e ensuredLimit) render() any { return toLimitJSON(e.view, true) }
+func renderEnsured(m made[sema.LimitView]) any { return toLimitJSON(m.v, true) }
 
 func (h *handler) readLimit(ctx context.Context, ref string) (sema.LimitView, error) {
 	return h.c.ReadLimit(ctx, ref, sema.Full)

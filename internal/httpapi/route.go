@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/allot-dev/allot/internal/jsonbody"
 )
 
@@ -140,3 +142,73 @@ type none struct{}
 
 // noRequest decodes nothing.
 func noRequest(*http.Request, *jsonbody.Body) (none, error) { return none{}, nil }
+
+// made is the result of a call that creates what it is asked for or finds
+// it there already (an ensure, an upsert, a create with its id given).
+type made[T any] struct {
+	v       T
+	created bool
+}
+
+// madeOf takes a coordinator call's (value, created, error).
+func madeOf[T any](v T, created bool, err error) (made[T], error) {
+	return made[T]{v, created}, err
+}
+
+// status is 201 for something created, 200 for something that existed,
+// changed or not.
+func (m made[T]) status() int {
+	if m.created {
+		return http.StatusCreated
+	}
+	return http.StatusOK
+}
+
+// Path parameters that are ids.
+const (
+	runIDParam   = "id"
+	leaseIDParam = "lease_id"
+)
+
+// pathID reads the UUID in the path parameter param.
+func pathID(r *http.Request, param string) (uuid.UUID, error) {
+	id, err := uuid.Parse(r.PathValue(param))
+	if err != nil {
+		return uuid.Nil, invalidField(param, "must be a UUID")
+	}
+	return id, nil
+}
+
+// byID decodes the request of a route on one thing named by its id in the
+// path parameter param: the id first, then the rest with read.
+func byID[T any](param string, read func(id uuid.UUID, r *http.Request, b *jsonbody.Body) (T, error)) func(*http.Request, *jsonbody.Body) (T, error) {
+	return func(r *http.Request, b *jsonbody.Body) (T, error) {
+		id, err := pathID(r, param)
+		if err != nil {
+			var zero T
+			return zero, err
+		}
+		return read(id, r, b)
+	}
+}
+
+// idAlone is byID's read for a route that reads nothing but the id.
+func idAlone(id uuid.UUID, _ *http.Request, _ *jsonbody.Body) (uuid.UUID, error) { return id, nil }
+
+// readEnum reads the string member name as one word of a set: parse says
+// which value a word is (false for a word not in the set), want lists the
+// set for the error. The empty string is never one. It reports whether the
+// member was present and one of the set.
+func readEnum[T any](b *jsonbody.Body, name string, dst *T, parse func(string) (T, bool), want string) bool {
+	var s string
+	if !b.Str(name, &s) {
+		return false
+	}
+	v, ok := parse(s)
+	if !ok || s == "" {
+		b.Fail(name, "must be "+want)
+		return false
+	}
+	*dst = v
+	return true
+}

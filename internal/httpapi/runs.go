@@ -79,8 +79,8 @@ func toRunJSON(r sema.Run) runJSON {
 // runRoutes are the routes of the runs API.
 func (h *handler) runRoutes() []route {
 	const base = "/api/runs"
-	create := jsonOp(h, op[sema.RunSpec, createdRun]{statusOf: createdRun.status, body: requiredBody, strict: true,
-		decode: readRunSpec, call: h.createRun, encode: createdRun.render})
+	create := jsonOp(h, op[sema.RunSpec, made[sema.Run]]{statusOf: made[sema.Run].status, body: requiredBody, strict: true,
+		decode: readRunSpec, call: h.createRun, encode: renderCreatedRun})
 	return []route{
 		{"POST " + base + "/{$}", create},
 		{"POST " + base, create},
@@ -89,55 +89,31 @@ func (h *handler) runRoutes() []route {
 		{"GET " + base + "/{id}", jsonOp(h, op[uuid.UUID, sema.Run]{status: http.StatusOK,
 			decode: pathRun, call: h.c.ReadRun, encode: runAnswer})},
 		{"POST " + base + "/{id}/set_state", jsonOp(h, op[stateChange, sema.Run]{status: http.StatusOK, body: requiredBody, strict: true,
-			decode: readStateChange, call: h.setRunState, encode: runAnswer})},
+			decode: byID(runIDParam, readStateChange), call: h.setRunState, encode: runAnswer})},
 		{"POST " + base + "/{id}/heartbeat", jsonOp(h, op[uuid.UUID, time.Time]{status: http.StatusNoContent, body: optionalBody, strict: true,
 			decode: pathRun, call: h.c.HeartbeatRun})},
 		{"GET " + base + "/{id}/wait", jsonOp(h, op[runWait, sema.Run]{status: http.StatusOK,
-			decode: readWaitQuery, call: h.waitRun, wait: runWaitTime, encode: runAnswer})},
+			decode: byID(runIDParam, readWaitQuery), call: h.waitRun, wait: runWaitTime, encode: runAnswer})},
 		{"POST " + base + "/{id}/wait", jsonOp(h, op[runWait, sema.Run]{status: http.StatusOK, body: optionalBody, strict: true,
-			decode: readWaitBody, call: h.waitRun, wait: runWaitTime, encode: runAnswer})},
+			decode: byID(runIDParam, readWaitBody), call: h.waitRun, wait: runWaitTime, encode: runAnswer})},
 	}
-}
-
-func pathRunID(r *http.Request) (uuid.UUID, error) {
-	id, err := uuid.Parse(r.PathValue("id"))
-	if err != nil {
-		return uuid.Nil, invalidField("id", "must be a UUID")
-	}
-	return id, nil
 }
 
 // readKind reads a kind field.
 func readKind(b *jsonbody.Body, name string, dst *sema.RunKind) bool {
-	var s string
-	if !b.Str(name, &s) {
-		return false
-	}
-	k, ok := sema.ParseRunKind(s)
-	if !ok {
-		b.Fail(name, `must be "task" or "flow"`)
-		return false
-	}
-	*dst = k
-	return true
+	return readEnum(b, name, dst, sema.ParseRunKind, `"task" or "flow"`)
 }
 
 // readState reads a state field, one of allowed.
 func readState(b *jsonbody.Body, name string, dst *sema.RunState, allowed func(sema.RunState) bool, want string) bool {
-	var s string
-	if !b.Str(name, &s) {
-		return false
-	}
-	st, ok := sema.ParseRunState(s)
-	if !ok || !allowed(st) {
-		b.Fail(name, "must be "+want)
-		return false
-	}
-	*dst = st
-	return true
+	return readEnum(b, name, dst, func(s string) (sema.RunState, bool) {
+		st, ok := sema.ParseRunState(s)
+		return st, ok && allowed(st)
+	}, want)
 }
 
-func pathRun(r *http.Request, _ *jsonbody.Body) (uuid.UUID, error) { return pathRunID(r) }
+// pathRun reads a run's id alone.
+var pathRun = byID(runIDParam, idAlone)
 
 func runAnswer(r sema.Run) any { return toRunJSON(r) }
 
@@ -153,37 +129,18 @@ func readRunSpec(_ *http.Request, b *jsonbody.Body) (sema.RunSpec, error) {
 	b.StrArray("limits", &s.Limits, 0, sema.MaxRunTags)
 	b.Int("slots", &s.Slots, 1, sema.MaxSlots)
 	b.UUID("parent_id", &s.ParentID)
-	var strategy string
-	if b.Str("collision_strategy", &strategy) {
-		c, ok := sema.ParseCollisionStrategy(strategy)
-		if !ok || strategy == "" {
-			b.Fail("collision_strategy", `must be "enqueue" or "cancel_new"`)
-		}
-		s.CollisionStrategy = c
-	}
+	readEnum(b, "collision_strategy", &s.CollisionStrategy, sema.ParseCollisionStrategy, `"enqueue" or "cancel_new"`)
 	s.LeaseDuration, _ = readSeconds(b, "lease_duration", maxLeaseSeconds)
 	return s, nil
 }
 
-// createdRun is a run created, or found created before.
-type createdRun struct {
-	run     sema.Run
-	created bool
+// createRun creates a run, or finds it created before (the same run asked
+// for again: 200).
+func (h *handler) createRun(ctx context.Context, s sema.RunSpec) (made[sema.Run], error) {
+	return madeOf(h.c.CreateRun(ctx, s))
 }
 
-func (h *handler) createRun(ctx context.Context, s sema.RunSpec) (createdRun, error) {
-	run, created, err := h.c.CreateRun(ctx, s)
-	return createdRun{run, created}, err
-}
-
-func (c createdRun) status() int {
-	if c.created {
-		return http.StatusCreated
-	}
-	return http.StatusOK // the same run asked for again
-}
-
-func (c createdRun) render() any { return toRunJSON(c.run) }
+func renderCreatedRun(m made[sema.Run]) any { return toRunJSON(m.v) }
 
 // runFilter is POST /api/runs/filter {kind?, state?, tag?, flow_run_id?,
 // limit?, offset?}: runs oldest first. flow_run_id selects the runs inside
@@ -230,11 +187,7 @@ type stateChange struct {
 	message string
 }
 
-func readStateChange(r *http.Request, b *jsonbody.Body) (stateChange, error) {
-	id, err := pathRunID(r)
-	if err != nil {
-		return stateChange{}, err
-	}
+func readStateChange(id uuid.UUID, _ *http.Request, b *jsonbody.Body) (stateChange, error) {
 	c := stateChange{id: id}
 	b.Require("state", readState(b, "state", &c.state, settable, settableStates))
 	b.Str("message", &c.message)
@@ -265,11 +218,7 @@ func (h *handler) waitRun(ctx context.Context, w runWait) (sema.Run, error) {
 }
 
 // readWaitBody reads POST /api/runs/{id}/wait's body.
-func readWaitBody(r *http.Request, b *jsonbody.Body) (runWait, error) {
-	id, err := pathRunID(r)
-	if err != nil {
-		return runWait{}, err
-	}
+func readWaitBody(id uuid.UUID, _ *http.Request, b *jsonbody.Body) (runWait, error) {
 	until, timeout := sema.Running, float64(defaultRunWaitSeconds)
 	readState(b, "state", &until, settable, settableStates)
 	b.Number("timeout_seconds", &timeout, 0, maxRunWaitSeconds, false)
@@ -277,11 +226,7 @@ func readWaitBody(r *http.Request, b *jsonbody.Body) (runWait, error) {
 }
 
 // readWaitQuery reads GET /api/runs/{id}/wait's query parameters.
-func readWaitQuery(r *http.Request, _ *jsonbody.Body) (runWait, error) {
-	id, err := pathRunID(r)
-	if err != nil {
-		return runWait{}, err
-	}
+func readWaitQuery(id uuid.UUID, r *http.Request, _ *jsonbody.Body) (runWait, error) {
 	until, timeout := sema.Running, float64(defaultRunWaitSeconds)
 	q := r.URL.Query()
 	for k := range q {

@@ -41,7 +41,7 @@ func newTagLimitAPI(h *handler, kind sema.RunKind) *tagLimitAPI {
 func (a *tagLimitAPI) routes() []route {
 	h := a.h
 	byKey := a.base + "/" + a.key + "/{key}"
-	create := jsonOp(h, op[tagLimitSpec, upsertedTagLimit]{statusOf: upsertedTagLimit.status, body: requiredBody, strict: true,
+	create := jsonOp(h, op[tagLimitSpec, made[sema.LimitView]]{statusOf: made[sema.LimitView].status, body: requiredBody, strict: true,
 		decode: a.readSpec, call: a.upsert, encode: a.renderUpserted, errs: a.v1})
 	read := jsonOp(h, op[coord.TagLimitRef, sema.LimitView]{status: http.StatusOK,
 		decode: a.ref, call: a.read, encode: a.render, errs: a.v1})
@@ -142,25 +142,12 @@ func (a *tagLimitAPI) readSpec(_ *http.Request, b *jsonbody.Body) (tagLimitSpec,
 	return s, nil
 }
 
-// upsertedTagLimit is a tag limit created, or updated.
-type upsertedTagLimit struct {
-	view    sema.LimitView
-	created bool
+// upsert creates a tag limit, or updates it.
+func (a *tagLimitAPI) upsert(ctx context.Context, s tagLimitSpec) (made[sema.LimitView], error) {
+	return madeOf(a.h.c.UpsertTagLimit(ctx, a.kind, s.key, s.limit))
 }
 
-func (a *tagLimitAPI) upsert(ctx context.Context, s tagLimitSpec) (upsertedTagLimit, error) {
-	v, created, err := a.h.c.UpsertTagLimit(ctx, a.kind, s.key, s.limit)
-	return upsertedTagLimit{v, created}, err
-}
-
-func (u upsertedTagLimit) status() int {
-	if u.created {
-		return http.StatusCreated
-	}
-	return http.StatusOK
-}
-
-func (a *tagLimitAPI) renderUpserted(u upsertedTagLimit) any { return a.toJSON(u.view) }
+func (a *tagLimitAPI) renderUpserted(u made[sema.LimitView]) any { return a.toJSON(u.v) }
 
 // read is GET {base}/{id} and GET {base}/tag/{tag}.
 func (a *tagLimitAPI) read(ctx context.Context, ref coord.TagLimitRef) (sema.LimitView, error) {
