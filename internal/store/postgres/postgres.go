@@ -41,6 +41,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/allot-dev/allot/internal/sema"
+	"github.com/allot-dev/allot/internal/store/codec"
 	"github.com/allot-dev/allot/internal/store"
 )
 
@@ -355,10 +356,10 @@ func loadLeases(ctx context.Context, tx pgx.Tx) ([]sema.Lease, error) {
 			&created, &duration, &expires, &f, &ticket, &l.KeyID); err != nil {
 			return nil, err
 		}
-		if l.Holds, err = decodeHolds(holds); err != nil {
+		if l.Holds, err = codec.DecodeHolds(holds); err != nil {
 			return nil, fmt.Errorf("lease %s: %w", l.ID, err)
 		}
-		if l.Mode, err = scanMode(mode); err != nil {
+		if l.Mode, err = codec.DecodeMode(mode); err != nil {
 			return nil, fmt.Errorf("lease %s: %w", l.ID, err)
 		}
 		if l.Holder.Metadata, err = scanMetadata(metadata); err != nil {
@@ -400,23 +401,22 @@ func loadRuns(ctx context.Context, tx pgx.Tx) ([]sema.Run, error) {
 			&lease, &f, &waitSeq, &created, &updated, &limits, &slots); err != nil {
 			return nil, err
 		}
-		var ok bool
-		if r.Kind, ok = sema.ParseRunKind(kind); !ok {
-			return nil, fmt.Errorf("run %s: unknown kind %q", r.ID, kind)
-		}
-		if r.State, ok = sema.ParseRunState(state); !ok {
-			return nil, fmt.Errorf("run %s: unknown state %q", r.ID, state)
-		}
-		if r.CollisionStrategy, ok = sema.ParseCollisionStrategy(strat); !ok || strat == "" {
-			return nil, fmt.Errorf("run %s: unknown collision strategy %q", r.ID, strat)
-		}
-		if r.Tags, err = scanTags(tags); err != nil {
+		if r.Kind, err = codec.DecodeRunKind(kind); err != nil {
 			return nil, fmt.Errorf("run %s: %w", r.ID, err)
 		}
-		if r.History, err = scanHistory(history); err != nil {
+		if r.State, err = codec.DecodeRunState(state); err != nil {
 			return nil, fmt.Errorf("run %s: %w", r.ID, err)
 		}
-		if r.Limits, err = scanTags(limits); err != nil {
+		if r.CollisionStrategy, err = codec.DecodeStrategy(strat); err != nil {
+			return nil, fmt.Errorf("run %s: %w", r.ID, err)
+		}
+		if r.Tags, err = codec.DecodeTags(tags); err != nil {
+			return nil, fmt.Errorf("run %s: %w", r.ID, err)
+		}
+		if r.History, err = codec.DecodeHistory(history); err != nil {
+			return nil, fmt.Errorf("run %s: %w", r.ID, err)
+		}
+		if r.Limits, err = codec.DecodeTags(limits); err != nil {
 			return nil, fmt.Errorf("run %s: limits: %w", r.ID, err)
 		}
 		r.Slots = int(slots)
@@ -446,7 +446,7 @@ func loadKeys(ctx context.Context, tx pgx.Tx) ([]sema.Key, error) {
 		if err := rows.Scan(&k.ID, &k.Name, &scopes, &k.Hash, &created, &expires, &revoked, &lastUse); err != nil {
 			return nil, err
 		}
-		if k.Scopes, err = scanTags(scopes); err != nil {
+		if k.Scopes, err = codec.DecodeTags(scopes); err != nil {
 			return nil, fmt.Errorf("key %s: scopes: %w", k.ID, err)
 		}
 		k.Created, k.Expires, k.Revoked, k.LastUsed = scanTime(created), scanTime(expires), scanTime(revoked), scanTime(lastUse)
@@ -501,10 +501,10 @@ func loadWaiters(ctx context.Context, tx pgx.Tx) ([]sema.Waiter, error) {
 			&metadata, &w.NoLease, &w.Anonymous, &since, &deadline, &w.KeyID); err != nil {
 			return nil, err
 		}
-		if w.Names, err = scanTags(names); err != nil {
+		if w.Names, err = codec.DecodeTags(names); err != nil {
 			return nil, fmt.Errorf("waiter %s: names: %w", w.Ticket, err)
 		}
-		if w.Mode, err = scanMode(mode); err != nil {
+		if w.Mode, err = codec.DecodeMode(mode); err != nil {
 			return nil, fmt.Errorf("waiter %s: %w", w.Ticket, err)
 		}
 		if w.Holder.Metadata, err = scanMetadata(metadata); err != nil {
@@ -708,7 +708,7 @@ func queueLimit(b *pgx.Batch, l *sema.Limit) error {
 }
 
 func queueLease(b *pgx.Batch, l *sema.Lease) error {
-	mode, err := modeArg(l.Mode)
+	mode, err := codec.EncodeMode(l.Mode)
 	if err != nil {
 		return err
 	}
@@ -724,7 +724,7 @@ func queueLease(b *pgx.Batch, l *sema.Lease) error {
 	if err != nil {
 		return fmt.Errorf("expires: %w", err)
 	}
-	b.Queue(upsertLease, l.ID, appendHolds([]byte{}, l.Holds), int64(l.Slots), mode,
+	b.Queue(upsertLease, l.ID, codec.AppendHolds([]byte{}, l.Holds), int64(l.Slots), mode,
 		[]byte(l.Holder.Type), []byte(l.Holder.ID), metadata, l.Anonymous, created, int64(l.Duration), expires, fence(l.Fence),
 		ticketArg(l.Ticket), l.KeyID)
 	return nil
@@ -734,7 +734,7 @@ func queueKey(b *pgx.Batch, k *sema.Key) error {
 	if k == nil {
 		return errors.New("no key")
 	}
-	scopes, err := tagsArg(k.Scopes)
+	scopes, err := codec.EncodeTags(k.Scopes)
 	if err != nil {
 		return fmt.Errorf("scopes: %w", err)
 	}
@@ -777,11 +777,11 @@ func queueWaiter(b *pgx.Batch, w *sema.Waiter) error {
 	if w == nil {
 		return errors.New("no waiter")
 	}
-	names, err := tagsArg(w.Names)
+	names, err := codec.EncodeTags(w.Names)
 	if err != nil {
 		return err
 	}
-	mode, err := modeArg(w.Mode)
+	mode, err := codec.EncodeMode(w.Mode)
 	if err != nil {
 		return err
 	}
@@ -806,23 +806,23 @@ func queueRun(b *pgx.Batch, r *sema.Run) error {
 	if r == nil {
 		return errors.New("no run")
 	}
-	kind, err := runKindArg(r.Kind)
+	kind, err := codec.EncodeRunKind(r.Kind)
 	if err != nil {
 		return err
 	}
-	state, err := runStateArg(r.State)
+	state, err := codec.EncodeRunState(r.State)
 	if err != nil {
 		return err
 	}
-	strategy, err := strategyArg(r.CollisionStrategy)
+	strategy, err := codec.EncodeStrategy(r.CollisionStrategy)
 	if err != nil {
 		return err
 	}
-	tags, err := tagsArg(r.Tags)
+	tags, err := codec.EncodeTags(r.Tags)
 	if err != nil {
 		return err
 	}
-	history, err := historyArg(r.History)
+	history, err := codec.EncodeHistory(r.History)
 	if err != nil {
 		return err
 	}
@@ -834,7 +834,7 @@ func queueRun(b *pgx.Batch, r *sema.Run) error {
 	if err != nil {
 		return fmt.Errorf("updated: %w", err)
 	}
-	limits, err := tagsArg(r.Limits)
+	limits, err := codec.EncodeTags(r.Limits)
 	if err != nil {
 		return err
 	}

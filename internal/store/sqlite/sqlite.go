@@ -46,6 +46,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/allot-dev/allot/internal/sema"
+	"github.com/allot-dev/allot/internal/store/codec"
 	"github.com/allot-dev/allot/internal/store"
 )
 
@@ -490,10 +491,10 @@ func loadLeases(ctx context.Context, tx *sql.Tx) ([]sema.Lease, error) {
 		if l.ID, err = uuid.FromBytes(id); err != nil {
 			return nil, fmt.Errorf("lease id: %w", err)
 		}
-		if l.Holds, err = decodeHolds(holds); err != nil {
+		if l.Holds, err = codec.DecodeHolds(holds); err != nil {
 			return nil, fmt.Errorf("lease %s: %w", l.ID, err)
 		}
-		if l.Mode, err = scanMode(mode); err != nil {
+		if l.Mode, err = codec.DecodeMode(mode); err != nil {
 			return nil, fmt.Errorf("lease %s: %w", l.ID, err)
 		}
 		if l.Holder.Metadata, err = scanMetadata(metadata); err != nil {
@@ -530,10 +531,10 @@ func loadWaiters(ctx context.Context, tx *sql.Tx) ([]sema.Waiter, error) {
 			&w.Holder.ID, &metadata, &noLease, &anonymous, &since, &deadline, &w.KeyID); err != nil {
 			return nil, err
 		}
-		if w.Names, err = scanTags(names); err != nil {
+		if w.Names, err = codec.DecodeTags(names); err != nil {
 			return nil, fmt.Errorf("waiter %s: names: %w", w.Ticket, err)
 		}
-		if w.Mode, err = scanMode(mode); err != nil {
+		if w.Mode, err = codec.DecodeMode(mode); err != nil {
 			return nil, fmt.Errorf("waiter %s: %w", w.Ticket, err)
 		}
 		if w.LeaseID, err = scanUUID(leaseID); err != nil {
@@ -566,7 +567,7 @@ func loadKeys(ctx context.Context, tx *sql.Tx) ([]sema.Key, error) {
 		if err := rows.Scan(&k.ID, &k.Name, &scopes, &k.Hash, &created, &expires, &revoked, &lastUse); err != nil {
 			return nil, err
 		}
-		if k.Scopes, err = scanTags(scopes); err != nil {
+		if k.Scopes, err = codec.DecodeTags(scopes); err != nil {
 			return nil, fmt.Errorf("key %s: scopes: %w", k.ID, err)
 		}
 		k.Created, k.Expires, k.Revoked, k.LastUsed = scanTime(created), scanTime(expires), scanTime(revoked), scanTime(lastUse)
@@ -621,24 +622,23 @@ func loadRuns(ctx context.Context, tx *sql.Tx) ([]sema.Run, error) {
 		if r.ID, err = uuid.FromBytes(id); err != nil {
 			return nil, fmt.Errorf("run id: %w", err)
 		}
-		var ok bool
-		if r.Kind, ok = sema.ParseRunKind(kind); !ok {
-			return nil, fmt.Errorf("run %s: unknown kind %q", r.ID, kind)
-		}
-		if r.State, ok = sema.ParseRunState(state); !ok {
-			return nil, fmt.Errorf("run %s: unknown state %q", r.ID, state)
-		}
-		if r.CollisionStrategy, ok = sema.ParseCollisionStrategy(strat); !ok || strat == "" {
-			return nil, fmt.Errorf("run %s: unknown collision strategy %q", r.ID, strat)
-		}
-		if r.Tags, err = scanTags(tags); err != nil {
+		if r.Kind, err = codec.DecodeRunKind(kind); err != nil {
 			return nil, fmt.Errorf("run %s: %w", r.ID, err)
 		}
-		if r.Limits, err = scanTags(limits); err != nil {
+		if r.State, err = codec.DecodeRunState(state); err != nil {
+			return nil, fmt.Errorf("run %s: %w", r.ID, err)
+		}
+		if r.CollisionStrategy, err = codec.DecodeStrategy(strat); err != nil {
+			return nil, fmt.Errorf("run %s: %w", r.ID, err)
+		}
+		if r.Tags, err = codec.DecodeTags(tags); err != nil {
+			return nil, fmt.Errorf("run %s: %w", r.ID, err)
+		}
+		if r.Limits, err = codec.DecodeTags(limits); err != nil {
 			return nil, fmt.Errorf("run %s: limits: %w", r.ID, err)
 		}
 		r.Slots = int(slots)
-		if r.History, err = scanHistory(history); err != nil {
+		if r.History, err = codec.DecodeHistory(history); err != nil {
 			return nil, fmt.Errorf("run %s: %w", r.ID, err)
 		}
 		if r.ParentID, err = scanUUID(parent); err != nil {
@@ -800,7 +800,7 @@ func (s *Store) putLimit(l *sema.Limit) error {
 }
 
 func (s *Store) putLease(l *sema.Lease) error {
-	mode, err := modeArg(l.Mode)
+	mode, err := codec.EncodeMode(l.Mode)
 	if err != nil {
 		return err
 	}
@@ -816,7 +816,7 @@ func (s *Store) putLease(l *sema.Lease) error {
 	if err != nil {
 		return fmt.Errorf("expires: %w", err)
 	}
-	s.holds = appendHolds(s.holds[:0], l.Holds)
+	s.holds = codec.AppendHolds(s.holds[:0], l.Holds)
 	return s.upsertLease.run(s.leaseID.set(l.ID[:]), s.holdsArg.set(s.holds), int64(l.Slots), mode,
 		l.Holder.Type, l.Holder.ID, metadata, boolArg(l.Anonymous), created, int64(l.Duration), expires, fenceArg(l.Fence),
 		ticketArg(l.Ticket), l.KeyID)
@@ -834,11 +834,11 @@ func (s *Store) putWaiter(w *sema.Waiter) error {
 	if w == nil {
 		return errors.New("no waiter")
 	}
-	mode, err := modeArg(w.Mode)
+	mode, err := codec.EncodeMode(w.Mode)
 	if err != nil {
 		return err
 	}
-	names, err := tagsArg(w.Names)
+	names, err := codec.EncodeTags(w.Names)
 	if err != nil {
 		return err
 	}
@@ -863,27 +863,27 @@ func (s *Store) putRun(r *sema.Run) error {
 	if r == nil {
 		return errors.New("no run")
 	}
-	kind, err := runKindArg(r.Kind)
+	kind, err := codec.EncodeRunKind(r.Kind)
 	if err != nil {
 		return err
 	}
-	state, err := runStateArg(r.State)
+	state, err := codec.EncodeRunState(r.State)
 	if err != nil {
 		return err
 	}
-	strategy, err := strategyArg(r.CollisionStrategy)
+	strategy, err := codec.EncodeStrategy(r.CollisionStrategy)
 	if err != nil {
 		return err
 	}
-	tags, err := tagsArg(r.Tags)
+	tags, err := codec.EncodeTags(r.Tags)
 	if err != nil {
 		return err
 	}
-	history, err := historyArg(r.History)
+	history, err := codec.EncodeHistory(r.History)
 	if err != nil {
 		return err
 	}
-	limits, err := tagsArg(r.Limits)
+	limits, err := codec.EncodeTags(r.Limits)
 	if err != nil {
 		return fmt.Errorf("limits: %w", err)
 	}
@@ -904,7 +904,7 @@ func (s *Store) putKey(k *sema.Key) error {
 	if k == nil {
 		return errors.New("no key")
 	}
-	scopes, err := tagsArg(k.Scopes)
+	scopes, err := codec.EncodeTags(k.Scopes)
 	if err != nil {
 		return fmt.Errorf("scopes: %w", err)
 	}
