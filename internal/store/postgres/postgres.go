@@ -41,8 +41,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/allot-dev/allot/internal/sema"
-	"github.com/allot-dev/allot/internal/store/codec"
 	"github.com/allot-dev/allot/internal/store"
+	"github.com/allot-dev/allot/internal/store/codec"
+	"github.com/allot-dev/allot/internal/store/schema"
 )
 
 // ErrDeposed is returned by Commit when another replica has taken the lead
@@ -223,7 +224,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	s := &Store{pool: pool, epoch: opts.Epoch, sem: make(chan struct{}, 1)}
-	ms, err := readMigrations(migrationFiles)
+	ms, err := schema.Read(migrationFiles)
 	if err == nil {
 		_, err = migrate(ctx, pool, ms)
 	}

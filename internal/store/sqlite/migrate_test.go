@@ -3,7 +3,6 @@ package sqlite
 import (
 	"database/sql"
 	"errors"
-	"io/fs"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/allot-dev/allot/internal/sema"
+	"github.com/allot-dev/allot/internal/store/schema"
 )
 
 // openDB opens a bare database in a new directory with the store's
@@ -44,15 +44,15 @@ func openDBAt(t *testing.T, path string) *sql.DB {
 
 func fixedNow() time.Time { return time.Unix(1_700_000_000, 0) }
 
-func migrations(t *testing.T, files map[string]string) []migration {
+func migrations(t *testing.T, files map[string]string) []schema.Migration {
 	t.Helper()
 	fsys := fstest.MapFS{}
 	for name, sql := range files {
 		fsys["migrations/"+name] = &fstest.MapFile{Data: []byte(sql)}
 	}
-	ms, err := readMigrations(fsys)
+	ms, err := schema.Read(fsys)
 	if err != nil {
-		t.Fatalf("readMigrations: %v", err)
+		t.Fatalf("schema.Read: %v", err)
 	}
 	return ms
 }
@@ -79,56 +79,9 @@ func tables(t *testing.T, db *sql.DB) []string {
 	return names
 }
 
-func TestReadMigrations(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name    string
-		files   map[string]string
-		want    []int
-		wantErr string
-	}{
-		{"none", map[string]string{}, nil, ""},
-		{"in order", map[string]string{"0002_b.sql": "b", "0001_a.sql": "a", "README.md": "not a migration"}, []int{1, 2}, ""},
-		{"padding does not matter", map[string]string{"1_a.sql": "a", "0002_b.sql": "b", "10_j.sql": "", "3_c.sql": "", "4_d.sql": "", "5_e.sql": "", "6_f.sql": "", "7_g.sql": "", "8_h.sql": "", "9_i.sql": ""},
-			[]int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, ""},
-		{"gap", map[string]string{"0001_a.sql": "a", "0003_c.sql": "c"}, nil, "want 2"},
-		{"repeat", map[string]string{"0001_a.sql": "a", "0001_b.sql": "b"}, nil, "want 2"},
-		{"starts at 2", map[string]string{"0002_a.sql": "a"}, nil, "want 1"},
-		{"zero", map[string]string{"0000_a.sql": "a"}, nil, "NNNN_description"},
-		{"no number", map[string]string{"init.sql": "a"}, nil, "NNNN_description"},
-		{"not a number", map[string]string{"x1_init.sql": "a"}, nil, "NNNN_description"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			fsys := fstest.MapFS{"migrations": &fstest.MapFile{Mode: fs.ModeDir | 0o755}}
-			for name, sql := range tt.files {
-				fsys["migrations/"+name] = &fstest.MapFile{Data: []byte(sql)}
-			}
-			ms, err := readMigrations(fsys)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("readMigrations: got error %v, want one containing %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("readMigrations: %v", err)
-			}
-			var got []int
-			for _, m := range ms {
-				got = append(got, m.version)
-			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("versions mismatch (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
 func TestEmbeddedMigrations(t *testing.T) {
 	t.Parallel()
-	ms, err := readMigrations(migrationFiles)
+	ms, err := schema.Read(migrationFiles)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +208,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	ms, err := readMigrations(migrationFiles)
+	ms, err := schema.Read(migrationFiles)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +266,7 @@ func TestSynchronous(t *testing.T) {
 func TestOpenUpgradesFirstSchema(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ms, err := readMigrations(migrationFiles)
+	ms, err := schema.Read(migrationFiles)
 	if err != nil {
 		t.Fatal(err)
 	}

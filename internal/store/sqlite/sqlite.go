@@ -46,8 +46,9 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/allot-dev/allot/internal/sema"
-	"github.com/allot-dev/allot/internal/store/codec"
 	"github.com/allot-dev/allot/internal/store"
+	"github.com/allot-dev/allot/internal/store/codec"
+	"github.com/allot-dev/allot/internal/store/schema"
 )
 
 // FileName is the name of the database file in the data directory.
@@ -305,7 +306,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 }
 
 func (s *Store) init(ctx context.Context) error {
-	ms, err := readMigrations(migrationFiles)
+	ms, err := schema.Read(migrationFiles)
 	if err != nil {
 		return err
 	}
