@@ -591,14 +591,19 @@ func (c *Coordinator) upsert(fn func(m *sema.Machine, now time.Time, id uuid.UUI
 	return v, created, err
 }
 
-// unwatch removes w from the watchers of id (of a lease, of a run). mu
-// must be held.
-func unwatch[W comparable](watchers map[uuid.UUID][]W, id uuid.UUID, w W) {
-	ws := slices.DeleteFunc(watchers[id], func(x W) bool { return x == w })
-	if len(ws) == 0 {
-		delete(watchers, id)
-	} else {
-		watchers[id] = ws
+// watch adds w to the watchers of id (of a lease, of a run) and returns
+// what removes it, which takes mu. mu must be held.
+func watch[W comparable](c *Coordinator, watchers map[uuid.UUID][]W, id uuid.UUID, w W) (stop func()) {
+	watchers[id] = append(watchers[id], w)
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		ws := slices.DeleteFunc(watchers[id], func(x W) bool { return x == w })
+		if len(ws) == 0 {
+			delete(watchers, id)
+		} else {
+			watchers[id] = ws
+		}
 	}
 }
 

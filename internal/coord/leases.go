@@ -484,13 +484,8 @@ func (c *Coordinator) WatchLease(ctx context.Context, id uuid.UUID, timeout time
 		}
 		return st, nil
 	}
-	c.leaseWatch[id] = append(c.leaseWatch[id], w)
+	defer watch(c, c.leaseWatch, id, w)()
 	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		unwatch(c.leaseWatch, id, w)
-		c.mu.Unlock()
-	}()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {

@@ -105,13 +105,8 @@ func (c *Coordinator) WaitRun(ctx context.Context, id uuid.UUID, until sema.RunS
 		c.mu.Unlock()
 		return r, err
 	}
-	c.runWatch[id] = append(c.runWatch[id], w)
+	defer watch(c, c.runWatch, id, w)()
 	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		unwatch(c.runWatch, id, w)
-		c.mu.Unlock()
-	}()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
