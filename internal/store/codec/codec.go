@@ -257,3 +257,61 @@ func DecodeStrategy(s string) (sema.CollisionStrategy, error) {
 	}
 	return c, nil
 }
+
+// RunText is what a run stores as text: its kind, state and collision
+// strategy by name, its tags and limits as EncodeTags writes them, and its
+// history as EncodeHistory does.
+type RunText struct {
+	Kind, State, Strategy string
+	Tags, Limits, History string
+}
+
+// EncodeRun is r's values stored as text.
+func EncodeRun(r *sema.Run) (RunText, error) {
+	var t RunText
+	var err error
+	if t.Kind, err = EncodeRunKind(r.Kind); err != nil {
+		return t, err
+	}
+	if t.State, err = EncodeRunState(r.State); err != nil {
+		return t, err
+	}
+	if t.Strategy, err = EncodeStrategy(r.CollisionStrategy); err != nil {
+		return t, err
+	}
+	if t.Tags, err = EncodeTags(r.Tags); err != nil {
+		return t, err
+	}
+	if t.History, err = EncodeHistory(r.History); err != nil {
+		return t, err
+	}
+	if t.Limits, err = EncodeTags(r.Limits); err != nil {
+		return t, fmt.Errorf("limits: %w", err)
+	}
+	return t, nil
+}
+
+// Decode sets r's values stored as text (what EncodeRun wrote); an error
+// names the run by r.ID.
+func (t RunText) Decode(r *sema.Run) error {
+	var err error
+	if r.Kind, err = DecodeRunKind(t.Kind); err != nil {
+		return fmt.Errorf("run %s: %w", r.ID, err)
+	}
+	if r.State, err = DecodeRunState(t.State); err != nil {
+		return fmt.Errorf("run %s: %w", r.ID, err)
+	}
+	if r.CollisionStrategy, err = DecodeStrategy(t.Strategy); err != nil {
+		return fmt.Errorf("run %s: %w", r.ID, err)
+	}
+	if r.Tags, err = DecodeTags(t.Tags); err != nil {
+		return fmt.Errorf("run %s: %w", r.ID, err)
+	}
+	if r.History, err = DecodeHistory(t.History); err != nil {
+		return fmt.Errorf("run %s: %w", r.ID, err)
+	}
+	if r.Limits, err = DecodeTags(t.Limits); err != nil {
+		return fmt.Errorf("run %s: limits: %w", r.ID, err)
+	}
+	return nil
+}

@@ -388,37 +388,21 @@ func loadRuns(ctx context.Context, tx pgx.Tx) ([]sema.Run, error) {
 	var out []sema.Run
 	for rows.Next() {
 		var (
-			r                                 sema.Run
-			name                              []byte
-			parent, lease                     *uuid.UUID
-			kind, tags, state, history, strat string
-			duration                          int64
-			f, waitSeq                        fence
-			created, updated                  *int64
-			limits                            string
-			slots                             int64
+			r                sema.Run
+			t                codec.RunText
+			name             []byte
+			parent, lease    *uuid.UUID
+			duration         int64
+			f, waitSeq       fence
+			created, updated *int64
+			slots            int64
 		)
-		if err := rows.Scan(&r.ID, &kind, &name, &tags, &parent, &state, &history, &strat, &duration,
-			&lease, &f, &waitSeq, &created, &updated, &limits, &slots); err != nil {
+		if err := rows.Scan(&r.ID, &t.Kind, &name, &t.Tags, &parent, &t.State, &t.History, &t.Strategy, &duration,
+			&lease, &f, &waitSeq, &created, &updated, &t.Limits, &slots); err != nil {
 			return nil, err
 		}
-		if r.Kind, err = codec.DecodeRunKind(kind); err != nil {
-			return nil, fmt.Errorf("run %s: %w", r.ID, err)
-		}
-		if r.State, err = codec.DecodeRunState(state); err != nil {
-			return nil, fmt.Errorf("run %s: %w", r.ID, err)
-		}
-		if r.CollisionStrategy, err = codec.DecodeStrategy(strat); err != nil {
-			return nil, fmt.Errorf("run %s: %w", r.ID, err)
-		}
-		if r.Tags, err = codec.DecodeTags(tags); err != nil {
-			return nil, fmt.Errorf("run %s: %w", r.ID, err)
-		}
-		if r.History, err = codec.DecodeHistory(history); err != nil {
-			return nil, fmt.Errorf("run %s: %w", r.ID, err)
-		}
-		if r.Limits, err = codec.DecodeTags(limits); err != nil {
-			return nil, fmt.Errorf("run %s: limits: %w", r.ID, err)
+		if err := t.Decode(&r); err != nil {
+			return nil, err
 		}
 		r.Slots = int(slots)
 		r.Name = string(name)
@@ -807,23 +791,7 @@ func queueRun(b *pgx.Batch, r *sema.Run) error {
 	if r == nil {
 		return errors.New("no run")
 	}
-	kind, err := codec.EncodeRunKind(r.Kind)
-	if err != nil {
-		return err
-	}
-	state, err := codec.EncodeRunState(r.State)
-	if err != nil {
-		return err
-	}
-	strategy, err := codec.EncodeStrategy(r.CollisionStrategy)
-	if err != nil {
-		return err
-	}
-	tags, err := codec.EncodeTags(r.Tags)
-	if err != nil {
-		return err
-	}
-	history, err := codec.EncodeHistory(r.History)
+	t, err := codec.EncodeRun(r)
 	if err != nil {
 		return err
 	}
@@ -835,13 +803,9 @@ func queueRun(b *pgx.Batch, r *sema.Run) error {
 	if err != nil {
 		return fmt.Errorf("updated: %w", err)
 	}
-	limits, err := codec.EncodeTags(r.Limits)
-	if err != nil {
-		return err
-	}
-	b.Queue(upsertRun, r.ID, kind, []byte(r.Name), tags, uuidArg(r.ParentID), state, history,
-		strategy, int64(r.LeaseDuration), uuidArg(r.LeaseID), fence(r.Fence), fence(r.WaitSeq), created, updated,
-		limits, int64(r.Slots))
+	b.Queue(upsertRun, r.ID, t.Kind, []byte(r.Name), t.Tags, uuidArg(r.ParentID), t.State, t.History,
+		t.Strategy, int64(r.LeaseDuration), uuidArg(r.LeaseID), fence(r.Fence), fence(r.WaitSeq), created, updated,
+		t.Limits, int64(r.Slots))
 	return nil
 }
 

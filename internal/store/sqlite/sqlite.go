@@ -609,39 +609,23 @@ func loadRuns(ctx context.Context, tx *sql.Tx) ([]sema.Run, error) {
 	var out []sema.Run
 	for rows.Next() {
 		var (
-			r                                 sema.Run
-			id, parent, lease                 []byte
-			kind, tags, state, history, strat string
-			limits                            string
-			duration, fence, waitSeq, slots   int64
-			created, updated                  sql.Null[int64]
+			r                               sema.Run
+			t                               codec.RunText
+			id, parent, lease               []byte
+			duration, fence, waitSeq, slots int64
+			created, updated                sql.Null[int64]
 		)
-		if err := rows.Scan(&id, &kind, &r.Name, &tags, &parent, &state, &history, &strat, &duration,
-			&lease, &fence, &waitSeq, &created, &updated, &limits, &slots); err != nil {
+		if err := rows.Scan(&id, &t.Kind, &r.Name, &t.Tags, &parent, &t.State, &t.History, &t.Strategy, &duration,
+			&lease, &fence, &waitSeq, &created, &updated, &t.Limits, &slots); err != nil {
 			return nil, err
 		}
 		if r.ID, err = uuid.FromBytes(id); err != nil {
 			return nil, fmt.Errorf("run id: %w", err)
 		}
-		if r.Kind, err = codec.DecodeRunKind(kind); err != nil {
-			return nil, fmt.Errorf("run %s: %w", r.ID, err)
-		}
-		if r.State, err = codec.DecodeRunState(state); err != nil {
-			return nil, fmt.Errorf("run %s: %w", r.ID, err)
-		}
-		if r.CollisionStrategy, err = codec.DecodeStrategy(strat); err != nil {
-			return nil, fmt.Errorf("run %s: %w", r.ID, err)
-		}
-		if r.Tags, err = codec.DecodeTags(tags); err != nil {
-			return nil, fmt.Errorf("run %s: %w", r.ID, err)
-		}
-		if r.Limits, err = codec.DecodeTags(limits); err != nil {
-			return nil, fmt.Errorf("run %s: limits: %w", r.ID, err)
+		if err := t.Decode(&r); err != nil {
+			return nil, err
 		}
 		r.Slots = int(slots)
-		if r.History, err = codec.DecodeHistory(history); err != nil {
-			return nil, fmt.Errorf("run %s: %w", r.ID, err)
-		}
 		if r.ParentID, err = scanUUID(parent); err != nil {
 			return nil, fmt.Errorf("run %s: parent id: %w", r.ID, err)
 		}
@@ -864,29 +848,9 @@ func (s *Store) putRun(r *sema.Run) error {
 	if r == nil {
 		return errors.New("no run")
 	}
-	kind, err := codec.EncodeRunKind(r.Kind)
+	t, err := codec.EncodeRun(r)
 	if err != nil {
 		return err
-	}
-	state, err := codec.EncodeRunState(r.State)
-	if err != nil {
-		return err
-	}
-	strategy, err := codec.EncodeStrategy(r.CollisionStrategy)
-	if err != nil {
-		return err
-	}
-	tags, err := codec.EncodeTags(r.Tags)
-	if err != nil {
-		return err
-	}
-	history, err := codec.EncodeHistory(r.History)
-	if err != nil {
-		return err
-	}
-	limits, err := codec.EncodeTags(r.Limits)
-	if err != nil {
-		return fmt.Errorf("limits: %w", err)
 	}
 	created, err := timeArg(r.Created)
 	if err != nil {
@@ -896,9 +860,9 @@ func (s *Store) putRun(r *sema.Run) error {
 	if err != nil {
 		return fmt.Errorf("updated: %w", err)
 	}
-	return s.upsertRun.run(r.ID[:], kind, r.Name, tags, uuidArg(r.ParentID), state, history,
-		strategy, int64(r.LeaseDuration), uuidArg(r.LeaseID), fenceArg(r.Fence), fenceArg(r.WaitSeq), created, updated,
-		limits, int64(r.Slots))
+	return s.upsertRun.run(r.ID[:], t.Kind, r.Name, t.Tags, uuidArg(r.ParentID), t.State, t.History,
+		t.Strategy, int64(r.LeaseDuration), uuidArg(r.LeaseID), fenceArg(r.Fence), fenceArg(r.WaitSeq), created, updated,
+		t.Limits, int64(r.Slots))
 }
 
 func (s *Store) putKey(k *sema.Key) error {
