@@ -103,11 +103,7 @@ func keyList(env Env, g *globals) *cobra.Command {
 		Short:   "List API keys (never their secrets)",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := wantJSON(output)
-			if err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, asJSON, err := g.jsonClient(output)
 			if err != nil {
 				return err
 			}

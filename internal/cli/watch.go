@@ -31,11 +31,7 @@ been missed.`,
   allot watch db tag:etl
   allot watch -o json | jq .`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := wantJSON(output)
-			if err != nil {
-				return err
-			}
-			c, err := g.client()
+			c, asJSON, err := g.jsonClient(output)
 			if err != nil {
 				return err
 			}
