@@ -315,3 +315,45 @@ func (t RunText) Decode(r *sema.Run) error {
 	}
 	return nil
 }
+
+// Describe names a change for an error of a store's Commit ("put limit
+// <id> \"name\"", "delete lease <id>", ...).
+func Describe(c *sema.Change) string {
+	switch c.Kind {
+	case sema.PutLimit:
+		return fmt.Sprintf("put limit %s %q", c.Limit.ID, c.Limit.Name)
+	case sema.DeleteLimit:
+		return "delete limit " + c.ID.String()
+	case sema.PutLease:
+		return "put lease " + c.Lease.ID.String()
+	case sema.DeleteLease:
+		return "delete lease " + c.ID.String()
+	case sema.PutRun:
+		if c.Run == nil {
+			return "put run (none)"
+		}
+		return "put run " + c.Run.ID.String()
+	case sema.DeleteRun:
+		return "delete run " + c.ID.String()
+	case sema.PutWaiter:
+		if c.Waiter == nil {
+			return "put waiter (none)"
+		}
+		return fmt.Sprintf("put waiter %q", c.Waiter.Ticket)
+	case sema.DeleteWaiter:
+		return fmt.Sprintf("delete waiter %q", c.Ticket)
+	case sema.PutKey:
+		if c.Key == nil {
+			return "put key (none)"
+		}
+		return "put key " + c.Key.ID
+	case sema.PutAudit:
+		if c.Audit == nil {
+			return "put audit (none)"
+		}
+		return fmt.Sprintf("put audit %d", c.Audit.Seq)
+	case sema.PruneAudit:
+		return "prune audit before " + c.Before.String()
+	}
+	return fmt.Sprintf("kind %d", c.Kind)
+}

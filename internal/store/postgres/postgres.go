@@ -569,7 +569,7 @@ func (s *Store) Commit(ctx context.Context, changes []sema.Change) error {
 			return fmt.Errorf("commit: change %d of %d: unknown kind %d", i+1, len(changes), c.Kind)
 		}
 		if err != nil {
-			return fmt.Errorf("commit: change %d of %d (%s): %w", i+1, len(changes), describe(c), err)
+			return fmt.Errorf("commit: change %d of %d (%s): %w", i+1, len(changes), codec.Describe(c), err)
 		}
 	}
 	if leases {
@@ -631,46 +631,6 @@ func lostConnection(ctx context.Context, err error) bool {
 		return pe.Severity == "FATAL" || strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P")
 	}
 	return true // a network error, below PostgreSQL's messages
-}
-
-func describe(c *sema.Change) string {
-	switch c.Kind {
-	case sema.PutLimit:
-		return fmt.Sprintf("put limit %s %q", c.Limit.ID, c.Limit.Name)
-	case sema.DeleteLimit:
-		return "delete limit " + c.ID.String()
-	case sema.PutLease:
-		return "put lease " + c.Lease.ID.String()
-	case sema.DeleteLease:
-		return "delete lease " + c.ID.String()
-	case sema.PutRun:
-		if c.Run == nil {
-			return "put run (none)"
-		}
-		return "put run " + c.Run.ID.String()
-	case sema.DeleteRun:
-		return "delete run " + c.ID.String()
-	case sema.PutWaiter:
-		if c.Waiter == nil {
-			return "put waiter (none)"
-		}
-		return fmt.Sprintf("put waiter %q", c.Waiter.Ticket)
-	case sema.DeleteWaiter:
-		return fmt.Sprintf("delete waiter %q", c.Ticket)
-	case sema.PutKey:
-		if c.Key == nil {
-			return "put key (none)"
-		}
-		return "put key " + c.Key.ID
-	case sema.PutAudit:
-		if c.Audit == nil {
-			return "put audit (none)"
-		}
-		return fmt.Sprintf("put audit %d", c.Audit.Seq)
-	case sema.PruneAudit:
-		return "prune audit before " + c.Before.String()
-	}
-	return fmt.Sprintf("kind %d", c.Kind)
 }
 
 func queueLimit(b *pgx.Batch, l *sema.Limit) error {
