@@ -138,6 +138,9 @@ type parked struct {
 	// noLease: a grant makes no lease to keep for the caller.
 	noLease bool
 	grace   *time.Timer
+	// detached counts the times the waiter was detached: a grace timer
+	// acts only if no later detach (or return) superseded it.
+	detached uint64
 	// key is the API key of the request, or "".
 	key string
 }
@@ -694,20 +697,28 @@ func lockedErr(err error) error {
 // (or until deadline, if sooner), then takes it out. mu must be held.
 func (c *Coordinator) detach(now time.Time, id uint64, p *parked, deadline time.Time) {
 	p.ch = nil
+	p.detached++
+	gen := p.detached
 	d := max(c.cfg.WaiterGrace, 0)
 	if !deadline.IsZero() {
 		d = min(d, deadline.Sub(now))
 	}
-	p.grace = time.AfterFunc(max(d, 0), func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.failed != nil || c.waiters[id] != p || p.ch != nil {
-			return
-		}
-		c.unpark(id)
-		c.m.CancelWaiter(c.now(), id)
-		c.collect()
-	})
+	p.grace = time.AfterFunc(max(d, 0), func() { c.graceUp(id, p, gen) })
+}
+
+// graceUp takes waiter id out of line when the grace of its detach number
+// gen is up, unless its caller came back since, or the waiter was detached
+// again (a timer that fired while a returning request held mu must not cut
+// the new grace short).
+func (c *Coordinator) graceUp(id uint64, p *parked, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed != nil || c.waiters[id] != p || p.ch != nil || p.detached != gen {
+		return
+	}
+	c.unpark(id)
+	c.m.CancelWaiter(c.now(), id)
+	c.collect()
 }
 
 // unclaimedSlack is how long after the waiter grace a lease held unclaimed
