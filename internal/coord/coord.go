@@ -283,8 +283,8 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 				c.holdUnclaimed(r.Outcome.Lease.ID)
 			}
 		default:
-			p := &parked{ticket: r.Waiter.Ticket, noLease: r.Waiter.NoLease}
-			c.waiters[r.Outcome.WaiterID] = p
+			p := &parked{ticket: r.Waiter.Ticket, noLease: r.Waiter.NoLease, key: r.Waiter.KeyID}
+			c.park(r.Outcome.WaiterID, p) // counted for its key's quota
 			c.detach(now, r.Outcome.WaiterID, p, r.Waiter.Deadline)
 		}
 	}

@@ -447,3 +447,58 @@ func TestTicketClaimedGrantHasFullDuration(t *testing.T) {
 		})
 	}
 }
+
+// Waiters put back in line by a restart count for their key's quota of
+// waiting requests, and each can still come back for its own place.
+func TestRestoredWaitersCountForKeyQuota(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		cfg := coord.DefaultConfig()
+		cfg.KeyMaxWaiting = 2
+		b := setupConfig(t, nil, cfg)
+		mustLimit(t, b.c, "db", 1)
+		ring, err := auth.NewKeyring(t.Context(), b.c, time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, _, err := ring.Create(t.Context(), auth.NewKey{Name: "worker", Scopes: []string{"acquire:*"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := ring.Authenticate("Bearer " + tok.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		acquire(t, b.c, "db", 0)
+		kctx := auth.NewContext(t.Context(), p)
+		for _, tk := range []string{"a", "b"} {
+			ctx, cancel := context.WithCancel(kctx)
+			res := waitFor(ctx, b.c, "db", tk)
+			cancel()
+			<-res
+		}
+		if err := b.stop(); err != nil {
+			t.Fatal(err)
+		}
+		b2 := setupConfig(t, b.st.Reopen(), cfg)
+		ring2, err := auth.NewKeyring(t.Context(), b2.c, time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p2, err := ring2.Authenticate("Bearer " + tok.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		kctx = auth.NewContext(t.Context(), p2)
+		var qe *auth.QuotaError
+		if r := <-waitFor(kctx, b2.c, "db", "c"); !errors.As(r.err, &qe) {
+			t.Errorf("a third waiter of the key after restart: %v, want a QuotaError", r.err)
+		}
+		ctx, cancel := context.WithCancel(kctx)
+		defer cancel()
+		back := waitFor(ctx, b2.c, "db", "a")
+		if _, n := lineOf(t, b2.c, "db"); n != 2 || len(back) != 0 {
+			t.Errorf("a back for its place: waiting %d (want 2), answered early: %v", n, len(back) != 0)
+		}
+	})
+}
