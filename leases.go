@@ -358,7 +358,9 @@ func (c *Client) Acquire(ctx context.Context, names []string, opts ...Option) (*
 
 // TryAcquire is Acquire without waiting: if the slots are not free now it
 // fails at once with a *LockedError (matching ErrLocked) that says when to
-// try again. Timeout and MaxRetries do not apply.
+// try again. Timeout and MaxRetries do not apply. If its answer is lost to
+// a connection error (after the client's retries), it cancels its ticket,
+// so that a lease the server may have granted it is released at once.
 func (c *Client) TryAcquire(ctx context.Context, names []string, opts ...Option) (*Lease, error) {
 	s, err := newSettings(opts)
 	if err != nil {
@@ -436,11 +438,13 @@ func (c *Client) missing(op string, names []string, strict bool) error {
 // jittered backoff, until it answers or time runs out; send carries the
 // same ticket every time, so the request takes up its place in line again.
 // When it gives up (ctx done, time out), it cancels the ticket, so that its
-// place is not kept for a caller that is gone.
+// place is not kept for a caller that is gone. A try (no waiting) whose
+// answer was lost to a connection error after its retries cancels it too:
+// the server may have granted it a lease that nobody will use.
 func (c *Client) waitInLine(ctx context.Context, op string, s settings, try bool, ticket string,
 	send func(ctx context.Context, hold func() time.Duration) error) (err error) {
 	defer func() {
-		if err != nil && !try && ticket != "" && (ctx.Err() != nil || errors.Is(err, ErrTimeout) ||
+		if err != nil && ticket != "" && (ctx.Err() != nil || errors.Is(err, ErrTimeout) ||
 			errors.Is(err, context.DeadlineExceeded) || transient(err)) {
 			c.cancelTicket(ctx, ticket)
 		}

@@ -156,3 +156,33 @@ func TestWaiterReconnectsAndKeepsItsPlace(t *testing.T) {
 		t.Errorf("granted in order %v, want [first second]", got)
 	}
 }
+
+// A TryAcquire whose answer is lost (and no retry is left) cancels its
+// ticket: the lease the server granted it is released, not left held
+// until it expires.
+func TestTryAcquireWithLostAnswerCancelsItsTicket(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.limit(t, allot.LimitSpec{Name: "db", Limit: 1})
+	p, u := newCutter(t, b.srv.URL())
+	p.lose = true
+	c, err := allot.NewClient(allot.WithURL(u), allot.WithRetry(0, 10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseIdleConnections()
+	if l, err := c.TryAcquire(t.Context(), []string{"db"}); err == nil {
+		l.Release(context.Background())
+		t.Fatal("TryAcquire with its answer lost: granted, want a connection error")
+	}
+	if n := p.acquires.Load(); n != 1 {
+		t.Fatalf("acquisitions sent = %d, want 1", n)
+	}
+	lim, err := b.c.GetLimit(t.Context(), "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lim.ActiveSlots != 0 || len(lim.Holders) != 0 {
+		t.Errorf("after a lost TryAcquire: active %d holders %+v, want the granted lease released", lim.ActiveSlots, lim.Holders)
+	}
+}

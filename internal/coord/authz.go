@@ -77,9 +77,17 @@ const quotaRetry = time.Second
 
 // checkKeyQuota refuses a request of a key that holds KeyMaxLeases leases
 // or has KeyMaxWaiting requests in line; it must be called with mu held.
+// A request whose ticket names a waiter or lease of its own key passes: it
+// comes back for what is already counted.
 func (c *Coordinator) checkKeyQuota(req sema.Request) error {
 	if req.KeyID == "" {
 		return nil
+	}
+	if req.Ticket != "" {
+		if key, ok := c.m.TicketKey(req.Ticket); ok && key == req.KeyID {
+			// Back for its own place or lease: it adds nothing.
+			return nil
+		}
 	}
 	if n := c.cfg.KeyMaxLeases; n > 0 && !req.NoLease && c.m.KeyLeases(req.KeyID) >= n {
 		return &auth.QuotaError{KeyID: req.KeyID, What: "held leases", RetryAfter: quotaRetry}

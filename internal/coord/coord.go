@@ -139,6 +139,9 @@ type parked struct {
 	// noLease: a grant makes no lease to keep for the caller.
 	noLease bool
 	grace   *time.Timer
+	// detached counts the times the waiter was detached: a grace timer
+	// acts only if no later detach (or return) superseded it.
+	detached uint64
 	// key is the API key of the request, or "".
 	key string
 }
@@ -164,6 +167,9 @@ type Coordinator struct {
 	// unclaimed are the leases granted to detached waiters, each released
 	// by its timer unless its caller comes back for it first.
 	unclaimed map[uuid.UUID]*time.Timer
+	// shorten are the leases just held unclaimed whose expiry collect
+	// brings forward to the end of the grace.
+	shorten []uuid.UUID
 	// handoff are the leases granted to an attached waiter with a ticket
 	// whose request has not yet answered: true once a retry with the
 	// ticket was answered the lease (claim), so that the first request,
@@ -278,8 +284,8 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Coordinator, error) 
 				c.holdUnclaimed(r.Outcome.Lease.ID)
 			}
 		default:
-			p := &parked{ticket: r.Waiter.Ticket, noLease: r.Waiter.NoLease}
-			c.waiters[r.Outcome.WaiterID] = p
+			p := &parked{ticket: r.Waiter.Ticket, noLease: r.Waiter.NoLease, key: r.Waiter.KeyID}
+			c.park(r.Outcome.WaiterID, p) // counted for its key's quota
 			c.detach(now, r.Outcome.WaiterID, p, r.Waiter.Deadline)
 		}
 	}
@@ -413,11 +419,26 @@ const maxSpareChanges = 1024
 // its events. It must be called with mu held; it returns the batch that
 // carries the changes, or nil if there were none.
 func (c *Coordinator) collect() *batch {
-	changes, events := c.m.Drain()
 	now := c.now()
-	for _, e := range events {
-		c.dispatch(e)
-		c.recordEvent(now, e)
+	n := 0
+	for {
+		changes, events := c.m.Drain()
+		n += len(changes)
+		c.pending = append(c.pending, changes...)
+		for _, e := range events {
+			c.dispatch(e)
+			c.recordEvent(now, e)
+		}
+		if len(c.shorten) == 0 {
+			break
+		}
+		// Leases granted to detached waiters (holdUnclaimed) end by
+		// themselves soon after the grace, in the same batch as their
+		// grant: after a restart, no timer is needed to end them.
+		for _, id := range c.shorten {
+			c.m.Shorten(now, id, max(c.cfg.WaiterGrace, 0)+unclaimedSlack)
+		}
+		c.shorten = c.shorten[:0]
 	}
 	leases, waiters := c.m.Counts()
 	c.met.leases.Set(float64(leases))
@@ -429,10 +450,9 @@ func (c *Coordinator) collect() *batch {
 		default:
 		}
 	}
-	if len(changes) == 0 {
+	if n == 0 {
 		return nil
 	}
-	c.pending = append(c.pending, changes...)
 	select {
 	case c.kick <- struct{}{}:
 	default:
@@ -725,30 +745,47 @@ func lockedErr(err error) error {
 // (or until deadline, if sooner), then takes it out. mu must be held.
 func (c *Coordinator) detach(now time.Time, id uint64, p *parked, deadline time.Time) {
 	p.ch = nil
+	p.detached++
+	gen := p.detached
 	d := max(c.cfg.WaiterGrace, 0)
 	if !deadline.IsZero() {
 		d = min(d, deadline.Sub(now))
 	}
-	p.grace = time.AfterFunc(max(d, 0), func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.failed != nil || c.waiters[id] != p || p.ch != nil {
-			return
-		}
-		c.unpark(id)
-		c.m.CancelWaiter(c.now(), id)
-		c.collect()
-	})
+	p.grace = time.AfterFunc(max(d, 0), func() { c.graceUp(id, p, gen) })
 }
+
+// graceUp takes waiter id out of line when the grace of its detach number
+// gen is up, unless its caller came back since, or the waiter was detached
+// again (a timer that fired while a returning request held mu must not cut
+// the new grace short).
+func (c *Coordinator) graceUp(id uint64, p *parked, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed != nil || c.waiters[id] != p || p.ch != nil || p.detached != gen {
+		return
+	}
+	c.unpark(id)
+	c.m.CancelWaiter(c.now(), id)
+	c.collect()
+}
+
+// unclaimedSlack is how long after the waiter grace a lease held unclaimed
+// expires by itself, should its release timer not fire (after a restart):
+// long enough that the timer, when it runs, releases it first.
+const unclaimedSlack = time.Second
 
 // holdUnclaimed keeps a lease granted to a waiter whose caller is away for
 // the grace; unless the caller comes back for it (claim), it is then
 // released as unclaimed. Nobody was ever told of the grant, so nothing can
-// be running under it. mu must be held.
+// be running under it. Its expiry is brought forward durably to the end of
+// the grace (collect, in the batch of the grant), so that it ends after a
+// restart too; a claim renews it to its full duration. mu must be held, and
+// collect called before it is released.
 func (c *Coordinator) holdUnclaimed(id uuid.UUID) {
 	if _, ok := c.unclaimed[id]; ok {
 		return
 	}
+	c.shorten = append(c.shorten, id)
 	c.unclaimed[id] = time.AfterFunc(max(c.cfg.WaiterGrace, 0), func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()

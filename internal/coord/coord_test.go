@@ -29,10 +29,16 @@ type bundle struct {
 // synctest bubble so that its timers use the bubble's clock.
 func setup(t *testing.T, st *memstore.Store) *bundle {
 	t.Helper()
+	return setupConfig(t, st, coord.DefaultConfig())
+}
+
+// setupConfig is setup with cfg.
+func setupConfig(t *testing.T, st *memstore.Store, cfg coord.Config) *bundle {
+	t.Helper()
 	if st == nil {
 		st = memstore.New()
 	}
-	c, err := coord.New(t.Context(), st, coord.DefaultConfig())
+	c, err := coord.New(t.Context(), st, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -102,6 +102,14 @@ func (c *Coordinator) Acquire(ctx context.Context, req AcquireRequest) (Grant, e
 	case err != nil:
 	case out.Granted && out.Resumed:
 		c.claim(out.Lease.ID)
+		// A lease held unclaimed was brought forward to the end of the
+		// grace (holdUnclaimed), here or before a restart: its caller has
+		// it back for its full duration, answered once that is durable.
+		if out.Lease.Expires.Before(start.Add(out.Lease.Duration)) {
+			if l, rerr := c.m.Renew(start, out.Lease.ID, 0); rerr == nil {
+				out.Lease = l
+			}
+		}
 	case !out.Granted:
 		ch = make(chan *waitResult, 1)
 		if p := c.waiters[out.WaiterID]; p != nil {
@@ -180,6 +188,7 @@ func (c *Coordinator) granted(ctx context.Context, r *waitResult, sreq sema.Requ
 			c.mu.Lock()
 			if c.failed == nil {
 				c.holdUnclaimed(r.grant.Lease.ID)
+				c.collect()
 			}
 			c.mu.Unlock()
 		} else {

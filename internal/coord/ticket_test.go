@@ -374,3 +374,131 @@ func TestTicketWaiterOfRevokedKeyLeavesAtOnce(t *testing.T) {
 		}
 	})
 }
+
+// grantDetached grants a lease to the waiter with ticket "a" of b, whose
+// caller has gone away, and returns its id.
+func grantDetached(t *testing.T, b *bundle) string {
+	t.Helper()
+	mustLimit(t, b.c, "db", 1)
+	holder := acquire(t, b.c, "db", 0)
+	drop(t, b.c, "db", "a")
+	if _, err := b.c.Release(t.Context(), holder.Lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	synctest.Wait()
+	held, _ := lineOf(t, b.c, "db")
+	if len(held) != 1 || held[0] == holder.Lease.ID.String() {
+		t.Fatalf("holders %v, want a's lease", held)
+	}
+	return held[0]
+}
+
+// A lease granted while its caller was away ends soon after the grace even
+// if the coordinator restarts meanwhile (no timer survives a restart), not
+// after its hour-long duration.
+func TestTicketUnclaimedGrantEndsAfterGraceAcrossRestart(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := setup(t, nil)
+		grantDetached(t, b)
+		if err := b.stop(); err != nil {
+			t.Fatal(err)
+		}
+		b2 := setup(t, b.st.Reopen())
+		if h, _ := lineOf(t, b2.c, "db"); len(h) != 1 {
+			t.Fatalf("after restart: holders %v, want a's lease", h)
+		}
+		time.Sleep(coord.DefaultConfig().WaiterGrace + 2*time.Second)
+		synctest.Wait()
+		if h, _ := lineOf(t, b2.c, "db"); len(h) != 0 {
+			t.Errorf("after the grace: holders %v, want none", h)
+		}
+	})
+}
+
+// A lease granted while its caller was away and claimed by the caller's
+// return (after a restart, too) is held for its full duration.
+func TestTicketClaimedGrantHasFullDuration(t *testing.T) {
+	t.Parallel()
+	for _, restart := range []bool{false, true} {
+		synctest.Test(t, func(t *testing.T) {
+			b := setup(t, nil)
+			held := grantDetached(t, b)
+			c := b.c
+			if restart {
+				if err := b.stop(); err != nil {
+					t.Fatal(err)
+				}
+				c = setup(t, b.st.Reopen()).c
+			}
+			time.Sleep(3 * time.Second)
+			now := time.Now()
+			r := <-waitFor(t.Context(), c, "db", "a")
+			if r.err != nil || r.g.Lease.ID.String() != held {
+				t.Fatalf("a back: lease %v, %v; want %s", r.g.Lease.ID, r.err, held)
+			}
+			if want := now.Add(time.Hour); !r.g.Lease.Expires.Equal(want) {
+				t.Errorf("claimed lease expires %v, want %v (its full hour)", r.g.Lease.Expires, want)
+			}
+			time.Sleep(2 * coord.DefaultConfig().WaiterGrace)
+			if h, _ := lineOf(t, c, "db"); len(h) != 1 || h[0] != held {
+				t.Errorf("after the grace (restart %v): holders %v, want a's claimed lease", restart, h)
+			}
+		})
+	}
+}
+
+// Waiters put back in line by a restart count for their key's quota of
+// waiting requests, and each can still come back for its own place.
+func TestRestoredWaitersCountForKeyQuota(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		cfg := coord.DefaultConfig()
+		cfg.KeyMaxWaiting = 2
+		b := setupConfig(t, nil, cfg)
+		mustLimit(t, b.c, "db", 1)
+		ring, err := auth.NewKeyring(t.Context(), b.c, time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, _, err := ring.Create(t.Context(), auth.NewKey{Name: "worker", Scopes: []string{"acquire:*"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := ring.Authenticate("Bearer " + tok.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		acquire(t, b.c, "db", 0)
+		kctx := auth.NewContext(t.Context(), p)
+		for _, tk := range []string{"a", "b"} {
+			ctx, cancel := context.WithCancel(kctx)
+			res := waitFor(ctx, b.c, "db", tk)
+			cancel()
+			<-res
+		}
+		if err := b.stop(); err != nil {
+			t.Fatal(err)
+		}
+		b2 := setupConfig(t, b.st.Reopen(), cfg)
+		ring2, err := auth.NewKeyring(t.Context(), b2.c, time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p2, err := ring2.Authenticate("Bearer " + tok.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		kctx = auth.NewContext(t.Context(), p2)
+		var qe *auth.QuotaError
+		if r := <-waitFor(kctx, b2.c, "db", "c"); !errors.As(r.err, &qe) {
+			t.Errorf("a third waiter of the key after restart: %v, want a QuotaError", r.err)
+		}
+		ctx, cancel := context.WithCancel(kctx)
+		defer cancel()
+		back := waitFor(ctx, b2.c, "db", "a")
+		if _, n := lineOf(t, b2.c, "db"); n != 2 || len(back) != 0 {
+			t.Errorf("a back for its place: waiting %d (want 2), answered early: %v", n, len(back) != 0)
+		}
+	})
+}

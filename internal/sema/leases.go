@@ -290,6 +290,24 @@ func (m *Machine) Renew(now time.Time, id uuid.UUID, d time.Duration) (Lease, er
 	return ll.Lease, nil
 }
 
+// Shorten brings a live lease's expiry forward to now+d, if that is
+// sooner, keeping its duration: a Renew with no duration later gives it its
+// full term again. It says whether the lease is live. A coordinator uses it
+// for a lease nobody has been told of yet, so that the lease ends by itself
+// (across a restart too) unless its caller claims it.
+func (m *Machine) Shorten(now time.Time, id uuid.UUID, d time.Duration) bool {
+	ll := m.leases[id]
+	if ll == nil || !now.Before(ll.Expires) {
+		return false
+	}
+	if t := now.Add(max(d, 0)); t.Before(ll.Expires) {
+		ll.Expires = t
+		heap.Fix(&m.expiry, ll.heapIdx)
+		m.changes = append(m.changes, Change{Kind: PutLease, Lease: ll.Lease})
+	}
+	return true
+}
+
 func (m *Machine) expire(now time.Time, ll *leaseState) {
 	why := "lease expired: no heartbeat for " + strconv.FormatFloat(ll.Duration.Seconds(), 'g', -1, 64) + "s"
 	m.events = append(m.events, Event{Kind: Expired, Lease: ll.Lease, Limits: refs(ll.limits), Reason: why})

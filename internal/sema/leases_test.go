@@ -656,6 +656,71 @@ func TestRenew(t *testing.T) {
 	}
 }
 
+func TestShorten(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		d           time.Duration
+		wantExpires time.Duration // from t0
+		wantChange  bool
+	}{
+		{"sooner", 10 * time.Second, 40 * time.Second, true},
+		{"later keeps expiry", 10 * time.Minute, time.Minute, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.create(t0, "db", 1)
+			lease := b.mustGrant(t0, b.req(1, "db"))
+			b.m.Drain()
+			if !b.m.Shorten(at(30*time.Second), lease.ID, tt.d) {
+				t.Fatal("Shorten of a live lease: false")
+			}
+			changes, _ := b.m.Drain()
+			if got := len(changes) == 1 && changes[0].Kind == PutLease; got != tt.wantChange {
+				t.Errorf("PutLease recorded: %v, want %v (%v)", got, tt.wantChange, changes)
+			}
+			got, _, err := b.m.Lease(at(30*time.Second), lease.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.Expires.Equal(at(tt.wantExpires)) || got.Duration != lease.Duration {
+				t.Errorf("lease expires %v, duration %v; want %v, %v", got.Expires, got.Duration, at(tt.wantExpires), lease.Duration)
+			}
+			// A renewal without a duration gives it its full term again.
+			r, err := b.m.Renew(at(35*time.Second), lease.ID, 0)
+			if err != nil || !r.Expires.Equal(at(35*time.Second).Add(lease.Duration)) {
+				t.Errorf("Renew after Shorten: %v, %v; want expiry %v", r.Expires, err, at(35*time.Second).Add(lease.Duration))
+			}
+		})
+	}
+}
+
+func TestShortenExpires(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.create(t0, "db", 1)
+	lease := b.mustGrant(t0, b.req(1, "db"))
+	w := b.mustWait(t0, b.req(1, "db"))
+	b.events()
+	b.m.Shorten(t0, lease.ID, 10*time.Second)
+	if d, ok := b.m.NextDeadline(); !ok || !d.Equal(at(10*time.Second)) {
+		t.Errorf("next deadline %v, %v; want %v", d, ok, at(10*time.Second))
+	}
+	b.m.Tick(at(10 * time.Second))
+	es := b.events()
+	if d := cmp.Diff([]EventKind{Expired, Granted}, eventKinds(es)); d != "" {
+		t.Fatalf("events (-want +got):\n%s", d)
+	}
+	if es[1].WaiterID != w {
+		t.Errorf("slots went to waiter %d, want %d", es[1].WaiterID, w)
+	}
+	if b.m.Shorten(at(20*time.Second), lease.ID, time.Second) {
+		t.Error("Shorten of an expired lease: true")
+	}
+}
+
 func TestRenewUnknown(t *testing.T) {
 	t.Parallel()
 	m := New(DefaultConfig())
