@@ -119,6 +119,18 @@ func run(ctx context.Context, args []string, envURL, exe string, stdout, stderr 
 	fs.BoolVar(&cfg.NetHTTP, "nethttp", cfg.NetHTTP, "send acquires and releases, and the baseline's requests, through Go's net/http client instead of the lean raw HTTP/1.1 client")
 	fs.StringVar(&cfg.FsyncDir, "fsync-dir", "", "where baseline times the disk's fsyncs: the disk of the server's data directory (default: the system's temporary directory)")
 	pages := fs.Int("ui-pages", 0, "web UI pages kept open while the workloads run: each listens on /ui/live and fetches the limits table on every change, as a browser does")
+	compare := fs.Bool("compare", false, "run throughput and handoff against allot (-url, and each -also) and against the peers that answer (-peer-pg, -peer-redis), then print a table with allot's pairs/s over each peer's")
+	var also []bench.Target
+	fs.Func("also", "with -compare: another allot server to measure, as name=url (repeatable), such as follower=http://127.0.0.1:4201/api", func(s string) error {
+		name, u, ok := strings.Cut(s, "=")
+		if !ok || name == "" || u == "" {
+			return fmt.Errorf("%q: want name=url", s)
+		}
+		also = append(also, bench.Target{Name: name, URL: u})
+		return nil
+	})
+	peerPG := fs.String("peer-pg", envOr("ALLOT_BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "with -compare: the PostgreSQL for Prefect's conditional UPDATE (ALLOT_BENCH_PG_URL; empty: none)")
+	peerRedis := fs.String("peer-redis", envOr("ALLOT_BENCH_REDIS_ADDR", "127.0.0.1:6379"), "with -compare: the Redis (host:port) for the Lua semaphore (ALLOT_BENCH_REDIS_ADDR; empty: none)")
 	cpuProfile := fs.String("cpuprofile", "", "write allot-bench's own CPU profile to this file (to check that the load generator stays cheaper than what it loads)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -161,7 +173,33 @@ func run(ctx context.Context, args []string, envURL, exe string, stdout, stderr 
 		stopPages := uiPages(ctx, cfg.URL, *pages)
 		defer func() { f, e := stopPages(); reportUIPages(stderr, *pages, f, e) }()
 	}
-	results, err := bench.Run(ctx, cfg, stdout)
+	var results []bench.Result
+	var err error
+	if *compare {
+		var peers []func(context.Context) (bench.Peer, error)
+		if *peerPG != "" {
+			peers = append(peers, func(ctx context.Context) (bench.Peer, error) {
+				p, err := bench.NewPostgresPeer(ctx, *peerPG)
+				if err != nil {
+					return nil, fmt.Errorf("pg-update: PostgreSQL does not answer at %s: %w", *peerPG, err)
+				}
+				return p, nil
+			})
+		}
+		if *peerRedis != "" {
+			peers = append(peers, func(ctx context.Context) (bench.Peer, error) {
+				p, err := bench.NewRedisPeer(ctx, *peerRedis)
+				if err != nil {
+					return nil, fmt.Errorf("redis-lua: Redis does not answer at %s: %w", *peerRedis, err)
+				}
+				return p, nil
+			})
+		}
+		targets := append([]bench.Target{{Name: "allot", URL: cfg.URL}}, also...)
+		results, err = bench.Compare(ctx, cfg, targets, peers, stdout)
+	} else {
+		results, err = bench.Run(ctx, cfg, stdout)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "allot-bench: %v\n", err)
 		return 1
@@ -175,6 +213,14 @@ func run(ctx context.Context, args []string, envURL, exe string, stdout, stderr 
 		}
 	}
 	return code
+}
+
+// envOr returns the environment variable key, or def if it is unset.
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
 }
 
 // parseSizes parses a comma-separated list of counts, such as "10,100000".

@@ -115,6 +115,9 @@ type Config struct {
 	// lean raw client, which costs the shared machine far less CPU per
 	// request.
 	NetHTTP bool
+	// System names the server in the results (Result.System), when the
+	// compare mode measures several.
+	System string
 	// HTTPClient sends the requests; nil uses a client tuned for the number
 	// of workers (HTTP/1.1, keep-alive, one idle connection per worker).
 	HTTPClient *http.Client
@@ -240,6 +243,10 @@ func (cfg Config) workloads() ([]string, error) {
 type Result struct {
 	// Workload is the workload's name.
 	Workload string `json:"workload"`
+	// System names what was measured when it is not the allot server at
+	// Config.URL: a peer (Peer.Name), or an allot server the compare mode
+	// was given by name.
+	System string `json:"system,omitempty"`
 	// Workers is how many workers ran.
 	Workers int `json:"workers"`
 	// Seconds is the length of the measured window; for scale, the sum of
@@ -354,6 +361,9 @@ func (h *Handoff) compareTo(b *Baseline) {
 // String formats r as the one line the benchmark prints for people.
 func (r Result) String() string {
 	var b strings.Builder
+	if r.System != "" {
+		fmt.Fprintf(&b, "[%s] ", r.System)
+	}
 	switch {
 	case r.Baseline != nil:
 		bl := r.Baseline
@@ -436,6 +446,21 @@ func (r Result) serverCPU() string {
 	return fmt.Sprintf("  server_cpu=%.0fµs/pair", *r.ServerCPUMicrosPerPair)
 }
 
+// writeResult writes r to w: a line for people, or a JSON object if
+// cfg.JSON.
+func writeResult(w io.Writer, cfg Config, r Result) error {
+	var err error
+	if cfg.JSON {
+		err = json.NewEncoder(w).Encode(r)
+	} else {
+		_, err = fmt.Fprintln(w, r)
+	}
+	if err != nil {
+		return fmt.Errorf("write result: %w", err)
+	}
+	return nil
+}
+
 // Run runs the workloads cfg selects, one after the other, against the
 // server at cfg.URL, writing each result to w as soon as it is known (a line
 // for people, or a JSON object per line if cfg.JSON). A workload that cannot
@@ -465,7 +490,6 @@ func Run(ctx context.Context, cfg Config, w io.Writer) ([]Result, error) {
 	c := newClient(hc, cfg.URL)
 	c.raw = !cfg.NetHTTP
 	c.apiKey = cfg.APIKey
-	enc := json.NewEncoder(w)
 	if names[0] == WorkloadBaseline && len(names) > 1 {
 		if err := c.reach(ctx, cfg.Prefix+"-t0"); err != nil {
 			return nil, err
@@ -500,14 +524,10 @@ func Run(ctx context.Context, cfg Config, w io.Writer) ([]Result, error) {
 		if err != nil {
 			return results, fmt.Errorf("%s: %w", name, err)
 		}
+		r.System = cfg.System
 		results = append(results, r)
-		if cfg.JSON {
-			err = enc.Encode(r)
-		} else {
-			_, err = fmt.Fprintln(w, r)
-		}
-		if err != nil {
-			return results, fmt.Errorf("write result: %w", err)
+		if err := writeResult(w, cfg, r); err != nil {
+			return results, err
 		}
 	}
 	return results, nil
@@ -551,20 +571,13 @@ func (o *outcome) throughput(nLimits int) *Throughput {
 	return t
 }
 
-// runHandoff runs the handoff workload: workers contend for one slot of one
-// limit, each holding it for cfg.Hold.
-func runHandoff(ctx context.Context, c *client, cfg Config) (Result, error) {
-	names := []string{cfg.Prefix + "-h"}
-	o, err := runLoad(ctx, c, cfg, names, cfg.HandoffWorkers, cfg.Hold, cpuMetricsURL(cfg))
-	if err != nil {
-		return Result{}, err
-	}
-	r := o.result(WorkloadHandoff, cfg.HandoffWorkers, len(names))
-
+// handoff computes what the handoff workload reports from a load of
+// workers on one limit over a window of seconds.
+func (o *outcome) handoff(cfg Config, workers int, seconds float64) *Handoff {
 	h := &Handoff{HoldMS: ms(cfg.Hold)}
 	var holds []hold
 	var waits []time.Duration
-	counts := make([]int, cfg.HandoffWorkers)
+	counts := make([]int, workers)
 	for _, a := range o.attempts {
 		if !a.granted {
 			continue
@@ -578,13 +591,26 @@ func runHandoff(ctx context.Context, c *client, cfg Config) (Result, error) {
 	}
 	slices.Sort(waits)
 	gaps := idleGaps(holds, o.window)
-	h.GrantsPerSecond = float64(h.Grants) / r.Seconds
+	h.GrantsPerSecond = float64(h.Grants) / seconds
 	h.GapP50MS = ms(percentile(gaps, 50))
 	h.GapP99MS = ms(percentile(gaps, 99))
 	h.WaitP99MS = ms(percentile(waits, 99))
 	h.WaitMaxMS = ms(percentile(waits, 100))
 	h.Jain = jain(counts)
 	h.FIFO = fifoFraction(o.attempts, o.window)
+	return h
+}
+
+// runHandoff runs the handoff workload: workers contend for one slot of one
+// limit, each holding it for cfg.Hold.
+func runHandoff(ctx context.Context, c *client, cfg Config) (Result, error) {
+	names := []string{cfg.Prefix + "-h"}
+	o, err := runLoad(ctx, c, cfg, names, cfg.HandoffWorkers, cfg.Hold, cpuMetricsURL(cfg))
+	if err != nil {
+		return Result{}, err
+	}
+	r := o.result(WorkloadHandoff, cfg.HandoffWorkers, len(names))
+	h := o.handoff(cfg, cfg.HandoffWorkers, r.Seconds)
 	r.Handoff = h
 	r.ServerCPUMicrosPerPair = o.cpuPer(h.Grants)
 	return r, nil

@@ -801,7 +801,7 @@ func TestResultJSONNamesUnique(t *testing.T) {
 	slices.Sort(want)
 	cpu := 1.0
 	r := Result{
-		FirstError: "x", ServerCPUMicrosPerPair: &cpu,
+		FirstError: "x", System: "x", ServerCPUMicrosPerPair: &cpu,
 		Baseline:   &Baseline{},
 		Throughput: &Throughput{PairsPerBareRequest: 1, TargetPairsPerBareRequest: 1}, Handoff: &Handoff{IdleRoundTripP99MS: 1},
 		Memory: &Memory{PerLease: &MemoryPart{}, PerWaiter: &MemoryPart{}}, Scale: &Scale{},

@@ -113,7 +113,10 @@ func runLoad(ctx context.Context, c *client, cfg Config, names []string, workers
 	if metrics != "" {
 		probe.Go(func() { o.cpuSeconds = cpuInWindow(ctx, c.hc, metrics, start, o.window) })
 	}
-	o.attempts, o.errs = drive(ctx, c, workers, quoted, holdFor, start, o.window.to)
+	open := func(w int) slotter {
+		return &allotSlotter{p: c.worker(), names: quoted, holder: quote(fmt.Sprintf("bench-w%d", w))}
+	}
+	o.attempts, o.errs = drive(ctx, open, workers, len(names), holdFor, start, o.window.to)
 	probe.Wait()
 	if err := ctx.Err(); err != nil {
 		return outcome{}, err
@@ -129,19 +132,44 @@ func runLoad(ctx context.Context, c *client, cfg Config, names []string, workers
 	return o, nil
 }
 
+// slotter is one worker's way to take one slot of a load's limit (by its
+// index) and to give it back: allot's increment-with-lease and
+// decrement-with-lease, or a peer's own.
+type slotter interface {
+	take(ctx context.Context, limit int) (grant, error)
+	give(ctx context.Context, g grant) error
+	close()
+}
+
+// allotSlotter takes and gives slots of allot's limits through a pairer.
+type allotSlotter struct {
+	p            pairer
+	names        [][]byte // JSON-quoted
+	holder, body []byte
+}
+
+func (s *allotSlotter) take(ctx context.Context, limit int) (grant, error) {
+	s.body = appendAcquireBody(s.body[:0], s.names[limit], s.holder)
+	return s.p.acquire(ctx, s.body)
+}
+
+func (s *allotSlotter) give(ctx context.Context, g grant) error { return s.p.release(ctx, g.LeaseID) }
+func (s *allotSlotter) close()                                  { s.p.close() }
+
 // drive runs workers until stop (an offset from start) or until ctx is
-// done. Each worker repeatedly picks one of names (JSON-quoted) at random,
-// acquires a slot of it waiting in line, holds it for holdFor, and releases it;
+// done. Each worker, with a slotter of its own from open, repeatedly picks
+// one of nLimits limits at random, takes a slot of it (waiting in line, or
+// polling, as the slotter does), holds it for holdFor, and gives it back;
 // once stop has passed a worker finishes the attempt under way and starts
 // no other. drive returns every attempt, timed as offsets from start on its
 // monotonic clock, and the errors they met.
-func drive(ctx context.Context, c *client, workers int, names [][]byte, holdFor time.Duration, start time.Time, stop time.Duration) ([]attempt, tally) {
+func drive(ctx context.Context, open func(worker int) slotter, workers, nLimits int, holdFor time.Duration, start time.Time, stop time.Duration) ([]attempt, tally) {
 	perWorker := make([][]attempt, workers)
 	errs := make([]tally, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			perWorker[w], errs[w] = work(ctx, c, w, start, names, holdFor, stop)
+			perWorker[w], errs[w] = work(ctx, open(w), w, start, nLimits, holdFor, stop)
 		})
 	}
 	wg.Wait()
@@ -156,15 +184,12 @@ func drive(ctx context.Context, c *client, workers int, names [][]byte, holdFor 
 }
 
 // work is one worker of drive.
-func work(ctx context.Context, c *client, w int, start time.Time, names [][]byte, holdFor, stop time.Duration) ([]attempt, tally) {
-	p := c.worker()
+func work(ctx context.Context, p slotter, w int, start time.Time, nLimits int, holdFor, stop time.Duration) ([]attempt, tally) {
 	defer p.close()
 	var (
 		attempts []attempt
 		errs     tally
-		body     []byte
 	)
-	holder := quote(fmt.Sprintf("bench-w%d", w))
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	pause := func(d time.Duration) {
@@ -177,12 +202,11 @@ func work(ctx context.Context, c *client, w int, start time.Time, names [][]byte
 	}
 	for ctx.Err() == nil && time.Since(start) < stop {
 		a := attempt{worker: w}
-		if len(names) > 1 {
-			a.limit = rand.IntN(len(names))
+		if nLimits > 1 {
+			a.limit = rand.IntN(nLimits)
 		}
-		body = appendAcquireBody(body[:0], names[a.limit], holder)
 		a.sent = time.Since(start)
-		g, err := p.acquire(ctx, body)
+		g, err := p.take(ctx, a.limit)
 		a.done = time.Since(start)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -201,7 +225,7 @@ func work(ctx context.Context, c *client, w int, start time.Time, names [][]byte
 			pause(holdFor)
 		}
 		a.released = time.Since(start)
-		if err := p.release(ctx, g.LeaseID); err != nil {
+		if err := p.give(ctx, g); err != nil {
 			if ctx.Err() == nil {
 				errs.add(err)
 			}
