@@ -18,6 +18,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,7 +26,8 @@ import (
 // says otherwise.
 const DefaultURL = "http://127.0.0.1:4200/api"
 
-// Environment variables NewClient reads.
+// Environment variables NewClient reads. EnvURL may name several
+// replicas' URLs, separated by commas (see WithURLs).
 const (
 	EnvURL    = "ALLOT_API_URL"
 	EnvAPIKey = "ALLOT_API_KEY"
@@ -52,7 +54,8 @@ const (
 // Client talks to an allot server. It is safe for concurrent use; create one
 // and share it.
 type Client struct {
-	base     string // the API's URL, without a trailing slash
+	base     string // the API's URL (the first, when there are several), without a trailing slash
+	replicas replicas
 	apiKey   string
 	hc       *http.Client
 	log      *slog.Logger
@@ -67,8 +70,20 @@ type Client struct {
 type ClientOption func(*Client)
 
 // WithURL sets the API's URL, for example "http://127.0.0.1:4200/api". It
-// takes precedence over ALLOT_API_URL.
+// takes precedence over ALLOT_API_URL. Several URLs separated by commas
+// are as WithURLs.
 func WithURL(u string) ClientOption { return func(c *Client) { c.base = u } }
+
+// WithURLs sets the URLs of several replicas of one allot service (allot
+// server --database). Any of them serves every request (a follower
+// forwards to the leader); the Client sends to the one that leads when an
+// answer names it (the Allot-Leader header names a replica among urls),
+// and moves on to the next URL, with the usual backoff, when one does not
+// answer or answers 502, 503 or 504. It takes precedence over
+// ALLOT_API_URL, which may also list several URLs separated by commas.
+func WithURLs(urls ...string) ClientOption {
+	return func(c *Client) { c.base = strings.Join(urls, ",") }
+}
 
 // WithAPIKey sets the key sent as "Authorization: Bearer KEY". It takes
 // precedence over ALLOT_API_KEY.
@@ -121,17 +136,22 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 	for _, o := range opts {
 		o(c)
 	}
-	u, err := url.Parse(c.base)
-	if err != nil {
-		return nil, fmt.Errorf("new client: %w: url %q: %w", ErrInvalid, c.base, err)
+	for raw := range strings.SplitSeq(c.base, ",") {
+		raw = strings.TrimSpace(raw)
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("new client: %w: url %q: %w", ErrInvalid, raw, err)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("new client: %w: url %q must be http:// or https:// with a host", ErrInvalid, raw)
+		}
+		if u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("new client: %w: url %q must have no query or fragment", ErrInvalid, raw)
+		}
+		c.replicas.bases = append(c.replicas.bases, strings.TrimRight(u.String(), "/"))
+		c.replicas.hosts = append(c.replicas.hosts, u.Host)
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("new client: %w: url %q must be http:// or https:// with a host", ErrInvalid, c.base)
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("new client: %w: url %q must have no query or fragment", ErrInvalid, c.base)
-	}
-	c.base = strings.TrimRight(u.String(), "/")
+	c.base = c.replicas.bases[0]
 	if c.retries < 0 || c.backoff < 0 {
 		return nil, fmt.Errorf("new client: %w: retries and backoff must not be negative", ErrInvalid)
 	}
@@ -192,8 +212,52 @@ func defaultHolder() Identity {
 	return Identity{Kind: holderProcess, ID: host + ":" + strconv.Itoa(os.Getpid())}
 }
 
-// URL returns the API's URL the Client talks to.
-func (c *Client) URL() string { return c.base }
+// URL returns the API's URL the Client talks to: of several, the one it
+// sends to now.
+func (c *Client) URL() string {
+	_, base := c.replicas.pick()
+	return base
+}
+
+// leaderHeader names, on every answer of a replica, the replica that leads
+// (host:port).
+const leaderHeader = "Allot-Leader"
+
+// replicas picks which of the Client's URLs a request goes to. It is safe
+// for concurrent use.
+type replicas struct {
+	bases []string // every URL, without a trailing slash
+	hosts []string // the host:port of each
+	cur   atomic.Int32
+}
+
+// pick returns the URL to send to, and its index.
+func (r *replicas) pick() (int, string) {
+	i := int(r.cur.Load())
+	return i, r.bases[i]
+}
+
+// failed moves on from URL i, which did not answer or answered that it
+// cannot serve, unless another request moved on already.
+func (r *replicas) failed(i int) {
+	if len(r.bases) > 1 {
+		r.cur.CompareAndSwap(int32(i), int32((i+1)%len(r.bases)))
+	}
+}
+
+// led records the leader an answer named: requests go to its URL, if it is
+// one of the Client's.
+func (r *replicas) led(addr string) {
+	if addr == "" || len(r.bases) < 2 {
+		return
+	}
+	for i, h := range r.hosts {
+		if h == addr {
+			r.cur.Store(int32(i))
+			return
+		}
+	}
+}
 
 // CloseIdleConnections closes the connections the Client keeps open
 // between requests. The Client remains usable.
@@ -303,7 +367,8 @@ func (c *Client) attempt(ctx context.Context, r request, id string) ([]byte, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout+hold)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, r.method, c.base+r.path, body)
+	replica, base := c.replicas.pick()
+	req, err := http.NewRequestWithContext(ctx, r.method, base+r.path, body)
 	if err != nil {
 		return nil, err
 	}
@@ -318,9 +383,17 @@ func (c *Client) attempt(ctx context.Context, r request, id string) ([]byte, err
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		if ctx.Err() == nil {
+			c.replicas.failed(replica)
+		}
 		return nil, err
 	}
 	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		c.replicas.failed(replica) // unless the answer names the leader
+	}
+	c.replicas.led(resp.Header.Get(leaderHeader))
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
 		return nil, fmt.Errorf("read answer: %w", err)

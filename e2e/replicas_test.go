@@ -268,3 +268,45 @@ func TestReplicaWaitersKeepTheirPlace(t *testing.T) {
 		t.Errorf("ran in order %q, want A then B", got)
 	}
 }
+
+// TestCLIMovesOnToALiveReplica gives the CLI several replicas' URLs in
+// ALLOT_API_URL, a dead one and the leader first, SIGKILLs the leader, and
+// checks that commands still succeed through the follower listed last.
+func TestCLIMovesOnToALiveReplica(t *testing.T) {
+	t.Parallel()
+	_, schema := pgtest.Schema(t)
+	u := replicaURL(t, schema)
+	var replicas []*server
+	for range 2 {
+		replicas = append(replicas, startServer(t, t.TempDir(), "", "--database", u, "--leader-lease", "2s"))
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	var leader, follower *server
+	waitFor(t, func() bool {
+		for i, r := range replicas {
+			if code, _, _ := call(t.Context(), client, "GET", r.url("/ready?role=leader"), nil, nil); code == 200 {
+				leader, follower = r, replicas[1-i]
+				return true
+			}
+		}
+		return false
+	})
+	urls := strings.Join([]string{"http://127.0.0.1:1/api", leader.url(""), follower.url("")}, ",")
+	cli := func(args ...string) (string, error) {
+		cmd := exec.Command(binary, args...)
+		cmd.Env = append(os.Environ(), "ALLOT_API_URL="+urls)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := cli("gcl", "create", "db", "--limit", "2"); err != nil {
+		t.Fatalf("gcl create through %s: %v\n%s", urls, err, out)
+	}
+	leader.kill()
+	out, err := cli("gcl", "inspect", "db")
+	if err != nil {
+		t.Fatalf("gcl inspect after the leader's SIGKILL: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "Limit:") || !strings.Contains(out, "2") {
+		t.Errorf("gcl inspect said %q, want the limit of 2", out)
+	}
+}

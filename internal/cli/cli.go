@@ -241,7 +241,7 @@ func build(env Env) (*cobra.Command, *globals) {
 	root.SetVersionTemplate("{{.Version}}")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.apiURL, "api-url", envOr(env, allot.EnvURL, allot.DefaultURL), "the allot API's URL (env "+allot.EnvURL+")")
+	pf.StringVar(&g.apiURL, "api-url", envOr(env, allot.EnvURL, allot.DefaultURL), "the allot API's URL, or several replicas' URLs separated by commas (env "+allot.EnvURL+")")
 	pf.StringVar(&g.apiKey, "api-key", "", "API key, sent as a bearer token (env "+allot.EnvAPIKey+")")
 	g.env, g.keyGiven = env, func() bool { return pf.Changed("api-key") }
 	root.AddCommand(
