@@ -91,6 +91,7 @@ class Proxy:
         self.fail: list[int] = []  # statuses to answer next; 0 drops the connection, -1 drops the answer
         self.no_wait = False
         self.no_watch = False  # answers the lease watch 404, as a server without it does
+        self.leader = ""  # host:port to name in Allot-Leader, as a replica's answers do
         self.lock = threading.Lock()
         proxy = self
 
@@ -135,6 +136,8 @@ class Proxy:
                     for k, v in r.getheaders():
                         if k.lower() not in ("content-length", "connection", "transfer-encoding", "date"):
                             self.send_header(k, v)
+                    if proxy.leader:
+                        self.send_header("Allot-Leader", proxy.leader)
                     self.send_header("Content-Length", str(len(rb)))
                     self.end_headers()
                     self.wfile.write(rb)

@@ -29,8 +29,32 @@ USER_AGENT = f"allot-python/{__version__}"
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """One URL of the API: a server, or one replica of several."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    prefix: str  # the URL's path, without a trailing slash
+    ssl_context: ssl.SSLContext | None
+
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        h = f"[{self.host}]" if ":" in self.host else self.host
+        return h if self.port == default else f"{h}:{self.port}"
+
+    def address(self) -> str:
+        """host:port, as a replica's Allot-Leader header names it."""
+        h = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{h}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Config:
-    """A client's settings, resolved from arguments and the environment."""
+    """A client's settings, resolved from arguments and the environment.
+    url, scheme, host, port, prefix and ssl_context are the first of
+    endpoints: several when the API's URL lists several replicas."""
 
     url: str
     scheme: str
@@ -44,6 +68,7 @@ class Config:
     long_poll: float
     holder: Holder | None  # None: default_holder() at each acquisition
     headers: Mapping[str, str] = field(default_factory=dict)
+    endpoints: tuple[Endpoint, ...] = ()
 
     def host_header(self) -> str:
         default = 443 if self.scheme == "https" else 80
@@ -73,7 +98,8 @@ def resolve(
 ) -> Config:
     """Resolves a Config. Arguments win over ALLOT_API_URL / ALLOT_API_KEY,
     which win over PREFECT_API_URL / PREFECT_API_KEY (Bearer) /
-    PREFECT_API_AUTH_STRING (Basic)."""
+    PREFECT_API_AUTH_STRING (Basic). The URL may list several replicas'
+    URLs separated by commas."""
     e = os.environ if env is None else env
     url = api_url or e.get("ALLOT_API_URL") or e.get("PREFECT_API_URL") or DEFAULT_URL
     authz: str | None = None
@@ -88,6 +114,30 @@ def resolve(
     elif e.get("PREFECT_API_AUTH_STRING"):
         authz = _basic(e["PREFECT_API_AUTH_STRING"])
 
+    if retries < 0 or backoff < 0:
+        raise ValueError("retries and backoff must not be negative")
+    if not 0 < long_poll <= MAX_LONG_POLL:
+        long_poll = MAX_LONG_POLL
+    endpoints = tuple(_endpoint(one.strip(), ssl_context, ca_file, e) for one in url.split(","))
+    first = endpoints[0]
+    return Config(
+        url=first.url,
+        scheme=first.scheme,
+        host=first.host,
+        port=first.port,
+        prefix=first.prefix,
+        authorization=authz,
+        ssl_context=first.ssl_context,
+        retries=retries,
+        backoff=backoff,
+        long_poll=long_poll,
+        holder=Holder.coerce(holder) if holder is not None else None,
+        endpoints=endpoints,
+    )
+
+
+def _endpoint(url: str, ssl_context: ssl.SSLContext | None, ca_file: str | None,
+              env: Mapping[str, str]) -> Endpoint:
     u = urllib.parse.urlsplit(url)
     if u.scheme not in ("http", "https") or not u.hostname:
         raise ValueError(f"api url {url!r} must be http:// or https:// with a host")
@@ -96,27 +146,11 @@ def resolve(
     if u.username or u.password:
         raise ValueError(f"api url {url!r} must not carry credentials; use api_key or auth_string")
     port = u.port or (443 if u.scheme == "https" else 80)
-    if retries < 0 or backoff < 0:
-        raise ValueError("retries and backoff must not be negative")
-    if not 0 < long_poll <= MAX_LONG_POLL:
-        long_poll = MAX_LONG_POLL
-
     ctx: ssl.SSLContext | None = None
     if u.scheme == "https":
-        ctx = ssl_context or tls_context(ca_file, e)
-    return Config(
-        url=url.rstrip("/"),
-        scheme=u.scheme,
-        host=u.hostname,
-        port=port,
-        prefix=u.path.rstrip("/"),
-        authorization=authz,
-        ssl_context=ctx,
-        retries=retries,
-        backoff=backoff,
-        long_poll=long_poll,
-        holder=Holder.coerce(holder) if holder is not None else None,
-    )
+        ctx = ssl_context or tls_context(ca_file, env)
+    return Endpoint(url=url.rstrip("/"), scheme=u.scheme, host=u.hostname, port=port,
+                    prefix=u.path.rstrip("/"), ssl_context=ctx)
 
 
 def tls_context(ca_file: str | None, env: Mapping[str, str]) -> ssl.SSLContext:

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ._config import MAX_BACKOFF, REQUEST_TIMEOUT, USER_AGENT, Config
+from ._config import MAX_BACKOFF, REQUEST_TIMEOUT, USER_AGENT, Config, Endpoint
 from .errors import AllotConnectionError, APIError, error_for
 
 log = logging.getLogger("allot")
@@ -63,8 +63,10 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def encode(cfg: Config, r: Request, rid: str) -> tuple[bytes | None, float, dict[str, str]]:
-    """The body, the hold and the headers of one attempt."""
+def encode(cfg: Config, r: Request, rid: str,
+           ep: Endpoint | None = None) -> tuple[bytes | None, float, dict[str, str]]:
+    """The body, the hold and the headers of one attempt (to ep, by default
+    cfg's first URL)."""
     hold = r.wait
     body = r.body
     if r.hold is not None:
@@ -73,7 +75,7 @@ def encode(cfg: Config, r: Request, rid: str) -> tuple[bytes | None, float, dict
         body["timeout_seconds"] = round(hold, 3)
     data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
     headers = {
-        "Host": cfg.host_header(),
+        "Host": (ep or cfg).host_header(),
         "Accept": "application/json, application/problem+json",
         "User-Agent": USER_AGENT,
         "X-Request-Id": rid,
@@ -178,18 +180,56 @@ _STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 request was not read, so it is sent again at once on a new connection."""
 
 
-def message(cfg: Config, r: Request, rid: str) -> tuple[bytes, float]:
+def message(cfg: Config, r: Request, rid: str, ep: Endpoint | None = None) -> tuple[bytes, float]:
     """The bytes of one attempt of r, and how long the server may hold it."""
-    data, hold, headers = encode(cfg, r, rid)
-    head = f"{r.method} {cfg.prefix + r.path} HTTP/1.1\r\n"
+    data, hold, headers = encode(cfg, r, rid, ep)
+    head = f"{r.method} {(ep or cfg).prefix + r.path} HTTP/1.1\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     return head.encode("latin-1") + (data or b""), hold
 
 
+LEADER_HEADER = "allot-leader"
+"""Names, on a replica's answers, the replica that leads (host:port)."""
+
+
+class Replicas:
+    """Which of a client's URLs requests go to. It moves on from one that
+    does not answer, or answers 502, 503 or 504, to the next; and to the
+    one an answer names as the leader, if it is among them. Safe for use
+    from many threads."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.endpoints = cfg.endpoints or (Endpoint(cfg.url, cfg.scheme, cfg.host, cfg.port, cfg.prefix,
+                                                    cfg.ssl_context),)
+        self._cur = 0
+        self._lock = threading.Lock()
+
+    def pick(self) -> tuple[int, Endpoint]:
+        with self._lock:
+            return self._cur, self.endpoints[self._cur]
+
+    def failed(self, i: int) -> None:
+        with self._lock:
+            if self._cur == i:
+                self._cur = (i + 1) % len(self.endpoints)
+
+    def answered(self, i: int, status: int, headers: dict[str, str]) -> None:
+        if status in (502, 503, 504):
+            self.failed(i)
+        leader = headers.get(LEADER_HEADER)
+        if leader and len(self.endpoints) > 1:
+            for j, ep in enumerate(self.endpoints):
+                if ep.address() == leader:
+                    with self._lock:
+                        self._cur = j
+                    return
+
+
 class _SyncConn:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, replica: int = 0) -> None:
         self.sock = sock
         self.rfile = sock.makefile("rb")
+        self.replica = replica  # the index of the URL it is connected to
 
     def close(self) -> None:
         try:
@@ -205,12 +245,12 @@ class SyncTransport:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.replicas = Replicas(cfg)
         self._idle: list[_SyncConn] = []
         self._lock = threading.Lock()
         self._closed = False
 
-    def _new(self, timeout: float) -> _SyncConn:
-        c = self.cfg
+    def _new(self, timeout: float, i: int, c: Endpoint) -> _SyncConn:
         sock = socket.create_connection((c.host, c.port), timeout=min(timeout, REQUEST_TIMEOUT))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -219,11 +259,14 @@ class SyncTransport:
         except BaseException:
             sock.close()
             raise
-        return _SyncConn(sock)
+        return _SyncConn(sock, i)
 
-    def _get(self) -> _SyncConn | None:
+    def _get(self, i: int) -> _SyncConn | None:
         with self._lock:
-            return self._idle.pop() if self._idle else None
+            for k in range(len(self._idle) - 1, -1, -1):
+                if self._idle[k].replica == i:
+                    return self._idle.pop(k)
+            return None
 
     def _put(self, conn: _SyncConn) -> None:
         with self._lock:
@@ -256,15 +299,20 @@ class SyncTransport:
                 time.sleep(pause)
 
     def _attempt(self, r: Request, rid: str) -> bytes:
-        msg, hold = message(self.cfg, r, rid)
+        i, ep = self.replicas.pick()
+        msg, hold = message(self.cfg, r, rid, ep)
         timeout = attempt_timeout(r, hold)
         for fresh in (False, True):
-            conn = None if fresh else self._get()
+            conn = None if fresh else self._get(i)
             reused = conn is not None
             ok = False
             try:
                 if conn is None:
-                    conn = self._new(timeout)
+                    try:
+                        conn = self._new(timeout, i, ep)
+                    except OSError:
+                        self.replicas.failed(i)
+                        raise
                 conn.sock.settimeout(timeout)
                 try:
                     conn.sock.sendall(msg)
@@ -272,8 +320,13 @@ class SyncTransport:
                 except (_Stale, *_STALE):
                     if reused:
                         continue
+                    self.replicas.failed(i)
+                    raise
+                except OSError:
+                    self.replicas.failed(i)
                     raise
                 ok = keep
+                self.replicas.answered(i, status, rh)
             finally:
                 # A failed or interrupted request (KeyboardInterrupt while in
                 # line) closes its connection: the server drops the waiter.
@@ -362,9 +415,10 @@ def _length(headers: dict[str, str]) -> int:
 
 
 class _Conn:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, replica: int = 0) -> None:
         self.reader, self.writer = reader, writer
         self.loop = asyncio.get_running_loop()
+        self.replica = replica  # the index of the URL it is connected to
 
     def close(self) -> None:
         try:
@@ -384,6 +438,7 @@ class AsyncTransport:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.replicas = Replicas(cfg)
         self._idle: list[_Conn] = []
 
     async def aclose(self) -> None:
@@ -396,8 +451,7 @@ class AsyncTransport:
             except (OSError, RuntimeError):
                 pass
 
-    async def _new(self) -> _Conn:
-        c = self.cfg
+    async def _new(self, i: int, c: Endpoint) -> _Conn:
         reader, writer = await asyncio.open_connection(
             c.host, c.port, ssl=c.ssl_context, server_hostname=c.host if c.ssl_context else None,
             limit=1 << 20)
@@ -407,16 +461,23 @@ class AsyncTransport:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        return _Conn(reader, writer)
+        return _Conn(reader, writer, i)
 
-    def _get(self) -> _Conn | None:
+    def _get(self, i: int) -> _Conn | None:
         loop = asyncio.get_running_loop()
+        keep: list[_Conn] = []
+        found = None
         while self._idle:
             c = self._idle.pop()
-            if c.loop is loop and not c.writer.is_closing():
-                return c
-            c.close()
-        return None
+            if c.loop is not loop or c.writer.is_closing():
+                c.close()
+            elif c.replica != i:
+                keep.append(c)
+            else:
+                found = c
+                break
+        self._idle.extend(reversed(keep))
+        return found
 
     async def request(self, r: Request) -> Any:
         rid = new_request_id()
@@ -434,21 +495,30 @@ class AsyncTransport:
                 await asyncio.sleep(pause)
 
     async def _attempt(self, r: Request, rid: str) -> bytes:
-        msg, hold = message(self.cfg, r, rid)
+        i, ep = self.replicas.pick()
+        msg, hold = message(self.cfg, r, rid, ep)
         for fresh in (False, True):
-            conn = None if fresh else self._get()
+            conn = None if fresh else self._get(i)
             reused = conn is not None
             ok = False
             try:
                 if conn is None:
-                    conn = await asyncio.wait_for(self._new(), REQUEST_TIMEOUT)
+                    try:
+                        conn = await asyncio.wait_for(self._new(i, ep), REQUEST_TIMEOUT)
+                    except (OSError, asyncio.TimeoutError):
+                        self.replicas.failed(i)
+                        raise
                 conn.writer.write(msg)
                 try:
                     status, rh, body, keep = await asyncio.wait_for(
                         _read_answer(conn.reader, r.method, reused), attempt_timeout(r, hold))
                 except _Stale:
                     continue
+                except (OSError, asyncio.IncompleteReadError):
+                    self.replicas.failed(i)
+                    raise
                 ok = keep
+                self.replicas.answered(i, status, rh)
             finally:
                 if conn is not None:
                     if ok:
