@@ -28,8 +28,11 @@ build:
 
 # The server benchmark: starts a durable server in a temporary directory,
 # runs the baseline, throughput and handoff workloads against it over
-# loopback HTTP, stops it. The client and its workloads are a tool apart
-# from the server: cmd/allot-bench (workloads in its internal/bench).
+# loopback HTTP, then compares it (allot-bench -compare) with three replicas
+# over PostgreSQL, PostgreSQL's conditional UPDATE and a Redis Lua semaphore,
+# skipping what does not answer; stops it all. The client and its workloads
+# are a tool apart from the server: cmd/allot-bench (workloads in its
+# internal/bench).
 bench: build
 	./scripts/bench.sh
 

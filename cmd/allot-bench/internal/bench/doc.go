@@ -48,6 +48,21 @@
 //     holds 10 leases and while it holds 100,000, each on a limit of its
 //     own; the result is the ratio of the two.
 //
+// # Compare mode
+//
+// Compare runs throughput and handoff against each allot server it is
+// given (by name: the embedded server, a replica that leads, a follower)
+// and then against peers, other ways to limit concurrency, with the same
+// workers, limits and checks, and prints a table with allot's pairs per
+// second over each peer's. The peers: PostgresPeer, Prefect's conditional
+// UPDATE of a limit's row on PostgreSQL (pgx, a connection per worker), and
+// RedisPeer, the same counting in a Lua script on Redis, spoken over a
+// minimal RESP client of this package's own. Neither queues waiters: a
+// refused worker sleeps the Retry-After that Prefect's server computes
+// (from the limit's average occupancy and its refused requests) and tries
+// again, as Prefect's client does. A peer that cannot be reached is skipped
+// with a line saying so.
+//
 // Throughput and handoff also read the server's CPU time
 // (process_cpu_seconds_total on its /metrics) as the measured window opens
 // and as it closes, and give it per acquire+release pair; when /metrics
