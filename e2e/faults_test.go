@@ -835,9 +835,11 @@ func (in *injector) leader(t *testing.T) *faultReplica {
 }
 
 // serviceBack takes a lease through r, retrying until one is granted, and
-// returns how long after since it was.
+// returns how long after since it was. When none is, the error says what r
+// last answered, what each replica says of the leader, and the leader row.
 func (in *injector) serviceBack(t *testing.T, r *faultReplica, since time.Time) (time.Duration, error) {
 	deadline := since.Add(15 * time.Second)
+	var last string
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		code, _, err := call(ctx, in.probe, "POST", r.url("/v2/concurrency_limits/increment-with-lease"),
@@ -846,9 +848,26 @@ func (in *injector) serviceBack(t *testing.T, r *faultReplica, since time.Time) 
 		if err == nil && code == 200 {
 			return time.Since(since), nil
 		}
+		last = fmt.Sprintf("%d %v", code, err)
 		time.Sleep(5 * time.Millisecond)
 	}
-	return 0, fmt.Errorf("no lease through %s within 15 s", r.addr)
+	var state []string
+	for _, x := range in.f.replicas {
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		code, h, err := call(ctx, in.probe, "GET", x.url("/ready"), nil, nil)
+		cancel()
+		state = append(state, fmt.Sprintf("%s: ready %d (%v) names %q", x.addr, code, err, h.Get("Allot-Leader")))
+	}
+	if db, err := pgx.Connect(t.Context(), pgtest.URL()); err == nil {
+		var epoch int64
+		var holder, address string
+		var live bool
+		err := db.QueryRow(t.Context(), `SELECT epoch, holder, address, lease_until > now() FROM `+pgx.Identifier{in.schema, "leader"}.Sanitize()).
+			Scan(&epoch, &holder, &address, &live)
+		state = append(state, fmt.Sprintf("leader row: epoch %d holder %s address %s live %v (%v)", epoch, holder, address, live, err))
+		_ = db.Close(context.Background())
+	}
+	return 0, fmt.Errorf("no lease through %s within 15 s; it last answered %s; %s", r.addr, last, strings.Join(state, "; "))
 }
 
 // run injects faults until it has done n of them or until deadline.
