@@ -351,9 +351,9 @@ func (e *retryAfterError) Unwrap() error { return e.APIError }
 // attempt sends r once and returns the body of a successful answer.
 func (c *Client) attempt(ctx context.Context, r request, id string) ([]byte, error) {
 	var (
-		body io.Reader
-		hold time.Duration
-		v    any
+		payload []byte
+		hold    time.Duration
+		v       any
 	)
 	if r.body != nil {
 		v, hold = r.body()
@@ -363,29 +363,30 @@ func (c *Client) attempt(ctx context.Context, r request, id string) ([]byte, err
 		if err != nil {
 			return nil, fmt.Errorf("encode request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		payload = b
 	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout+hold)
+	actx, cancel := context.WithTimeout(ctx, requestTimeout+hold)
 	defer cancel()
-	replica, base := c.replicas.pick()
-	req, err := http.NewRequestWithContext(ctx, r.method, base+r.path, body)
-	if err != nil {
-		return nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json, application/problem+json")
-	req.Header.Set("User-Agent", "allot-go")
-	req.Header.Set("X-Request-Id", id)
-	if c.apiKey != "" {
-		req.Header.Set("Authorization", "Bearer "+c.apiKey)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		if ctx.Err() == nil {
-			c.replicas.failed(replica)
+	// A replica that refuses the connection never saw the request: the
+	// next URL gets it at once, each URL at most once per attempt.
+	var (
+		replica int
+		resp    *http.Response
+		err     error
+	)
+	for range len(c.replicas.bases) {
+		var base string
+		replica, base = c.replicas.pick()
+		resp, err = c.send(actx, r.method, base+r.path, payload, id)
+		if err == nil || ctx.Err() != nil {
+			break // an answer, or the caller gave up
 		}
+		c.replicas.failed(replica) // it did not answer, or not in time
+		if !refused(err) {
+			break
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
@@ -404,6 +405,35 @@ func (c *Client) attempt(ctx context.Context, r request, id string) ([]byte, err
 		}
 	}
 	return nil, answerError(resp, data, id)
+}
+
+// send sends one request with the Client's headers.
+func (c *Client) send(ctx context.Context, method, url string, payload []byte, id string) (*http.Response, error) {
+	var body io.Reader
+	if payload != nil {
+		body = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json, application/problem+json")
+	req.Header.Set("User-Agent", "allot-go")
+	req.Header.Set("X-Request-Id", id)
+	if c.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	}
+	return c.hc.Do(req)
+}
+
+// refused reports whether err is a failure to connect: the request was
+// never sent.
+func refused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // answerError turns an unexpected answer into an error.

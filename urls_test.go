@@ -107,3 +107,15 @@ func TestClientGoesToTheLeader(t *testing.T) {
 		t.Errorf("URL = %q, want the leader's %q", got, srv.URL())
 	}
 }
+
+// TestClientPassesDeadURLsAtOnce gives the client two URLs where nothing
+// listens before a real server's, and no retries: a refused connection
+// never carried the request, so the next URL gets it in the same attempt.
+func TestClientPassesDeadURLsAtOnce(t *testing.T) {
+	t.Parallel()
+	srv := allottest.NewServer(t)
+	c := srv.Client(t, allot.WithURLs(deadURL(t), deadURL(t), srv.URL()), allot.WithRetry(0, 0), allot.WithLogger(discardLogger()))
+	if _, err := c.CreateLimit(t.Context(), allot.LimitSpec{Name: "db", Limit: 1}); err != nil {
+		t.Fatalf("CreateLimit without retries, two dead URLs first: %v", err)
+	}
+}
