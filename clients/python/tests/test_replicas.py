@@ -25,6 +25,11 @@ class SyncReplicas(unittest.TestCase):
         c.create_limit(n, 1)
         self.assertEqual(c.get_limit(n).limit, 1)
 
+    def test_passes_dead_urls_at_once(self) -> None:
+        c = allot.Client(api_url=f"{dead_url()},{dead_url()},{URL}", retries=0)
+        self.addCleanup(c.close)
+        c.create_limit(name(), 1)
+
     def test_moves_on_from_a_503(self) -> None:
         p = Proxy()
         self.addCleanup(p.close)
@@ -56,6 +61,10 @@ class SyncReplicas(unittest.TestCase):
 class AsyncReplicas(unittest.IsolatedAsyncioTestCase):
     def setUp(self) -> None:
         need_server(self)
+
+    async def test_passes_dead_urls_at_once(self) -> None:
+        async with allot.AsyncClient(api_url=f"{dead_url()},{dead_url()},{URL}", retries=0) as c:
+            await c.create_limit(name(), 1)
 
     async def test_moves_on_and_goes_to_the_leader(self) -> None:
         p = Proxy()

@@ -225,6 +225,14 @@ class Replicas:
                     return
 
 
+class _Refused(Exception):
+    """A replica refused the connection: the request never left."""
+
+    def __init__(self, err: OSError) -> None:
+        super().__init__(str(err))
+        self.err = err
+
+
 class _SyncConn:
     def __init__(self, sock: socket.socket, replica: int = 0) -> None:
         self.sock = sock
@@ -299,6 +307,18 @@ class SyncTransport:
                 time.sleep(pause)
 
     def _attempt(self, r: Request, rid: str) -> bytes:
+        # A replica that refuses the connection never saw the request: the
+        # next URL gets it at once, each at most once per attempt.
+        n = len(self.replicas.endpoints)
+        for k in range(n):
+            try:
+                return self._attempt_one(r, rid)
+            except _Refused as e:
+                if k == n - 1:
+                    raise e.err from None
+        raise AssertionError("unreachable")
+
+    def _attempt_one(self, r: Request, rid: str) -> bytes:
         i, ep = self.replicas.pick()
         msg, hold = message(self.cfg, r, rid, ep)
         timeout = attempt_timeout(r, hold)
@@ -310,6 +330,9 @@ class SyncTransport:
                 if conn is None:
                     try:
                         conn = self._new(timeout, i, ep)
+                    except ConnectionRefusedError as e:
+                        self.replicas.failed(i)
+                        raise _Refused(e) from e
                     except OSError:
                         self.replicas.failed(i)
                         raise
@@ -495,6 +518,16 @@ class AsyncTransport:
                 await asyncio.sleep(pause)
 
     async def _attempt(self, r: Request, rid: str) -> bytes:
+        n = len(self.replicas.endpoints)
+        for k in range(n):
+            try:
+                return await self._attempt_one(r, rid)
+            except _Refused as e:
+                if k == n - 1:
+                    raise e.err from None
+        raise AssertionError("unreachable")
+
+    async def _attempt_one(self, r: Request, rid: str) -> bytes:
         i, ep = self.replicas.pick()
         msg, hold = message(self.cfg, r, rid, ep)
         for fresh in (False, True):
@@ -505,6 +538,9 @@ class AsyncTransport:
                 if conn is None:
                     try:
                         conn = await asyncio.wait_for(self._new(i, ep), REQUEST_TIMEOUT)
+                    except ConnectionRefusedError as e:
+                        self.replicas.failed(i)
+                        raise _Refused(e) from e
                     except (OSError, asyncio.TimeoutError):
                         self.replicas.failed(i)
                         raise
