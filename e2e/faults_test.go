@@ -215,6 +215,10 @@ func (f *faultRun) attempt(ctx context.Context, timeout time.Duration, method, p
 	switch {
 	case code == 503 || code == 409 || (err != nil && code == 0):
 		return code, false, nil
+	case err != nil && code < 500 && !strings.HasPrefix(err.Error(), "decode"):
+		// The status came, the rest of the answer did not (the replica
+		// died, or its forward ended, mid-answer): as good as no answer.
+		return code, false, nil
 	case err != nil:
 		return code, true, err
 	}
@@ -324,7 +328,10 @@ func (f *faultRun) clientLoop(ctx context.Context, id int) ([]*fCall, error) {
 			hold = slices.Delete(hold, i, i+1)
 		case p < 14:
 			c.kind, c.limit = fTry, mrand.IntN(2)
-		case p < 17:
+		case p < 17 && !slices.ContainsFunc(hold, func(h held) bool { return h.limit == 2 }):
+			// A client never waits for the limit it holds: two holders
+			// waiting for a third slot would stall the line until they
+			// time out.
 			c.kind, c.limit = fWait, 2
 		default:
 			c.kind, c.limit = fRead, mrand.IntN(len(fLimits))
