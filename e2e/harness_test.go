@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ type server struct {
 	addr    string
 	scheme  string // http, or https with --tls-cert
 	cmd     *exec.Cmd
-	log     *bytes.Buffer
+	log     *syncBuffer // the server's stderr, written while it runs
 	// stdout is what the server printed before it said it listens (the
 	// bootstrap key, with --auth keys).
 	stdout []string
@@ -65,7 +66,7 @@ func startServerEnv(t *testing.T, dataDir, addr string, env []string, extra ...s
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	s := &server{t: t, dataDir: dataDir, log: new(bytes.Buffer), done: make(chan struct{})}
+	s := &server{t: t, dataDir: dataDir, log: new(syncBuffer), done: make(chan struct{})}
 	args := append([]string{"server", "--addr", addr, "--data-dir", dataDir, "--log-level", "warn"}, extra...)
 	s.cmd = exec.Command(binary, args...)
 	if env != nil {
@@ -108,6 +109,26 @@ func startServerEnv(t *testing.T, dataDir, addr string, env []string, extra ...s
 			t.Fatalf("server did not start in 30s: %s", s.log)
 		}
 	}
+}
+
+// syncBuffer is a bytes.Buffer that a process may write while a test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns what was written so far.
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 func (s *server) url(path string) string { return s.scheme + "://" + s.addr + "/api" + path }
